@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Idempotent set-up for `make run` / `make test`: checks tools, installs the system packages the
+# app needs (as root; otherwise names them), creates .venv with torch==2.11.0 (the libtorch tch
+# 0.24 builds against) and the .libtorch link that .cargo/config.toml points LIBTORCH at.
+# With everything in place it returns at once.
+#
+# Usage: scripts/bootstrap.sh [build|gui|test]
+#   build  toolchain + venv + libtorch link
+#   gui    build + the libraries a window needs at run time (X11/Wayland, Vulkan/GL, fonts)
+#   test   build + what the tests need (a software Vulkan for the UI tests)
+set -euo pipefail
+mode=${1:-build}
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs), then run this again."
+command -v cc >/dev/null || need_cc=1
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || die "python3 is missing: install Python 3.9+ (Debian: apt-get install python3 python3-venv)."
+
+# --- system packages -------------------------------------------------------------------------
+# Each entry: a shared library (or command) to look for, and the Debian package that provides it.
+checks=()
+[ -n "${need_cc:-}" ] && checks+=("cmd:cc gcc")
+"$PY" -c 'import venv, ensurepip' 2>/dev/null || checks+=("py:venv python3-venv")
+if [ "$mode" = gui ] || [ "$mode" = test ]; then
+  checks+=("lib:libxkbcommon.so.0 libxkbcommon0" "lib:libxkbcommon-x11.so.0 libxkbcommon-x11-0"
+           "lib:libX11-xcb.so.1 libx11-xcb1" "lib:libXcursor.so.1 libxcursor1" "lib:libXrandr.so.2 libxrandr2"
+           "lib:libXi.so.6 libxi6" "lib:libvulkan.so.1 libvulkan1" "file:/usr/share/vulkan/icd.d/lvp_icd.x86_64.json mesa-vulkan-drivers"
+           "lib:libEGL.so.1 libegl1" "lib:libGL.so.1 libgl1" "lib:libfontconfig.so.1 libfontconfig1")
+fi
+missing=()
+for c in "${checks[@]}"; do
+  what=${c%% *}; pkg=${c#* }
+  case $what in
+    cmd:*) command -v "${what#cmd:}" >/dev/null || missing+=("$pkg") ;;
+    lib:*) ldconfig -p 2>/dev/null | grep -q "${what#lib:}" || missing+=("$pkg") ;;
+    file:*) ls ${what#file:} >/dev/null 2>&1 || ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || missing+=("$pkg") ;;
+    py:*) missing+=("$pkg") ;;
+  esac
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    die "missing system packages: ${missing[*]}. Install them (e.g. sudo apt-get install ${missing[*]}) and run this again."
+  fi
+fi
+
+# --- Python venv with torch (libtorch for tch) -------------------------------------------------
+site() { ls -d .venv/lib/python3*/site-packages 2>/dev/null | head -n 1; }
+if [ -z "$(site)" ] || ! ls -d "$(site)"/torch-${TORCH_VERSION}*.dist-info >/dev/null 2>&1; then
+  say "creating .venv with torch==${TORCH_VERSION} (about 4.6 GB with its CUDA libraries; a few minutes the first time)"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION}" \
+    || die "pip could not install torch==${TORCH_VERSION}. It needs Python 3.10-3.14 on x86-64 or aarch64 Linux and access to PyPI."
+fi
+torch_dir="$(site)/torch"
+[ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "$torch_dir has no lib/libtorch_cpu.so: delete .venv and run this again."
+if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then
+  ln -sfn "$torch_dir" .libtorch
+fi

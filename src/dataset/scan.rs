@@ -1,0 +1,327 @@
+//! Opening a dataset: walk an ImageFolder tree or read a CSV of labels, then read every image
+//! header in parallel. Every file ends up as a [`Sample`], a [`Rejected`] with its reason, or
+//! counted as ignored junk.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::probe::{self, has_image_extension, ImageInfo, Reason};
+
+/// Where the samples and their labels come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// The class is the first-level folder; images may sit at any depth below it.
+    ImageFolder { root: PathBuf },
+    Csv(CsvSource),
+}
+
+/// A CSV of labels: a path column (relative to the CSV's folder), one or more label columns that
+/// combine into one class (`mask,gender,age` -> `wear/female/60+`), and an optional group column
+/// (e.g. a person id) that splits keep together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsvSource {
+    pub csv: PathBuf,
+    pub path_col: String,
+    pub label_cols: Vec<String>,
+    pub group_col: Option<String>,
+}
+
+/// Separator between the columns of a composite label.
+pub const COMPOSITE_SEP: &str = "/";
+
+impl Source {
+    /// The folder sample paths are relative to.
+    pub fn root(&self) -> PathBuf {
+        match self {
+            Source::ImageFolder { root } => root.clone(),
+            Source::Csv(c) => c.csv.parent().map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Relative to the dataset root.
+    pub path: PathBuf,
+    /// The class: for composite labels the parts joined by [`COMPOSITE_SEP`].
+    pub label: String,
+    /// One value per label column (a single value for ImageFolder).
+    pub parts: Vec<String>,
+    pub group: Option<String>,
+    pub info: ImageInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Relative to the dataset root (for a bad CSV row: `file.csv:LINE`).
+    pub path: PathBuf,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub source: Source,
+    /// Names of the label columns (`["class"]` for ImageFolder).
+    pub label_columns: Vec<String>,
+    /// Every class, sorted by name; includes empty class folders.
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+    pub rejected: Vec<Rejected>,
+    /// Junk skipped on purpose (`Thumbs.db`, `.DS_Store`, sidecar files), relative to the root.
+    pub ignored: Vec<PathBuf>,
+}
+
+impl Dataset {
+    pub fn abs_path(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// Shared with the UI and the CLI's progress line; the scan only writes it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files found that will be probed.
+    pub found: AtomicUsize,
+    /// Files probed so far.
+    pub probed: AtomicUsize,
+    pub cancel: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0} does not exist")]
+    NotFound(PathBuf),
+    #[error("{0} is neither a folder of class folders nor a CSV file")]
+    NotADataset(PathBuf),
+    #[error("no images found in {0}: expected one folder per class with images inside, or a CSV of labels (--csv)")]
+    NoImages(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("cannot read the CSV {path}: {source}")]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error("the CSV {csv} has no column named '{column}'; its columns are: {available}")]
+    MissingColumn { csv: PathBuf, column: String, available: String },
+    #[error("opening was cancelled")]
+    Cancelled,
+}
+
+/// Opens the dataset described by `source`, reading image headers in parallel.
+pub fn open(source: &Source, progress: &Progress) -> Result<Dataset, OpenError> {
+    let listing = match source {
+        Source::ImageFolder { root } => list_image_folder(root)?,
+        Source::Csv(csv) => list_csv(csv)?,
+    };
+    let root = source.root();
+    progress.found.store(listing.candidates.len(), Ordering::Relaxed);
+
+    let probed: Vec<Result<ImageInfo, Reason>> = listing
+        .candidates
+        .par_iter()
+        .map(|c| {
+            if progress.cancel.load(Ordering::Relaxed) {
+                return Err(Reason::Io("cancelled".into()));
+            }
+            let r = probe::probe(&root.join(&c.path));
+            progress.probed.fetch_add(1, Ordering::Relaxed);
+            r
+        })
+        .collect();
+    if progress.cancel.load(Ordering::Relaxed) {
+        return Err(OpenError::Cancelled);
+    }
+
+    let mut samples = Vec::with_capacity(probed.len());
+    let mut rejected = listing.rejected;
+    for (c, r) in listing.candidates.into_iter().zip(probed) {
+        match r {
+            Ok(info) => samples.push(Sample { path: c.path, label: c.parts.join(COMPOSITE_SEP), parts: c.parts, group: c.group, info }),
+            Err(reason) => rejected.push(Rejected { path: c.path, reason }),
+        }
+    }
+    if samples.is_empty() && rejected.is_empty() {
+        return Err(OpenError::NoImages(root));
+    }
+    let mut classes: BTreeSet<String> = listing.class_folders;
+    classes.extend(samples.iter().map(|s| s.label.clone()));
+    Ok(Dataset {
+        root,
+        source: source.clone(),
+        label_columns: listing.label_columns,
+        classes: classes.into_iter().collect(),
+        samples,
+        rejected,
+        ignored: listing.ignored,
+    })
+}
+
+/// Picks the source for a path given on the command line: a folder is an ImageFolder tree.
+pub fn source_for(path: &Path) -> Result<Source, OpenError> {
+    let meta = std::fs::metadata(path).map_err(|_| OpenError::NotFound(path.to_path_buf()))?;
+    if meta.is_dir() {
+        Ok(Source::ImageFolder { root: path.to_path_buf() })
+    } else {
+        Err(OpenError::NotADataset(path.to_path_buf()))
+    }
+}
+
+/// A file that will be probed, with the label it will carry.
+struct Candidate {
+    path: PathBuf,
+    parts: Vec<String>,
+    group: Option<String>,
+}
+
+struct Listing {
+    label_columns: Vec<String>,
+    class_folders: BTreeSet<String>,
+    candidates: Vec<Candidate>,
+    rejected: Vec<Rejected>,
+    ignored: Vec<PathBuf>,
+}
+
+fn list_image_folder(root: &Path) -> Result<Listing, OpenError> {
+    let meta = std::fs::metadata(root).map_err(|_| OpenError::NotFound(root.to_path_buf()))?;
+    if !meta.is_dir() {
+        return Err(OpenError::NotADataset(root.to_path_buf()));
+    }
+    let mut out = Listing {
+        label_columns: vec!["class".into()],
+        class_folders: BTreeSet::new(),
+        candidates: Vec::new(),
+        rejected: Vec::new(),
+        ignored: Vec::new(),
+    };
+    // Hidden folders hold tool state (.loupe, .git, .ipynb_checkpoints), never samples.
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !(e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with('.')));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err.path().map(|p| relative(root, p)).unwrap_or_default();
+                let reason = walk_error_reason(&err);
+                out.rejected.push(Rejected { path, reason });
+                continue;
+            }
+        };
+        let rel = relative(root, entry.path());
+        if entry.file_type().is_dir() {
+            if entry.depth() == 1 {
+                out.class_folders.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+            continue;
+        }
+        if !has_image_extension(&rel) {
+            out.ignored.push(rel);
+        } else if entry.depth() == 1 {
+            out.rejected.push(Rejected { path: rel, reason: Reason::NoClass });
+        } else {
+            let class = match rel.components().next() {
+                Some(Component::Normal(c)) => c.to_string_lossy().into_owned(),
+                _ => continue,
+            };
+            out.candidates.push(Candidate { path: rel, parts: vec![class], group: None });
+        }
+    }
+    Ok(out)
+}
+
+fn walk_error_reason(err: &walkdir::Error) -> Reason {
+    if err.loop_ancestor().is_some() {
+        return Reason::SymlinkLoop;
+    }
+    if let Some(p) = err.path() {
+        let is_link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link && std::fs::metadata(p).is_err() {
+            return Reason::BrokenLink;
+        }
+    }
+    Reason::Io(err.io_error().map(|e| e.to_string()).unwrap_or_else(|| err.to_string()))
+}
+
+fn relative(root: &Path, p: &Path) -> PathBuf {
+    p.strip_prefix(root).unwrap_or(p).to_path_buf()
+}
+
+fn list_csv(src: &CsvSource) -> Result<Listing, OpenError> {
+    let csv_path = &src.csv;
+    if !csv_path.exists() {
+        return Err(OpenError::NotFound(csv_path.clone()));
+    }
+    let root = csv_path.parent().unwrap_or(Path::new("."));
+    let csv_err = |source| OpenError::Csv { path: csv_path.clone(), source };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(csv_path).map_err(csv_err)?;
+    let headers = reader.headers().map_err(csv_err)?.clone();
+    let column = |name: &str| {
+        headers.iter().position(|h| h.trim() == name).ok_or_else(|| OpenError::MissingColumn {
+            csv: csv_path.clone(),
+            column: name.to_string(),
+            available: headers.iter().collect::<Vec<_>>().join(", "),
+        })
+    };
+    let path_idx = column(&src.path_col)?;
+    let label_idx: Vec<usize> = src.label_cols.iter().map(|c| column(c)).collect::<Result<_, _>>()?;
+    let group_idx = src.group_col.as_deref().map(column).transpose()?;
+    let csv_name = csv_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+
+    let mut out = Listing {
+        label_columns: src.label_cols.clone(),
+        class_folders: BTreeSet::new(),
+        candidates: Vec::new(),
+        rejected: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let mut seen = HashSet::new();
+    for (i, record) in reader.records().enumerate() {
+        // Line numbers as an editor shows them: the header is line 1.
+        let line = record.as_ref().ok().and_then(|r| r.position()).map_or(i as u64 + 2, |p| p.line());
+        let row_ref = || PathBuf::from(format!("{csv_name}:{line}"));
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                out.rejected.push(Rejected { path: row_ref(), reason: Reason::Corrupt(format!("bad CSV row: {e}")) });
+                continue;
+            }
+        };
+        let cell = |idx: usize| record.get(idx).unwrap_or("").trim().to_string();
+        let raw = cell(path_idx);
+        if raw.is_empty() {
+            out.rejected.push(Rejected { path: row_ref(), reason: Reason::Corrupt("empty path cell".into()) });
+            continue;
+        }
+        let rel = normalize(Path::new(&raw));
+        if !seen.insert(rel.clone()) {
+            out.rejected.push(Rejected { path: row_ref(), reason: Reason::Corrupt(format!("{raw} is listed twice")) });
+            continue;
+        }
+        let parts: Vec<String> = label_idx.iter().map(|&i| cell(i)).collect();
+        if parts.iter().any(String::is_empty) {
+            out.rejected.push(Rejected { path: rel, reason: Reason::NoLabel });
+            continue;
+        }
+        let abs = root.join(&rel);
+        if std::fs::metadata(&abs).is_err() {
+            let reason = if std::fs::symlink_metadata(&abs).is_ok() { Reason::BrokenLink } else { Reason::Missing };
+            out.rejected.push(Rejected { path: rel, reason });
+            continue;
+        }
+        let group = group_idx.map(cell).filter(|g| !g.is_empty());
+        out.candidates.push(Candidate { path: rel, parts, group });
+    }
+    Ok(out)
+}
+
+/// `./a/b.jpg` and `a//b.jpg` name the same sample as `a/b.jpg`.
+fn normalize(p: &Path) -> PathBuf {
+    p.components().filter(|c| !matches!(c, Component::CurDir)).collect()
+}

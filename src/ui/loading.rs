@@ -1,0 +1,76 @@
+//! Opening a dataset off the UI thread: a named worker scans and computes the statistics, the
+//! UI polls a channel each frame and shows the shared progress counters meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::dataset::{self, stats, Dataset, Progress};
+
+pub struct Loaded {
+    pub dataset: Dataset,
+    pub stats: stats::Stats,
+}
+
+pub struct Loader {
+    pub path: PathBuf,
+    pub progress: Arc<Progress>,
+    rx: Receiver<Result<Loaded, String>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Loader {
+    /// Starts opening `path` on a background thread; `on_done` is called from that thread when
+    /// the result is ready (the UI passes a repaint request).
+    pub fn spawn(path: &Path, on_done: impl FnOnce() + Send + 'static) -> Loader {
+        let progress = Arc::new(Progress::default());
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (p, worker_progress) = (path.to_path_buf(), progress.clone());
+        let handle = std::thread::Builder::new()
+            .name("loupe-open-dataset".into())
+            .spawn(move || {
+                let result = dataset::source_for(&p)
+                    .and_then(|src| dataset::open(&src, &worker_progress))
+                    .map(|dataset| {
+                        let hashes = stats::hash_samples(&dataset);
+                        let stats = stats::compute_with_hashes(&dataset, Some(&hashes));
+                        Loaded { dataset, stats }
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(result);
+                on_done();
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        Loader { path: path.to_path_buf(), progress, rx, handle: Some(handle) }
+    }
+
+    /// The result, once: `None` while still working.
+    pub fn poll(&mut self) -> Option<Result<Loaded, String>> {
+        match self.rx.try_recv() {
+            Ok(r) => {
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+                Some(r)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err("the dataset loader stopped unexpectedly".into())),
+        }
+    }
+
+    /// (probed, found) so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.progress.probed.load(Ordering::Relaxed), self.progress.found.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.progress.cancel.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The desktop app (egui/eframe). Panels read state; nothing here touches the filesystem on the
+//! UI thread: datasets are opened on a named background thread (see `loading`).
+
+mod app;
+mod loading;
+
+pub use app::LoupeApp;
+pub use loading::{Loaded, Loader};
+
+use std::path::PathBuf;
+
+/// Opens the window on `path` and blocks until it is closed.
+pub fn run(path: PathBuf) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Loupe")
+            .with_inner_size([1100.0, 720.0])
+            .with_min_inner_size([480.0, 320.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Loupe",
+        options,
+        Box::new(move |cc| Ok(Box::new(LoupeApp::new(cc.egui_ctx.clone(), path)))),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open a window: {e}. Is a display available (DISPLAY or WAYLAND_DISPLAY)?"))
+}
