@@ -1,0 +1,163 @@
+//! Real image files for tests, written by the real encoders (and a few crafted by hand where the
+//! point is a broken or hostile header). Shared by the test binaries in `tests/`.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use image::{ImageBuffer, Luma, Rgb, Rgba, RgbImage};
+
+/// A deterministic, non-flat picture, so that JPEG and PNG produce realistic streams.
+pub fn pattern(w: u32, h: u32, seed: u8) -> RgbImage {
+    ImageBuffer::from_fn(w, h, |x, y| {
+        let v = (x * 7 + y * 13) as u8 ^ seed.wrapping_mul(31);
+        Rgb([v, v.wrapping_add(seed), 255 - v])
+    })
+}
+
+pub fn write_png(path: &Path, w: u32, h: u32, seed: u8) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    pattern(w, h, seed).save_with_format(path, image::ImageFormat::Png).unwrap();
+}
+
+pub fn write_jpeg(path: &Path, w: u32, h: u32, seed: u8) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    pattern(w, h, seed).save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+}
+
+fn jpeg_bytes(w: u16, h: u16, seed: u8, exif_orientation: Option<u16>) -> Vec<u8> {
+    let img = pattern(u32::from(w), u32::from(h), seed);
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+    if let Some(o) = exif_orientation {
+        // "Exif\0\0" + big-endian TIFF header + IFD0 with one entry: Orientation (0x0112), SHORT.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend_from_slice(&o.to_be_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        enc.add_app_segment(1, exif).unwrap();
+    }
+    enc.encode(img.as_raw(), w, h, jpeg_encoder::ColorType::Rgb).unwrap();
+    out
+}
+
+/// A JPEG stored `w`x`h` whose EXIF says "rotate 90° clockwise" (orientation 6).
+pub fn write_exif_rotated_jpeg(path: &Path, w: u16, h: u16) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, jpeg_bytes(w, h, 3, Some(6))).unwrap();
+}
+
+pub fn write_cmyk_jpeg(path: &Path, w: u16, h: u16) {
+    let data: Vec<u8> = (0..u32::from(w) * u32::from(h)).flat_map(|i| [(i % 200) as u8, 40, 90, 10]).collect();
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 90).encode(&data, w, h, jpeg_encoder::ColorType::Cmyk).unwrap();
+    fs::write(path, out).unwrap();
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+}
+
+/// A valid-looking PNG header claiming `w`x`h` pixels, with almost no data: a decompression bomb
+/// as far as a naive reader is concerned.
+pub fn write_png_header_only(path: &Path, w: u32, h: u32) {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    png_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    png_chunk(&mut out, b"IEND", &[]);
+    fs::write(path, out).unwrap();
+}
+
+/// What the bad-file collection should scan to: relative path -> expected outcome.
+pub struct Expect {
+    pub samples: Vec<(&'static str, &'static str)>,
+    pub rejected: Vec<(&'static str, &'static str)>,
+    pub ignored: Vec<&'static str>,
+    pub classes: Vec<&'static str>,
+}
+
+/// The bad-file collection of the foundation issue, in ImageFolder layout under `root`.
+pub fn bad_collection(root: &Path) -> Expect {
+    let p = |rel: &str| -> PathBuf {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        path
+    };
+    // Good files of many kinds.
+    write_jpeg(&p("cats/ok.jpg"), 64, 48, 1);
+    write_png(&p("cats/deep/deeper/nested.png"), 20, 30, 2);
+    write_cmyk_jpeg(&p("cats/cmyk.jpg"), 32, 16);
+    ImageBuffer::from_fn(17, 9, |x, y| Rgb([x as u16 * 3000, y as u16 * 7000, 65535]))
+        .save(p("dogs/sixteen_bit.png"))
+        .unwrap();
+    ImageBuffer::from_fn(12, 12, |x, _| Rgba([200u8, 10, 10, (x * 20) as u8])).save(p("dogs/rgba.png")).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(10, 10, 4)).save_with_format(p("dogs/palette.gif"), image::ImageFormat::Gif).unwrap();
+    image::DynamicImage::ImageRgb8(pattern(24, 24, 5)).save_with_format(p("dogs/lossless.webp"), image::ImageFormat::WebP).unwrap();
+    write_exif_rotated_jpeg(&p("dogs/rotated.jpg"), 40, 20);
+    ImageBuffer::from_pixel(1, 1, Luma([7u8])).save(p("dogs/one.png")).unwrap();
+    ImageBuffer::from_pixel(1, 4000, Luma([7u8])).save(p("dogs/strip.png")).unwrap();
+    fs::write(p("dogs/actually_jpeg.png"), jpeg_bytes(16, 16, 9, None)).unwrap();
+    write_jpeg(&p("고양이/한국어 이름.jpg"), 16, 16, 6);
+    write_png(&p("cats/with spaces é.png"), 8, 8, 7);
+
+    // Bad files.
+    fs::write(p("cats/zero.jpg"), b"").unwrap();
+    let full = jpeg_bytes(64, 64, 8, None);
+    fs::write(p("cats/truncated.jpg"), &full[..full.len() / 2]).unwrap();
+    fs::write(p("cats/notes.jpg"), b"these are my notes, not a picture\n").unwrap();
+    fs::write(p("cats/photo.heic"), b"\0\0\0\x18ftypheic\0\0\0\0mif1heic").unwrap();
+    write_png_header_only(&p("dogs/bomb.png"), 100_000, 100_000);
+    write_png(&p("stray.png"), 8, 8, 9);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/nonexistent/target.jpg", p("dogs/broken_link.jpg")).unwrap();
+        std::os::unix::fs::symlink("..", p("cats/loop")).unwrap();
+    }
+    fs::create_dir_all(p("empty_class/x")).unwrap();
+    fs::remove_dir(p("empty_class/x")).unwrap();
+
+    // Junk.
+    fs::write(p("cats/Thumbs.db"), b"junk").unwrap();
+    fs::write(p("dogs/.DS_Store"), b"junk").unwrap();
+    fs::write(p("cats/ok.jpg.json"), b"{}").unwrap();
+    fs::write(p("README.txt"), b"about this data").unwrap();
+
+    Expect {
+        samples: vec![
+            ("cats/ok.jpg", "cats"),
+            ("cats/deep/deeper/nested.png", "cats"),
+            ("cats/cmyk.jpg", "cats"),
+            ("cats/with spaces é.png", "cats"),
+            ("dogs/sixteen_bit.png", "dogs"),
+            ("dogs/rgba.png", "dogs"),
+            ("dogs/palette.gif", "dogs"),
+            ("dogs/lossless.webp", "dogs"),
+            ("dogs/rotated.jpg", "dogs"),
+            ("dogs/one.png", "dogs"),
+            ("dogs/strip.png", "dogs"),
+            ("dogs/actually_jpeg.png", "dogs"),
+            ("고양이/한국어 이름.jpg", "고양이"),
+        ],
+        rejected: vec![
+            ("cats/zero.jpg", "empty"),
+            ("cats/truncated.jpg", "truncated"),
+            ("cats/notes.jpg", "not-an-image"),
+            ("cats/photo.heic", "unsupported"),
+            ("dogs/bomb.png", "too-large"),
+            ("stray.png", "no-class"),
+            ("dogs/broken_link.jpg", "broken-link"),
+            ("cats/loop", "symlink-loop"),
+        ],
+        ignored: vec!["cats/Thumbs.db", "dogs/.DS_Store", "cats/ok.jpg.json", "README.txt"],
+        classes: vec!["cats", "dogs", "empty_class", "고양이"],
+    }
+}
