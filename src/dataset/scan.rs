@@ -120,18 +120,20 @@ pub fn open(source: &Source, progress: &Progress) -> Result<Dataset, OpenError> 
     let root = source.root();
     progress.found.store(listing.candidates.len(), Ordering::Relaxed);
 
-    let probed: Vec<Result<ImageInfo, Reason>> = listing
-        .candidates
-        .par_iter()
-        .map(|c| {
-            if progress.cancel.load(Ordering::Relaxed) {
-                return Err(Reason::Io("cancelled".into()));
-            }
-            let r = probe::probe(&root.join(&c.path));
-            progress.probed.fetch_add(1, Ordering::Relaxed);
-            r
-        })
-        .collect();
+    let probed: Vec<Result<ImageInfo, Reason>> = io_pool().install(|| {
+        listing
+            .candidates
+            .par_iter()
+            .map(|c| {
+                if progress.cancel.load(Ordering::Relaxed) {
+                    return Err(Reason::Io("cancelled".into()));
+                }
+                let r = probe::probe(&root.join(&c.path));
+                progress.probed.fetch_add(1, Ordering::Relaxed);
+                r
+            })
+            .collect()
+    });
     if progress.cancel.load(Ordering::Relaxed) {
         return Err(OpenError::Cancelled);
     }
@@ -190,6 +192,11 @@ fn list_image_folder(root: &Path) -> Result<Listing, OpenError> {
     if !meta.is_dir() {
         return Err(OpenError::NotADataset(root.to_path_buf()));
     }
+    let io_err = |source| OpenError::Io { path: root.to_path_buf(), source };
+    let mut top: Vec<std::fs::DirEntry> = std::fs::read_dir(root).map_err(io_err)?.filter_map(Result::ok).collect();
+    top.sort_by_key(|e| e.file_name());
+    let canonical_root = root.canonicalize().map_err(io_err)?;
+
     let mut out = Listing {
         label_columns: vec!["class".into()],
         class_folders: BTreeSet::new(),
@@ -197,43 +204,100 @@ fn list_image_folder(root: &Path) -> Result<Listing, OpenError> {
         rejected: Vec::new(),
         ignored: Vec::new(),
     };
-    // Hidden folders hold tool state (.loupe, .git, .ipynb_checkpoints), never samples.
-    let walker = walkdir::WalkDir::new(root)
+    let mut class_dirs = Vec::new();
+    for e in top {
+        let name = e.file_name();
+        let rel = PathBuf::from(&name);
+        match std::fs::metadata(e.path()) {
+            // Hidden folders hold tool state (.loupe, .git, .ipynb_checkpoints), never samples.
+            Ok(m) if m.is_dir() && name.to_string_lossy().starts_with('.') => {}
+            Ok(m) if m.is_dir() => {
+                out.class_folders.insert(name.to_string_lossy().into_owned());
+                class_dirs.push(rel);
+            }
+            Ok(m) if m.is_file() && has_image_extension(&rel) => out.rejected.push(Rejected { path: rel, reason: Reason::NoClass }),
+            Ok(_) => out.ignored.push(rel),
+            Err(_) if e.file_type().is_ok_and(|t| t.is_symlink()) => out.rejected.push(Rejected { path: rel, reason: Reason::BrokenLink }),
+            Err(err) => out.rejected.push(Rejected { path: rel, reason: Reason::Io(err.to_string()) }),
+        }
+    }
+    // One walk per class folder, in parallel: a 100,000-file tree lists in a fraction of the time.
+    let parts: Vec<Listing> = io_pool().install(|| class_dirs.par_iter().map(|class| walk_class(root, &canonical_root, class)).collect());
+    for p in parts {
+        out.candidates.extend(p.candidates);
+        out.rejected.extend(p.rejected);
+        out.ignored.extend(p.ignored);
+    }
+    Ok(out)
+}
+
+/// Lists one class folder. Links are followed; a link back to the dataset root or one of its
+/// ancestors is reported as a loop (walkdir only sees loops within the folder it walks).
+fn walk_class(root: &Path, canonical_root: &Path, class_rel: &Path) -> Listing {
+    let class = class_rel.to_string_lossy().into_owned();
+    let mut out = Listing {
+        label_columns: Vec::new(),
+        class_folders: BTreeSet::new(),
+        candidates: Vec::new(),
+        rejected: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let mut loops = Vec::new();
+    let walker = walkdir::WalkDir::new(root.join(class_rel))
         .follow_links(true)
         .min_depth(1)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && e.file_name().to_string_lossy().starts_with('.')));
+        .filter_entry(|e| {
+            if !e.file_type().is_dir() {
+                return true;
+            }
+            if e.file_name().to_string_lossy().starts_with('.') {
+                return false;
+            }
+            let outside_loop = e.path_is_symlink()
+                && e.path().canonicalize().is_ok_and(|target| canonical_root.starts_with(&target));
+            if outside_loop {
+                loops.push(relative(root, e.path()));
+            }
+            !outside_loop
+        });
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
             Err(err) => {
                 let path = err.path().map(|p| relative(root, p)).unwrap_or_default();
-                let reason = walk_error_reason(&err);
-                out.rejected.push(Rejected { path, reason });
+                out.rejected.push(Rejected { path, reason: walk_error_reason(&err) });
                 continue;
             }
         };
-        let rel = relative(root, entry.path());
         if entry.file_type().is_dir() {
-            if entry.depth() == 1 {
-                out.class_folders.insert(entry.file_name().to_string_lossy().into_owned());
-            }
             continue;
         }
-        if !has_image_extension(&rel) {
+        let rel = relative(root, entry.path());
+        // Pipes, sockets and devices would block or never end: only regular files are read.
+        if !entry.file_type().is_file() || !has_image_extension(&rel) {
             out.ignored.push(rel);
-        } else if entry.depth() == 1 {
-            out.rejected.push(Rejected { path: rel, reason: Reason::NoClass });
         } else {
-            let class = match rel.components().next() {
-                Some(Component::Normal(c)) => c.to_string_lossy().into_owned(),
-                _ => continue,
-            };
-            out.candidates.push(Candidate { path: rel, parts: vec![class], group: None });
+            out.candidates.push(Candidate { path: rel, parts: vec![class.clone()], group: None });
         }
     }
-    Ok(out)
+    out.rejected.extend(loops.into_iter().map(|path| Rejected { path, reason: Reason::SymlinkLoop }));
+    out
+}
+
+/// Threads for file I/O. More than the cores: when the files are not cached, each thread
+/// mostly waits on the disk, and a deeper queue of reads is what makes a cold scan fast.
+pub fn io_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores * 4).clamp(4, 32))
+            .thread_name(|i| format!("loupe-io-{i}"))
+            .build()
+            .expect("creating a thread pool only fails when the OS is out of threads")
+    })
 }
 
 fn walk_error_reason(err: &walkdir::Error) -> Reason {

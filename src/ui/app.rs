@@ -8,6 +8,7 @@ use egui::{Color32, RichText};
 
 use super::loading::{Loaded, Loader};
 use crate::dataset::stats::Stats;
+use crate::dataset::Source;
 
 enum State {
     Loading(Loader),
@@ -21,9 +22,22 @@ pub struct LoupeApp {
 }
 
 impl LoupeApp {
-    pub fn new(ctx: egui::Context, path: PathBuf) -> Self {
-        let loader = Loader::spawn(&path, move || ctx.request_repaint());
-        LoupeApp { path, state: State::Loading(loader) }
+    /// Opens the dataset at `path` (a folder of class folders) in the background.
+    pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
+        match crate::dataset::source_for(&path) {
+            Ok(source) => Self::with_source(ctx, source),
+            Err(e) => LoupeApp { path, state: State::Failed(e.to_string()) },
+        }
+    }
+
+    pub fn with_source(ctx: egui::Context, source: Source) -> Self {
+        let loader = Loader::spawn(source, move || ctx.request_repaint());
+        LoupeApp { path: loader.path.clone(), state: State::Loading(loader) }
+    }
+
+    /// Whether the dataset is still being read.
+    pub fn is_loading(&self) -> bool {
+        matches!(self.state, State::Loading(_))
     }
 
     /// The loaded dataset, if any (for tests).

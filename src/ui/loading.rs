@@ -1,13 +1,13 @@
 //! Opening a dataset off the UI thread: a named worker scans and computes the statistics, the
 //! UI polls a channel each frame and shows the shared progress counters meanwhile.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dataset::{self, stats, Dataset, Progress};
+use crate::dataset::{self, stats, Dataset, Progress, Source};
 
 pub struct Loaded {
     pub dataset: Dataset,
@@ -22,17 +22,20 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Starts opening `path` on a background thread; `on_done` is called from that thread when
+    /// Starts opening `source` on a background thread; `on_done` is called from that thread when
     /// the result is ready (the UI passes a repaint request).
-    pub fn spawn(path: &Path, on_done: impl FnOnce() + Send + 'static) -> Loader {
+    pub fn spawn(source: Source, on_done: impl FnOnce() + Send + 'static) -> Loader {
         let progress = Arc::new(Progress::default());
         let (tx, rx) = mpsc::sync_channel(1);
-        let (p, worker_progress) = (path.to_path_buf(), progress.clone());
+        let path = match &source {
+            Source::ImageFolder { root } => root.clone(),
+            Source::Csv(c) => c.csv.clone(),
+        };
+        let worker_progress = progress.clone();
         let handle = std::thread::Builder::new()
             .name("loupe-open-dataset".into())
             .spawn(move || {
-                let result = dataset::source_for(&p)
-                    .and_then(|src| dataset::open(&src, &worker_progress))
+                let result = dataset::open(&source, &worker_progress)
                     .map(|dataset| {
                         let hashes = stats::hash_samples(&dataset);
                         let stats = stats::compute_with_hashes(&dataset, Some(&hashes));
@@ -43,7 +46,7 @@ impl Loader {
                 on_done();
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        Loader { path: path.to_path_buf(), progress, rx, handle: Some(handle) }
+        Loader { path, progress, rx, handle: Some(handle) }
     }
 
     /// The result, once: `None` while still working.

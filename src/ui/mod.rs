@@ -21,7 +21,7 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
     eframe::run_native(
         "Loupe",
         options,
-        Box::new(move |cc| Ok(Box::new(LoupeApp::new(cc.egui_ctx.clone(), path)))),
+        Box::new(move |cc| Ok(Box::new(LoupeApp::open(cc.egui_ctx.clone(), path)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open a window: {e}. Is a display available (DISPLAY or WAYLAND_DISPLAY)?"))
 }

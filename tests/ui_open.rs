@@ -1,0 +1,78 @@
+//! The window opens a dataset without blocking: driven with egui_kittest on the real app state.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use loupe::dataset::{CsvSource, Source};
+use loupe::ui::LoupeApp;
+
+fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
+    Harness::builder().with_size([1000.0, 700.0]).build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
+}
+
+fn wait_until_loaded(h: &mut Harness<'_, LoupeApp>) {
+    let t = Instant::now();
+    while h.state().is_loading() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the dataset never finished loading");
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.step();
+}
+
+#[cfg(unix)]
+#[test]
+fn frames_keep_coming_while_the_dataset_is_still_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        common::write_png(&dir.path().join(format!("img/{i}.png")), 8, 8, i);
+    }
+    // The labels arrive through a pipe: reading them blocks the loader until we write.
+    let fifo = dir.path().join("labels.csv");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let source = Source::Csv(CsvSource { csv: fifo.clone(), path_col: "path".into(), label_cols: vec!["label".into()], group_col: None });
+    let mut h = harness(LoupeApp::with_source(egui::Context::default(), source));
+    for _ in 0..5 {
+        h.step();
+    }
+    assert!(h.state().is_loading());
+    h.get_by_label_contains("Reading");
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all("path,label\nimg/0.png,first\nimg/1.png,second\nimg/2.png,second\n".as_bytes())
+        .unwrap();
+    wait_until_loaded(&mut h);
+    let loaded = h.state().loaded().expect("loaded");
+    assert_eq!(loaded.stats.images, 3);
+    h.get_by_label("first");
+    h.get_by_label("second");
+    h.get_by_label_contains("3 images in 2 classes");
+}
+
+#[test]
+fn the_sample_data_shows_its_classes_and_problems() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data");
+    let mut h = harness(LoupeApp::open(egui::Context::default(), root));
+    wait_until_loaded(&mut h);
+    h.get_by_label_contains("1906 images in 9 classes");
+    for class in ["people_body", "activities", "flags"] {
+        h.get_by_label(class);
+    }
+    h.get_by_label("386");
+    h.get_by_label_contains("Exact duplicates: 11 groups");
+}
+
+#[test]
+fn a_missing_folder_shows_a_message_instead_of_crashing() {
+    let mut h = harness(LoupeApp::open(egui::Context::default(), "/no/such/dataset".into()));
+    h.run();
+    h.get_by_label("This dataset could not be opened");
+    h.get_by_label("/no/such/dataset does not exist");
+}
