@@ -8,7 +8,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::dataset::{self, stats, CsvSource, Source};
+use crate::dataset::export::{self, ExportFormat};
+use crate::dataset::labels::{self, LabelStore, Step};
+use crate::dataset::stats::path_str;
+use crate::dataset::{self, stats, CsvSource, Dataset, Source};
 
 #[derive(Debug, Parser)]
 #[command(name = "loupe", version, about = "A desktop studio for image-classification datasets", args_conflicts_with_subcommands = true)]
@@ -29,6 +32,57 @@ pub enum Command {
         /// Print one JSON object instead of the readable summary.
         #[arg(long)]
         json: bool,
+    },
+    /// Relabel files (one undo step): `--to CLASS FILE...`, or `--from-csv FIXES.csv` (path,label).
+    Relabel {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// The class to give every FILE (created if new).
+        #[arg(long, required_unless_present = "from_csv", conflicts_with = "from_csv")]
+        to: Option<String>,
+        /// A CSV with columns path,label: the way a teammate shares a list of fixes.
+        #[arg(long)]
+        from_csv: Option<PathBuf>,
+        /// Files to relabel, relative to PATH (or paths that lie inside it).
+        #[arg(required_unless_present = "from_csv")]
+        files: Vec<PathBuf>,
+    },
+    /// Mark files excluded: kept on disk, left out of training and export (one undo step).
+    Exclude {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// Take the files back in instead.
+        #[arg(long)]
+        include: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Undo the last label edit step (also one made in the app or another session).
+    Undo {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+    },
+    /// Redo the last undone step.
+    Redo {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+    },
+    /// List the label edit steps, oldest first.
+    History {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the cleaned dataset (edits applied, excluded files left out) into a new folder.
+    Export {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// A new or empty folder outside the dataset.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "imagefolder")]
+        format: ExportFormat,
     },
     /// Show which compute device libtorch sees (CUDA GPUs or CPU).
     Device {
@@ -79,6 +133,56 @@ impl DatasetArgs {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Stats { dataset, json } => stats_cmd(&dataset, json),
+        Command::Relabel { dataset, to, from_csv, files } => {
+            let (ds, mut store) = open_labeled(&dataset)?;
+            let changes: Vec<(String, String)> = match (to, from_csv) {
+                (Some(to), _) => resolve_files(&ds, &files)?.into_iter().map(|p| (p, to.clone())).collect(),
+                (None, Some(csv)) => read_fixes(&ds, &csv)?,
+                (None, None) => unreachable!("clap requires --to or --from-csv"),
+            };
+            let note = match changes.first() {
+                Some((_, to)) if changes.iter().all(|(_, t)| t == to) => format!("relabel {} file(s) to {to}", changes.len()),
+                _ => format!("relabel {} file(s) from a list", changes.len()),
+            };
+            report_step(store.relabel(&changes, &note)?.as_ref(), &store)
+        }
+        Command::Exclude { dataset, include, files } => {
+            let (ds, mut store) = open_labeled(&dataset)?;
+            let paths = resolve_files(&ds, &files)?;
+            let note = format!("{} {} file(s)", if include { "include" } else { "exclude" }, paths.len());
+            report_step(store.set_excluded(&paths, !include, &note)?.as_ref(), &store)
+        }
+        Command::Undo { dataset } => {
+            let (_, mut store) = open_labeled(&dataset)?;
+            let step = store.undo()?;
+            println!("undid step {}: {}", step.seq, step.note);
+            Ok(())
+        }
+        Command::Redo { dataset } => {
+            let (_, mut store) = open_labeled(&dataset)?;
+            let step = store.redo()?;
+            println!("redid step {}: {}", step.seq, step.note);
+            Ok(())
+        }
+        Command::History { dataset, json } => {
+            let (_, store) = open_labeled(&dataset)?;
+            print_history(&store, json)
+        }
+        Command::Export { dataset, out, format } => {
+            let (ds, store) = open_labeled(&dataset)?;
+            let effective = store.effective(&ds);
+            let r = export::export(&effective, &out, format)?;
+            println!(
+                "exported {} images in {} classes to {} ({} hardlinked, {} copied; {} excluded left out)",
+                r.images,
+                r.classes,
+                out.display(),
+                r.hardlinked,
+                r.copied,
+                ds.samples.len() - effective.samples.len()
+            );
+            Ok(())
+        }
         Command::Device { json } => {
             let info = crate::train::device::probe();
             if json {
@@ -101,9 +205,133 @@ struct StatsReport<'a> {
     stats: &'a stats::Stats,
 }
 
+/// Opens the dataset and its label overlay, telling the user (on stderr) about anything the
+/// overlay had to recover from or where it lives.
+fn open_labeled(args: &DatasetArgs) -> anyhow::Result<(Dataset, LabelStore)> {
+    let ds = dataset::open(&args.source()?, &Default::default())?;
+    let store = LabelStore::open(&ds)?;
+    for w in &store.warnings {
+        eprintln!("note: {w}");
+    }
+    Ok((ds, store))
+}
+
+/// Turns FILE arguments into dataset-relative paths: as given relative to the dataset root, or
+/// a path (absolute or from the current folder) that lies inside it.
+fn resolve_files(ds: &Dataset, files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let root = ds.root.canonicalize().unwrap_or_else(|_| ds.root.clone());
+    Ok(files
+        .iter()
+        .map(|f| {
+            let given: PathBuf = f.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+            let inside = || f.canonicalize().ok().and_then(|abs| abs.strip_prefix(&root).ok().map(Path::to_path_buf));
+            let rel = if f.is_relative() && ds.root.join(f).exists() { given } else { inside().unwrap_or(given) };
+            path_str(&rel)
+        })
+        .collect())
+}
+
+/// A fixes CSV: columns `path,label` (header required), paths relative to the dataset root.
+fn read_fixes(ds: &Dataset, csv_path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut r = csv::Reader::from_path(csv_path).with_context(|| format!("cannot read {}", csv_path.display()))?;
+    let headers = r.headers()?.clone();
+    let col = |name: &str| {
+        headers.iter().position(|h| h.trim() == name).with_context(|| {
+            format!("{} needs the columns path,label; it has: {}", csv_path.display(), headers.iter().collect::<Vec<_>>().join(", "))
+        })
+    };
+    let (pi, li) = (col("path")?, col("label")?);
+    let mut files = Vec::new();
+    let mut labels = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.with_context(|| format!("{} line {}", csv_path.display(), i + 2))?;
+        files.push(PathBuf::from(rec.get(pi).unwrap_or("").trim()));
+        labels.push(rec.get(li).unwrap_or("").trim().to_string());
+    }
+    Ok(resolve_files(ds, &files)?.into_iter().zip(labels).collect())
+}
+
+fn report_step(step: Option<&Step>, store: &LabelStore) -> anyhow::Result<()> {
+    let Some(step) = step else {
+        println!("nothing changed");
+        return Ok(());
+    };
+    for c in &step.new_classes {
+        println!("new class: {c}");
+    }
+    for e in &step.edits {
+        match e {
+            dataset::journal::Edit::Label { path, from, to } => println!("{path}: {from} -> {to}"),
+            dataset::journal::Edit::Excluded { path, to, .. } => println!("{path}: {}", if *to { "excluded" } else { "included" }),
+            dataset::journal::Edit::Unsure { path, to, .. } => println!("{path}: {}", if *to { "unsure" } else { "sure" }),
+        }
+    }
+    println!("step {}: {} (saved in {})", step.seq, step.note, store.dir().display());
+    Ok(())
+}
+
+fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
+    if json {
+        #[derive(Serialize)]
+        struct H<'a> {
+            seq: u64,
+            time: u64,
+            note: &'a str,
+            edits: usize,
+            undone: bool,
+        }
+        let h: Vec<H> = store.history().map(|s| H { seq: s.seq, time: s.time, note: &s.note, edits: s.edits.len(), undone: s.undone }).collect();
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(());
+    }
+    let mut any = false;
+    for s in store.history() {
+        any = true;
+        println!(
+            "{:>4}  {}  {}  ({} edit{}){}",
+            s.seq,
+            utc(s.time),
+            s.note,
+            s.edits.len(),
+            if s.edits.len() == 1 { "" } else { "s" },
+            if s.undone { "  [undone]" } else { "" }
+        );
+    }
+    if !any {
+        println!("no label edits yet");
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM` UTC from Unix seconds (civil-from-days, Howard Hinnant's algorithm).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02} UTC")
+}
+
 fn stats_cmd(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     let source = args.source()?;
-    let ds = dataset::open(&source, &Default::default())?;
+    let opened = dataset::open(&source, &Default::default())?;
+    // Statistics reflect the label edits; a dataset never edited gets no overlay folder from this.
+    let ds = if labels::has_overlay(&opened) {
+        let store = LabelStore::open(&opened)?;
+        for w in &store.warnings {
+            eprintln!("note: {w}");
+        }
+        store.effective(&opened)
+    } else {
+        opened
+    };
     let hashes = stats::hash_samples(&ds);
     let s = stats::compute_with_hashes(&ds, Some(&hashes));
     let mut out = std::io::stdout().lock();
