@@ -6,7 +6,7 @@
 #
 # Usage: scripts/bootstrap.sh [build|gui|test]
 #   build  toolchain + venv + libtorch link
-#   gui    build + the libraries a window needs at run time (X11/Wayland, Vulkan/GL, fonts)
+#   gui    build + the libraries a window needs at run time (X11/Wayland, Vulkan/GL, CJK fonts)
 #   test   build + what the tests need (a software Vulkan for the UI tests)
 set -euo pipefail
 mode=${1:-build}
@@ -29,16 +29,19 @@ checks=()
 if [ "$mode" = gui ] || [ "$mode" = test ]; then
   checks+=("lib:libxkbcommon.so.0 libxkbcommon0" "lib:libxkbcommon-x11.so.0 libxkbcommon-x11-0"
            "lib:libX11-xcb.so.1 libx11-xcb1" "lib:libXcursor.so.1 libxcursor1" "lib:libXrandr.so.2 libxrandr2"
-           "lib:libXi.so.6 libxi6" "lib:libvulkan.so.1 libvulkan1" "file:/usr/share/vulkan/icd.d/lvp_icd.x86_64.json mesa-vulkan-drivers"
-           "lib:libEGL.so.1 libegl1" "lib:libGL.so.1 libgl1" "lib:libfontconfig.so.1 libfontconfig1")
+           "lib:libXi.so.6 libxi6" "lib:libvulkan.so.1 libvulkan1" "file:/usr/share/vulkan/icd.d/lvp_icd.*.json mesa-vulkan-drivers"
+           "lib:libEGL.so.1 libegl1" "lib:libGL.so.1 libgl1" "lib:libfontconfig.so.1 libfontconfig1"
+           "file:/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf fonts-droid-fallback")
 fi
 missing=()
+# Read the linker cache once: `ldconfig -p | grep -q` under pipefail fails at random (SIGPIPE).
+libs=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
 for c in "${checks[@]}"; do
   what=${c%% *}; pkg=${c#* }
   case $what in
     cmd:*) command -v "${what#cmd:}" >/dev/null || missing+=("$pkg") ;;
-    lib:*) ldconfig -p 2>/dev/null | grep -q "${what#lib:}" || missing+=("$pkg") ;;
-    file:*) ls ${what#file:} >/dev/null 2>&1 || ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || missing+=("$pkg") ;;
+    lib:*) [[ $libs == *"${what#lib:}"* ]] || missing+=("$pkg") ;;
+    file:*) compgen -G "${what#file:}" >/dev/null || missing+=("$pkg") ;;
     py:*) missing+=("$pkg") ;;
   esac
 done

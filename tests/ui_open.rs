@@ -10,8 +10,12 @@ use egui_kittest::Harness;
 use loupe::dataset::{CsvSource, Source};
 use loupe::ui::LoupeApp;
 
+/// The app as eframe runs it: with the system font provider eframe adds (`system_fonts`).
 fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
-    Harness::builder().with_size([1000.0, 700.0]).build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
+    Harness::builder()
+        .with_size([1000.0, 700.0])
+        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
 }
 
 fn wait_until_loaded(h: &mut Harness<'_, LoupeApp>) {
@@ -75,4 +79,21 @@ fn a_missing_folder_shows_a_message_instead_of_crashing() {
     h.run();
     h.get_by_label("This dataset could not be opened");
     h.get_by_label("/no/such/dataset does not exist");
+}
+
+#[test]
+fn class_names_in_korean_chinese_japanese_and_accents_have_glyphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["고양이", "강아지", "猫", "ねこ", "chats_é"];
+    for (i, n) in names.iter().enumerate() {
+        common::write_png(&dir.path().join(n).join("x.png"), 4, 4, i as u8);
+    }
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    wait_until_loaded(&mut h);
+    for n in names {
+        h.get_by_label(n);
+        // Every character has a glyph in some installed font: no empty boxes.
+        let font = egui::FontId::proportional(14.0);
+        assert!(h.ctx.fonts_mut(|f| f.has_glyphs(&font, n)), "no glyphs for {n}");
+    }
 }

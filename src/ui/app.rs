@@ -19,6 +19,7 @@ enum State {
 pub struct LoupeApp {
     path: PathBuf,
     state: State,
+    fonts_installed: bool,
 }
 
 impl LoupeApp {
@@ -26,13 +27,13 @@ impl LoupeApp {
     pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
         match crate::dataset::source_for(&path) {
             Ok(source) => Self::with_source(ctx, source),
-            Err(e) => LoupeApp { path, state: State::Failed(e.to_string()) },
+            Err(e) => LoupeApp { path, state: State::Failed(e.to_string()), fonts_installed: false },
         }
     }
 
     pub fn with_source(ctx: egui::Context, source: Source) -> Self {
         let loader = Loader::spawn(source, move || ctx.request_repaint());
-        LoupeApp { path: loader.path.clone(), state: State::Loading(loader) }
+        LoupeApp { path: loader.path.clone(), state: State::Loading(loader), fonts_installed: false }
     }
 
     /// Whether the dataset is still being read.
@@ -60,6 +61,10 @@ impl LoupeApp {
     }
 
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        if !self.fonts_installed {
+            super::fonts::install(ui.ctx());
+            self.fonts_installed = true;
+        }
         self.poll(ui.ctx());
         egui::Panel::bottom("status").show(ui, |ui| {
             ui.horizontal(|ui| {

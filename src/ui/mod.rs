@@ -2,6 +2,7 @@
 //! UI thread: datasets are opened on a named background thread (see `loading`).
 
 mod app;
+pub mod fonts;
 mod loading;
 
 pub use app::LoupeApp;
