@@ -53,11 +53,11 @@ fn frames_keep_coming_while_the_dataset_is_still_being_read() {
         .write_all("path,label\nimg/0.png,first\nimg/1.png,second\nimg/2.png,second\n".as_bytes())
         .unwrap();
     wait_until_loaded(&mut h);
-    let loaded = h.state().loaded().expect("loaded");
-    assert_eq!(loaded.stats.images, 3);
+    let ws = h.state().workspace().expect("loaded");
+    assert_eq!(ws.stats.images, 3);
     h.get_by_label("first");
     h.get_by_label("second");
-    h.get_by_label_contains("3 images in 2 classes");
+    h.get_by_label("3 images");
 }
 
 #[test]
@@ -65,11 +65,13 @@ fn the_sample_data_shows_its_classes_and_problems() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data");
     let mut h = harness(LoupeApp::open(egui::Context::default(), root));
     wait_until_loaded(&mut h);
-    h.get_by_label_contains("1906 images in 9 classes");
+    h.get_by_label("1906 images");
     for class in ["people_body", "activities", "flags"] {
         h.get_by_label(class);
     }
-    h.get_by_label("386");
+    h.get_by_label_contains("386  20.3%");
+    h.get_by_label("Distribution").click();
+    h.run_steps(3);
     h.get_by_label_contains("Exact duplicates: 11 groups");
 }
 

@@ -188,6 +188,16 @@ impl LabelStore {
         self.state.get(path).and_then(|s| s.label.as_deref()).or_else(|| self.base.get(path).map(String::as_str))
     }
 
+    /// The label a sample has in the dataset itself, before any edit.
+    pub fn original(&self, path: &str) -> Option<&str> {
+        self.base.get(path).map(String::as_str)
+    }
+
+    /// Every sample with an edited state (paths not in the dataset any more included).
+    pub fn edited_states(&self) -> impl Iterator<Item = (&String, &SampleState)> {
+        self.state.iter()
+    }
+
     pub fn sample_state(&self, path: &str) -> SampleState {
         self.state.get(path).cloned().unwrap_or_default()
     }
@@ -332,6 +342,25 @@ impl LabelStore {
         }
         let entry = self.commit(Op::Apply { note: note.to_string(), new_classes, edits })?;
         Ok(self.steps.get(&entry.seq).cloned())
+    }
+
+    /// Puts one sample back as it is in the dataset (label, excluded, unsure), as one step.
+    pub fn revert(&mut self, path: &str) -> Result<Option<Step>, LabelError> {
+        self.refresh()?;
+        self.check_known([path])?;
+        let st = self.sample_state(path);
+        let mut edits = Vec::new();
+        let original = self.base[path].clone();
+        if let Some(label) = st.label.filter(|l| *l != original) {
+            edits.push(Edit::Label { path: path.to_string(), from: label, to: original });
+        }
+        if st.excluded {
+            edits.push(Edit::Excluded { path: path.to_string(), from: true, to: false });
+        }
+        if st.unsure {
+            edits.push(Edit::Unsure { path: path.to_string(), from: true, to: false });
+        }
+        self.commit_edits(&format!("revert {path}"), Vec::new(), edits)
     }
 
     /// Undoes the last applied step; returns it.

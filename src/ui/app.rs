@@ -1,117 +1,561 @@
-//! The `eframe::App`: for now a dataset summary (class balance, sizes, formats, problems) that
-//! appears as soon as the background scan finishes, with progress meanwhile.
+//! The `eframe::App`: menu, class panel, Browse and Distribution tabs, edits list, status bar.
+//!
+//! State split (as in egui's demo app): [`Settings`] is small, serde, saved by eframe; everything
+//! else (the open dataset, threads, textures) is runtime state. Panels never edit labels
+//! themselves: they push [`LabelCmd`]s, applied in one place per frame (`apply`).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
 
 use egui::{Color32, RichText};
+use serde::{Deserialize, Serialize};
 
+use super::browse::Browse;
+use super::distribution::{Distribution, Show};
 use super::loading::{Loaded, Loader};
-use crate::dataset::stats::Stats;
-use crate::dataset::Source;
+use super::thumbs::{self, Thumbs};
+use super::workspace::{LabelCmd, Workspace};
+use crate::dataset::{CsvSource, Source};
+
+/// Texture memory for thumbnails (128 px RGBA: about 4,000 of them).
+const THUMB_BUDGET: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Tab {
+    #[default]
+    Browse,
+    Distribution,
+}
+
+/// What survives a restart (eframe storage). Dataset edits never go here: they live beside
+/// the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub recent: Vec<Source>,
+    pub tile: f32,
+    pub tab: Tab,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { recent: Vec::new(), tile: 112.0, tab: Tab::Browse }
+    }
+}
 
 enum State {
     Loading(Loader),
-    Ready(Box<Loaded>),
+    Ready(Box<Workspace>),
     Failed(String),
 }
 
+/// The columns dialog for a CSV dataset, with a preview of its first rows.
+struct CsvSetup {
+    csv: PathBuf,
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+    path_col: usize,
+    label_cols: Vec<bool>,
+    group_col: Option<usize>,
+}
+
+enum Picked {
+    Folder(PathBuf),
+    Csv(Result<CsvSetup, String>),
+}
+
 pub struct LoupeApp {
+    pub settings: Settings,
     path: PathBuf,
     state: State,
+    pub tab: Tab,
+    pub browse: Browse,
+    distribution: Distribution,
+    thumbs: Option<Thumbs>,
+    cmds: Vec<LabelCmd>,
+    message: Option<(Result<String, String>, Instant)>,
+    csv_setup: Option<CsvSetup>,
+    picking: Option<Receiver<Option<Picked>>>,
+    show_edits: bool,
+    debug_overlay: bool,
+    frame_times: VecDeque<f32>,
     fonts_installed: bool,
 }
 
 impl LoupeApp {
-    /// Opens the dataset at `path` (a folder of class folders) in the background.
+    /// The app as `loupe [PATH]` starts it: settings restored from eframe storage.
+    pub fn new(cc: &eframe::CreationContext<'_>, path: PathBuf) -> Self {
+        let settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
+        let mut app = Self::open(cc.egui_ctx.clone(), path);
+        app.browse.tile = settings.tile;
+        app.tab = settings.tab;
+        app.settings = settings;
+        app
+    }
+
+    /// Opens the dataset at `path` (a folder of class folders, or a CSV: then its columns are
+    /// asked for) in the background.
     pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
-        match crate::dataset::source_for(&path) {
-            Ok(source) => Self::with_source(ctx, source),
-            Err(e) => LoupeApp { path, state: State::Failed(e.to_string()), fonts_installed: false },
-        }
+        let mut app = LoupeApp {
+            settings: Settings::default(),
+            path: path.clone(),
+            state: State::Failed(String::new()),
+            tab: Tab::Browse,
+            browse: Browse::default(),
+            distribution: Distribution::default(),
+            thumbs: None,
+            cmds: Vec::new(),
+            message: None,
+            csv_setup: None,
+            picking: None,
+            show_edits: false,
+            debug_overlay: false,
+            frame_times: VecDeque::new(),
+            fonts_installed: false,
+        };
+        app.open_path(&ctx, path);
+        app
     }
 
     pub fn with_source(ctx: egui::Context, source: Source) -> Self {
-        let loader = Loader::spawn(source, move || ctx.request_repaint());
-        LoupeApp { path: loader.path.clone(), state: State::Loading(loader), fonts_installed: false }
+        let mut app = Self::open(ctx.clone(), PathBuf::new());
+        app.start(&ctx, source);
+        app
     }
 
-    /// Whether the dataset is still being read.
+    fn open_path(&mut self, ctx: &egui::Context, path: PathBuf) {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) && path.is_file() {
+            self.pick_in_background(ctx, move || Some(Picked::Csv(read_csv_setup(path))));
+            return;
+        }
+        match crate::dataset::source_for(&path) {
+            Ok(source) => self.start(ctx, source),
+            Err(e) => {
+                self.path = path;
+                self.state = State::Failed(e.to_string());
+            }
+        }
+    }
+
+    fn start(&mut self, ctx: &egui::Context, source: Source) {
+        self.settings.recent.retain(|s| s != &source);
+        self.settings.recent.insert(0, source.clone());
+        self.settings.recent.truncate(10);
+        let repaint = ctx.clone();
+        let loader = Loader::spawn(source, move || repaint.request_repaint());
+        self.path = loader.path.clone();
+        self.state = State::Loading(loader);
+        let tile = self.browse.tile;
+        self.browse = Browse::default();
+        self.browse.tile = tile;
+        // Dropping the old cache ends its workers; textures of the old dataset go with it.
+        self.thumbs = Some(Thumbs::new(ctx, thumbs::default_cache_dir(), THUMB_BUDGET));
+    }
+
     pub fn is_loading(&self) -> bool {
-        matches!(self.state, State::Loading(_))
+        matches!(self.state, State::Loading(_)) || self.picking.is_some()
     }
 
-    /// The loaded dataset, if any (for tests).
-    pub fn loaded(&self) -> Option<&Loaded> {
+    pub fn workspace(&self) -> Option<&Workspace> {
         match &self.state {
-            State::Ready(l) => Some(l),
+            State::Ready(ws) => Some(ws),
             _ => None,
         }
+    }
+
+    /// Label commands not yet answered by the labels worker (or not yet sent).
+    pub fn pending_writes(&self) -> usize {
+        self.cmds.len() + self.workspace().map_or(0, |w| w.pending)
     }
 
     fn poll(&mut self, ctx: &egui::Context) {
         if let State::Loading(loader) = &mut self.state {
             match loader.poll() {
-                Some(Ok(loaded)) => self.state = State::Ready(Box::new(loaded)),
+                Some(Ok(Loaded { dataset, hashes, store })) => {
+                    let repaint = ctx.clone();
+                    let ws = Workspace::new(dataset, hashes, store, move || repaint.request_repaint());
+                    self.state = State::Ready(Box::new(ws));
+                }
                 Some(Err(msg)) => self.state = State::Failed(msg),
                 // Progress counters change without events: look again soon, not every frame.
                 None => ctx.request_repaint_after(Duration::from_millis(100)),
             }
         }
+        if let Some(rx) = &self.picking {
+            match rx.try_recv() {
+                Ok(picked) => {
+                    self.picking = None;
+                    match picked {
+                        Some(Picked::Folder(p)) => self.open_path(ctx, p),
+                        Some(Picked::Csv(Ok(setup))) => self.csv_setup = Some(setup),
+                        Some(Picked::Csv(Err(e))) => self.message = Some((Err(e), Instant::now())),
+                        None => {}
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => self.picking = None,
+            }
+        }
+        if let State::Ready(ws) = &mut self.state {
+            for m in ws.poll() {
+                self.message = Some((m, Instant::now()));
+            }
+        }
+    }
+
+    /// Applies the frame's commands: the one place where label edits leave the UI.
+    fn apply(&mut self) {
+        if let State::Ready(ws) = &mut self.state {
+            for cmd in self.cmds.drain(..) {
+                ws.send(cmd);
+            }
+        }
+    }
+
+    /// Runs `pick` (a native dialog, or reading a file) off the UI thread.
+    fn pick_in_background(&mut self, ctx: &egui::Context, pick: impl FnOnce() -> Option<Picked> + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        let ctx = ctx.clone();
+        let _ = std::thread::Builder::new().name("loupe-dialog".into()).spawn(move || {
+            let _ = tx.send(pick());
+            ctx.request_repaint();
+        });
+        self.picking = Some(rx);
     }
 
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        let started = Instant::now();
         if !self.fonts_installed {
             super::fonts::install(ui.ctx());
             self.fonts_installed = true;
         }
-        self.poll(ui.ctx());
-        egui::Panel::bottom("status").show(ui, |ui| {
-            ui.horizontal(|ui| {
-                ui.label(self.path.display().to_string());
-                ui.separator();
-                match &self.state {
-                    State::Loading(l) => {
-                        let (done, total) = l.counts();
-                        let frac = if total == 0 { 0.0 } else { done as f32 / total as f32 };
-                        ui.add(egui::ProgressBar::new(frac).desired_width(200.0).text(format!("Reading {done} / {total}")));
-                    }
-                    State::Ready(l) => {
-                        ui.label(format!(
-                            "{} images · {} classes · {} unreadable · {} ignored",
-                            l.stats.images,
-                            l.stats.classes.len(),
-                            l.stats.unreadable.len(),
-                            l.stats.ignored
-                        ));
-                    }
-                    State::Failed(_) => {
-                        ui.colored_label(Color32::LIGHT_RED, "could not open");
-                    }
-                }
-            });
-        });
-        match &self.state {
+        let ctx = ui.ctx().clone();
+        self.poll(&ctx);
+        if ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::F12)) {
+            self.debug_overlay = !self.debug_overlay;
+        }
+        self.menu(ui);
+        self.status_bar(ui);
+        self.csv_dialog(&ctx);
+        let mut state = std::mem::replace(&mut self.state, State::Failed(String::new()));
+        match &mut state {
             State::Loading(_) => {
                 egui::CentralPanel::default_margins().show(ui, |ui| {
                     ui.centered_and_justified(|ui| ui.spinner());
                 });
             }
             State::Failed(msg) => {
-                let msg = msg.clone();
                 egui::CentralPanel::default_margins().show(ui, |ui| {
-                    ui.heading("This dataset could not be opened");
-                    ui.label(msg);
+                    if msg.is_empty() {
+                        ui.heading("Open a dataset with File ▸ Open");
+                    } else {
+                        ui.heading("This dataset could not be opened");
+                        ui.label(msg.as_str());
+                    }
                 });
             }
-            State::Ready(loaded) => {
-                let stats = &loaded.stats;
-                egui::Panel::left("classes").default_size(280.0).show(ui, |ui| class_list(ui, stats));
-                egui::CentralPanel::default_margins().show(ui, |ui| {
-                    egui::ScrollArea::vertical().show(ui, |ui| summary(ui, stats));
-                });
-            }
+            State::Ready(ws) => self.workspace_ui(ui, ws),
         }
+        self.state = state;
+        self.apply();
+        let dt = started.elapsed().as_secs_f32() * 1000.0;
+        self.frame_times.push_back(dt);
+        if self.frame_times.len() > 240 {
+            self.frame_times.pop_front();
+        }
+        if self.debug_overlay {
+            self.overlay(&ctx);
+        }
+    }
+
+    fn menu(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::top("menu").show(ui, |ui| {
+            egui::MenuBar::new().ui(ui, |ui| {
+                ui.menu_button("File", |ui| {
+                    if ui.button("Open folder…").clicked() {
+                        let ctx = ui.ctx().clone();
+                        self.pick_in_background(&ctx, || rfd::FileDialog::new().set_title("Open an image folder").pick_folder().map(Picked::Folder));
+                    }
+                    if ui.button("Open CSV…").clicked() {
+                        let ctx = ui.ctx().clone();
+                        self.pick_in_background(&ctx, || {
+                            let csv = rfd::FileDialog::new().set_title("Open a CSV of labels").add_filter("CSV", &["csv"]).pick_file()?;
+                            Some(Picked::Csv(read_csv_setup(csv)))
+                        });
+                    }
+                    ui.menu_button("Recent", |ui| {
+                        for src in self.settings.recent.clone() {
+                            let name = match &src {
+                                Source::ImageFolder { root } => root.display().to_string(),
+                                Source::Csv(c) => format!("{} ({})", c.csv.display(), c.label_cols.join(", ")),
+                            };
+                            if ui.button(name).clicked() {
+                                let ctx = ui.ctx().clone();
+                                self.start(&ctx, src);
+                            }
+                        }
+                    });
+                });
+                ui.menu_button("Edit", |ui| {
+                    let (can_undo, can_redo) = self.workspace().map_or((false, false), |w| (w.history.can_undo, w.history.can_redo));
+                    if ui.add_enabled(can_undo, egui::Button::new("Undo").shortcut_text("Ctrl+Z")).clicked() {
+                        self.cmds.push(LabelCmd::Undo);
+                    }
+                    if ui.add_enabled(can_redo, egui::Button::new("Redo").shortcut_text("Ctrl+Shift+Z")).clicked() {
+                        self.cmds.push(LabelCmd::Redo);
+                    }
+                    ui.checkbox(&mut self.show_edits, "Show the edits list");
+                });
+                ui.menu_button("View", |ui| {
+                    ui.checkbox(&mut self.debug_overlay, "Frame times (F12)");
+                });
+                ui.separator();
+                ui.selectable_value(&mut self.tab, Tab::Browse, "Browse");
+                ui.selectable_value(&mut self.tab, Tab::Distribution, "Distribution");
+                ui.separator();
+                ui.toggle_value(&mut self.show_edits, "Edits");
+            });
+        });
+    }
+
+    fn workspace_ui(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
+        egui::Panel::left("classes").default_size(250.0).show(ui, |ui| self.class_panel(ui, ws));
+        if self.show_edits {
+            egui::Panel::right("edits").default_size(300.0).show(ui, |ui| self.edits_panel(ui, ws));
+        }
+        egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
+            Tab::Browse => {
+                let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
+                self.browse.show(ui, ws, thumbs, &mut self.cmds);
+            }
+            Tab::Distribution => match self.distribution.show(ui, ws) {
+                Some(Show::Class(c)) => {
+                    self.browse.class_filter = Some(c);
+                    self.browse.flag_filter = super::browse::FlagFilter::All;
+                    self.tab = Tab::Browse;
+                }
+                Some(Show::Paths { title, paths }) => {
+                    let set = paths.iter().filter_map(|p| ws.index_of(p)).collect();
+                    self.browse.only = Some((title, set));
+                    self.browse.class_filter = None;
+                    self.tab = Tab::Browse;
+                }
+                Some(Show::Unreadable) => {
+                    self.browse.flag_filter = super::browse::FlagFilter::Unreadable;
+                    self.tab = Tab::Browse;
+                }
+                None => {}
+            },
+        });
+    }
+
+    fn class_panel(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
+        let s = &ws.stats;
+        ui.heading(RichText::new(format!("{} images", s.images)));
+        let excluded = ws.flags.iter().filter(|f| f.excluded).count();
+        let edited = ws.flags.iter().filter(|f| f.edited).count();
+        ui.label(format!("{} classes · {} unreadable · {} ignored", ws.classes.len(), s.unreadable.len(), s.ignored));
+        ui.label(format!("{edited} edited · {excluded} excluded"));
+        ui.separator();
+        let max = s.classes.iter().map(|c| c.count).max().unwrap_or(0).max(1);
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            egui::Grid::new("class_list").num_columns(4).striped(true).show(ui, |ui| {
+                for (k, name) in ws.classes.iter().enumerate() {
+                    let count = s.classes.iter().find(|c| &c.name == name).map_or(0, |c| c.count);
+                    ui.label(RichText::new(if k < 9 { format!("{}", k + 1) } else { String::new() }).weak().monospace());
+                    let (r, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                    ui.painter().rect_filled(r, 2.0, class_color(k));
+                    let active = self.browse.class_filter.as_deref() == Some(name.as_str());
+                    if ui.selectable_label(active, name.as_str()).on_hover_text("Show only this class in Browse").clicked() {
+                        self.browse.class_filter = if active { None } else { Some(name.clone()) };
+                        self.tab = Tab::Browse;
+                    }
+                    ui.add(
+                        egui::ProgressBar::new(count as f32 / max as f32)
+                            .desired_width(80.0)
+                            .fill(class_color(k).gamma_multiply(0.7))
+                            .text(format!("{count}  {:.1}%", 100.0 * count as f32 / s.images.max(1) as f32)),
+                    );
+                    ui.end_row();
+                }
+            });
+            if !ws.notes.is_empty() {
+                ui.separator();
+                for n in &ws.notes {
+                    ui.label(RichText::new(n).small().weak());
+                }
+            }
+        });
+    }
+
+    fn edits_panel(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
+        ui.horizontal(|ui| {
+            ui.heading("Edits");
+            if ui.add_enabled(ws.history.can_undo, egui::Button::new("Undo")).clicked() {
+                self.cmds.push(LabelCmd::Undo);
+            }
+            if ui.add_enabled(ws.history.can_redo, egui::Button::new("Redo")).clicked() {
+                self.cmds.push(LabelCmd::Redo);
+            }
+        });
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for step in ws.history.steps.iter().rev().take(200) {
+                let title = format!("#{} {}{}", step.seq, step.note, if step.undone { " (undone)" } else { "" });
+                egui::CollapsingHeader::new(RichText::new(title).color(if step.undone { Color32::GRAY } else { ui.visuals().text_color() }))
+                    .id_salt(step.seq)
+                    .show(ui, |ui| {
+                        for e in step.edits.iter().take(100) {
+                            ui.horizontal(|ui| {
+                                let text = match e {
+                                    crate::dataset::journal::Edit::Label { path, from, to } => format!("{path}: {from} → {to}"),
+                                    crate::dataset::journal::Edit::Excluded { path, to, .. } => format!("{path}: {}", if *to { "excluded" } else { "included" }),
+                                    crate::dataset::journal::Edit::Unsure { path, to, .. } => format!("{path}: {}", if *to { "unsure" } else { "sure" }),
+                                };
+                                ui.label(text);
+                                let still_edited = ws.index_of(e.path()).is_some_and(|i| ws.flags[i].edited);
+                                if !step.undone && still_edited && ui.small_button("revert").on_hover_text("Put this image back as in the dataset").clicked() {
+                                    self.cmds.push(LabelCmd::Revert(e.path().to_string()));
+                                }
+                            });
+                        }
+                    });
+            }
+            if ws.history.steps.is_empty() {
+                ui.label("No edits yet. Select images and press 1-9, L or Delete.");
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::bottom("status").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                match &self.state {
+                    State::Loading(l) => {
+                        let (done, total) = l.counts();
+                        let frac = if total == 0 { 0.0 } else { done as f32 / total as f32 };
+                        ui.add(egui::ProgressBar::new(frac).desired_width(200.0).text(format!("Reading {done} / {total}")));
+                    }
+                    State::Ready(ws) => {
+                        ui.label(format!("{} images · {} classes", ws.stats.images, ws.classes.len()));
+                        if let Some(t) = &self.thumbs {
+                            let busy = t.busy();
+                            if busy > 0 {
+                                ui.separator();
+                                ui.spinner();
+                                ui.label(format!("thumbnails: {busy} to decode"));
+                            }
+                        }
+                    }
+                    State::Failed(_) => {}
+                }
+                let pending = self.pending_writes();
+                if pending > 0 {
+                    ui.separator();
+                    ui.label(format!("saving {pending} edit(s)…"));
+                }
+                if let Some((m, at)) = &self.message {
+                    if at.elapsed() < Duration::from_secs(8) {
+                        ui.separator();
+                        match m {
+                            Ok(t) => ui.label(t),
+                            Err(e) => ui.colored_label(Color32::LIGHT_RED, e),
+                        };
+                    }
+                }
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    ui.label(RichText::new(self.path.display().to_string()).weak());
+                });
+            });
+        });
+    }
+
+    fn csv_dialog(&mut self, ctx: &egui::Context) {
+        let Some(setup) = &mut self.csv_setup else { return };
+        let mut open = None;
+        let mut cancel = false;
+        egui::Modal::new(egui::Id::unique("csv_setup")).show(ctx, |ui| {
+            ui.heading(format!("Columns of {}", setup.csv.display()));
+            egui::Grid::new("csv_cols").show(ui, |ui| {
+                ui.label("Image path");
+                egui::ComboBox::from_id_salt("path_col").selected_text(setup.headers[setup.path_col].as_str()).show_ui(ui, |ui| {
+                    for (k, h) in setup.headers.iter().enumerate() {
+                        ui.selectable_value(&mut setup.path_col, k, h.as_str());
+                    }
+                });
+                ui.end_row();
+                ui.label("Label column(s)");
+                ui.horizontal_wrapped(|ui| {
+                    for (k, h) in setup.headers.iter().enumerate() {
+                        ui.checkbox(&mut setup.label_cols[k], h.as_str());
+                    }
+                });
+                ui.end_row();
+                ui.label("Group (kept together in splits)");
+                let text = setup.group_col.map_or("none", |k| setup.headers[k].as_str()).to_string();
+                egui::ComboBox::from_id_salt("group_col").selected_text(text).show_ui(ui, |ui| {
+                    ui.selectable_value(&mut setup.group_col, None, "none");
+                    for (k, h) in setup.headers.iter().enumerate() {
+                        ui.selectable_value(&mut setup.group_col, Some(k), h.as_str());
+                    }
+                });
+                ui.end_row();
+            });
+            ui.separator();
+            egui::Grid::new("csv_preview").striped(true).show(ui, |ui| {
+                for h in &setup.headers {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for r in &setup.rows {
+                    for c in r {
+                        ui.label(c);
+                    }
+                    ui.end_row();
+                }
+            });
+            ui.separator();
+            let labels: Vec<String> = setup.headers.iter().zip(&setup.label_cols).filter(|(_, on)| **on).map(|(h, _)| h.clone()).collect();
+            ui.horizontal(|ui| {
+                if ui.add_enabled(!labels.is_empty(), egui::Button::new("Open")).clicked() {
+                    open = Some(Source::Csv(CsvSource {
+                        csv: setup.csv.clone(),
+                        path_col: setup.headers[setup.path_col].clone(),
+                        label_cols: labels,
+                        group_col: setup.group_col.map(|k| setup.headers[k].clone()),
+                    }));
+                }
+                if ui.button("Cancel").clicked() {
+                    cancel = true;
+                }
+            });
+        });
+        if let Some(src) = open {
+            self.csv_setup = None;
+            self.start(ctx, src);
+        } else if cancel {
+            self.csv_setup = None;
+        }
+    }
+
+    fn overlay(&self, ctx: &egui::Context) {
+        let mut v: Vec<f32> = self.frame_times.iter().copied().collect();
+        v.sort_by(f32::total_cmp);
+        let pct = |p: f32| v.get(((v.len() as f32 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+        egui::Area::new(egui::Id::unique("frame_overlay")).anchor(egui::Align2::RIGHT_TOP, [-8.0, 32.0]).show(ctx, |ui| {
+            egui::Frame::popup(ui.style()).show(ui, |ui| {
+                ui.monospace(format!(
+                    "frame (UI code) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                    pct(0.5),
+                    pct(0.99),
+                    v.last().copied().unwrap_or(0.0)
+                ));
+                if let Some(t) = &self.thumbs {
+                    ui.monospace(format!("thumbnail textures {:.1} MB", t.memory_bytes() as f64 / 1e6));
+                }
+            });
+        });
     }
 }
 
@@ -119,62 +563,44 @@ impl eframe::App for LoupeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
     }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.settings.tile = self.browse.tile;
+        self.settings.tab = self.tab;
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
 }
 
-fn class_list(ui: &mut egui::Ui, stats: &Stats) {
-    ui.heading("Classes");
-    let max = stats.classes.iter().map(|c| c.count).max().unwrap_or(0).max(1);
-    let total = stats.images.max(1);
-    egui::ScrollArea::vertical().show(ui, |ui| {
-        egui::Grid::new("class_grid").num_columns(3).striped(true).show(ui, |ui| {
-            for c in &stats.classes {
-                ui.label(&c.name);
-                ui.label(RichText::new(c.count.to_string()).monospace());
-                let share = c.count as f32 / total as f32;
-                ui.add(
-                    egui::ProgressBar::new(c.count as f32 / max as f32)
-                        .desired_width(90.0)
-                        .text(format!("{:.1}%", share * 100.0)),
-                );
-                ui.end_row();
-            }
-        });
-    });
+/// A stable colour per class position.
+pub fn class_color(k: usize) -> Color32 {
+    const P: [Color32; 10] = [
+        Color32::from_rgb(76, 114, 176),
+        Color32::from_rgb(221, 132, 82),
+        Color32::from_rgb(85, 168, 104),
+        Color32::from_rgb(196, 78, 82),
+        Color32::from_rgb(129, 114, 179),
+        Color32::from_rgb(147, 120, 96),
+        Color32::from_rgb(218, 139, 195),
+        Color32::from_rgb(140, 140, 140),
+        Color32::from_rgb(204, 185, 116),
+        Color32::from_rgb(100, 181, 205),
+    ];
+    P[k % P.len()]
 }
 
-fn summary(ui: &mut egui::Ui, s: &Stats) {
-    ui.heading(format!("{} images in {} classes", s.images, s.classes.len()));
-    if let Some(r) = s.imbalance_ratio {
-        let rarest: Vec<String> = s.rarest.iter().map(|c| format!("{} ({})", c.name, c.count)).collect();
-        ui.label(format!("Imbalance {r:.1}x (largest / smallest class). Rarest: {}", rarest.join(", ")));
+/// The header and first rows of a CSV, for the columns dialog (on a background thread).
+fn read_csv_setup(csv: PathBuf) -> Result<CsvSetup, String> {
+    let mut r = csv::ReaderBuilder::new().flexible(true).from_path(&csv).map_err(|e| format!("cannot read {}: {e}", csv.display()))?;
+    let headers: Vec<String> = r.headers().map_err(|e| e.to_string())?.iter().map(str::to_string).collect();
+    if headers.is_empty() {
+        return Err(format!("{} has no header row", csv.display()));
     }
-    ui.add_space(8.0);
-    ui.strong("Image sizes");
-    ui.label(format!(
-        "width {:.0}–{:.0} (median {:.0}), height {:.0}–{:.0} (median {:.0}), aspect {:.2}–{:.2}",
-        s.sizes.width.min, s.sizes.width.max, s.sizes.width.median, s.sizes.height.min, s.sizes.height.max,
-        s.sizes.height.median, s.sizes.aspect.min, s.sizes.aspect.max
-    ));
-    let common: Vec<String> = s.sizes.common.iter().take(5).map(|c| format!("{} ({})", c.name, c.count)).collect();
-    ui.label(format!("Most common: {}", common.join(", ")));
-    ui.add_space(8.0);
-    ui.strong("Formats and colour modes");
-    let list = |v: &[crate::dataset::stats::Count]| v.iter().map(|c| format!("{} {}", c.name, c.count)).collect::<Vec<_>>().join(", ");
-    ui.label(list(&s.formats));
-    ui.label(list(&s.color_modes));
-    ui.add_space(8.0);
-    ui.strong(format!("Unreadable files: {}", s.unreadable.len()));
-    for u in s.unreadable.iter().take(50) {
-        ui.label(format!("{} — {}", u.path, u.reason));
+    let rows = r.records().take(5).filter_map(Result::ok).map(|rec| rec.iter().map(str::to_string).collect()).collect();
+    let find = |names: &[&str]| headers.iter().position(|h| names.contains(&h.to_lowercase().as_str()));
+    let path_col = find(&["path", "file", "filename", "image", "img_path"]).unwrap_or(0);
+    let mut label_cols = vec![false; headers.len()];
+    if let Some(k) = find(&["label", "class", "category", "target"]) {
+        label_cols[k] = true;
     }
-    ui.add_space(8.0);
-    ui.strong(format!(
-        "Exact duplicates: {} groups; label conflicts: {}",
-        s.duplicates.len(),
-        s.label_conflicts.len()
-    ));
-    for c in s.label_conflicts.iter().take(20) {
-        let pairs: Vec<String> = c.paths.iter().zip(&c.labels).map(|(p, l)| format!("{p} [{l}]")).collect();
-        ui.label(pairs.join("  =  "));
-    }
+    Ok(CsvSetup { csv, headers, rows, path_col, label_cols, group_col: None })
 }

@@ -7,11 +7,13 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dataset::{self, stats, Dataset, Progress, Source};
+use crate::dataset::{self, stats, Dataset, LabelStore, Progress, Source};
 
+/// Everything the UI needs that takes file I/O to get: the scan, content hashes, the overlay.
 pub struct Loaded {
     pub dataset: Dataset,
-    pub stats: stats::Stats,
+    pub hashes: Vec<Option<[u8; 32]>>,
+    pub store: LabelStore,
 }
 
 pub struct Loader {
@@ -35,13 +37,11 @@ impl Loader {
         let handle = std::thread::Builder::new()
             .name("loupe-open-dataset".into())
             .spawn(move || {
-                let result = dataset::open(&source, &worker_progress)
-                    .map(|dataset| {
-                        let hashes = stats::hash_samples(&dataset);
-                        let stats = stats::compute_with_hashes(&dataset, Some(&hashes));
-                        Loaded { dataset, stats }
-                    })
-                    .map_err(|e| e.to_string());
+                let result = dataset::open(&source, &worker_progress).map_err(|e| e.to_string()).and_then(|dataset| {
+                    let store = LabelStore::open(&dataset).map_err(|e| e.to_string())?;
+                    let hashes = stats::hash_samples(&dataset);
+                    Ok(Loaded { dataset, hashes, store })
+                });
                 let _ = tx.send(result);
                 on_done();
             })

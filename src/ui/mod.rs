@@ -2,8 +2,12 @@
 //! UI thread: datasets are opened on a named background thread (see `loading`).
 
 mod app;
+pub mod browse;
+pub mod distribution;
 pub mod fonts;
 mod loading;
+pub mod thumbs;
+pub mod workspace;
 
 pub use app::LoupeApp;
 pub use loading::{Loaded, Loader};
@@ -22,7 +26,7 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
     eframe::run_native(
         "Loupe",
         options,
-        Box::new(move |cc| Ok(Box::new(LoupeApp::open(cc.egui_ctx.clone(), path)))),
+        Box::new(move |cc| Ok(Box::new(LoupeApp::new(cc, path)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open a window: {e}. Is a display available (DISPLAY or WAYLAND_DISPLAY)?"))
 }

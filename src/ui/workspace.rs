@@ -1,0 +1,262 @@
+//! A dataset open in the window: the scan, its statistics, and a mirror of the label overlay.
+//!
+//! The `LabelStore` itself lives on a worker thread ("loupe-labels"): every edit is an fsynced
+//! journal append, which does not belong on the UI thread. Panels send [`LabelCmd`]s; the worker
+//! answers with the new state of exactly the samples that changed, and the mirror is patched.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use crate::dataset::labels::{LabelStore, Step};
+use crate::dataset::stats::{self, path_str, Stats};
+use crate::dataset::Dataset;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub edited: bool,
+    pub excluded: bool,
+    pub unsure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum LabelCmd {
+    Relabel { paths: Vec<String>, class: String },
+    Exclude { paths: Vec<String>, excluded: bool },
+    AddClass(String),
+    Revert(String),
+    Undo,
+    Redo,
+}
+
+/// The current state of one sample, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct SampleNow {
+    pub path: String,
+    pub label: String,
+    pub flags: Flags,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HistoryView {
+    pub steps: Vec<Step>,
+    pub can_undo: bool,
+    pub can_redo: bool,
+    pub new_classes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum LabelReply {
+    Done { message: String, changed: Vec<SampleNow>, history: HistoryView },
+    Failed(String),
+}
+
+pub struct Workspace {
+    pub dataset: Dataset,
+    /// Statistics of the effective dataset (edits applied, excluded left out).
+    pub stats: Stats,
+    hashes: Vec<Option<[u8; 32]>>,
+    /// Current label of `dataset.samples[i]`.
+    pub labels: Vec<String>,
+    pub flags: Vec<Flags>,
+    /// Every class, sorted by name: the dataset's, and those created by edits.
+    pub classes: Vec<String>,
+    pub history: HistoryView,
+    /// Where the overlay lives and what it had to recover from, for the user.
+    pub notes: Vec<String>,
+    index: HashMap<String, usize>,
+    tx: Option<Sender<LabelCmd>>,
+    rx: Receiver<LabelReply>,
+    worker: Option<JoinHandle<()>>,
+    /// Commands sent and not yet answered.
+    pub pending: usize,
+    /// Bumped on every change of labels or flags, so views know to recompute.
+    pub generation: u64,
+}
+
+impl Workspace {
+    /// Builds the mirror from an opened store and moves the store to its worker thread.
+    /// `on_reply` is called on the worker after each answer (a repaint request).
+    pub fn new(dataset: Dataset, hashes: Vec<Option<[u8; 32]>>, store: LabelStore, on_reply: impl Fn() + Send + 'static) -> Self {
+        let index: HashMap<String, usize> = dataset.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
+        let mut labels: Vec<String> = dataset.samples.iter().map(|s| s.label.clone()).collect();
+        let mut flags = vec![Flags::default(); dataset.samples.len()];
+        for (path, _) in store.edited_states() {
+            if let Some(&i) = index.get(path) {
+                labels[i] = store.label(path).unwrap_or_default().to_string();
+                flags[i] = flags_of(&store, path);
+            }
+        }
+        let mut notes = store.warnings.clone();
+        notes.insert(0, format!("label edits are saved in {}", store.dir().display()));
+        let history = history_of(&store);
+        let (tx, worker_rx) = mpsc::channel();
+        let (worker_tx, rx) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("loupe-labels".into())
+            .spawn(move || label_worker(store, worker_rx, worker_tx, on_reply))
+            .expect("spawning a thread only fails when the OS is out of resources");
+        let mut ws = Workspace {
+            stats: stats::compute(&dataset),
+            dataset,
+            hashes,
+            labels,
+            flags,
+            classes: Vec::new(),
+            history,
+            notes,
+            index,
+            tx: Some(tx),
+            rx,
+            worker: Some(worker),
+            pending: 0,
+            generation: 0,
+        };
+        ws.recompute();
+        ws
+    }
+
+    pub fn send(&mut self, cmd: LabelCmd) {
+        if let Some(tx) = &self.tx {
+            if tx.send(cmd).is_ok() {
+                self.pending += 1;
+            }
+        }
+    }
+
+    /// Applies the worker's answers; returns the messages to show (errors as `Err`).
+    pub fn poll(&mut self) -> Vec<Result<String, String>> {
+        let mut out = Vec::new();
+        while let Ok(reply) = self.rx.try_recv() {
+            self.pending = self.pending.saturating_sub(1);
+            match reply {
+                LabelReply::Done { message, changed, history } => {
+                    for c in changed {
+                        if let Some(&i) = self.index.get(&c.path) {
+                            self.labels[i] = c.label;
+                            self.flags[i] = c.flags;
+                        }
+                    }
+                    self.history = history;
+                    self.recompute();
+                    out.push(Ok(message));
+                }
+                LabelReply::Failed(e) => out.push(Err(e)),
+            }
+        }
+        out
+    }
+
+    /// Class list and statistics after a change: the effective dataset, without file I/O.
+    fn recompute(&mut self) {
+        let mut eff = self.dataset.clone();
+        let mut hashes = Vec::with_capacity(eff.samples.len());
+        let mut kept = Vec::with_capacity(eff.samples.len());
+        for (i, mut s) in std::mem::take(&mut eff.samples).into_iter().enumerate() {
+            if self.flags[i].excluded {
+                continue;
+            }
+            if s.label != self.labels[i] {
+                s.parts = split(&self.labels[i], eff.label_columns.len());
+                s.label = self.labels[i].clone();
+            }
+            hashes.push(self.hashes.get(i).copied().flatten());
+            kept.push(s);
+        }
+        eff.samples = kept;
+        let mut classes: Vec<String> = self.dataset.classes.clone();
+        classes.extend(self.history.new_classes.iter().cloned());
+        classes.extend(self.labels.iter().cloned());
+        classes.sort();
+        classes.dedup();
+        eff.classes = classes.clone();
+        self.classes = classes;
+        self.stats = stats::compute_with_hashes(&eff, Some(&hashes));
+        self.generation += 1;
+    }
+
+    pub fn path(&self, i: usize) -> String {
+        path_str(&self.dataset.samples[i].path)
+    }
+
+    pub fn index_of(&self, path: &str) -> Option<usize> {
+        self.index.get(path).copied()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker after the edits already sent are written.
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn split(label: &str, columns: usize) -> Vec<String> {
+    if columns > 1 {
+        label.splitn(columns, crate::dataset::scan::COMPOSITE_SEP).map(str::to_string).collect()
+    } else {
+        vec![label.to_string()]
+    }
+}
+
+fn flags_of(store: &LabelStore, path: &str) -> Flags {
+    let st = store.sample_state(path);
+    Flags { edited: store.is_edited(path), excluded: st.excluded, unsure: st.unsure }
+}
+
+fn history_of(store: &LabelStore) -> HistoryView {
+    HistoryView {
+        steps: store.history().cloned().collect(),
+        can_undo: store.can_undo(),
+        can_redo: store.can_redo(),
+        new_classes: store.new_classes().cloned().collect(),
+    }
+}
+
+fn label_worker(mut store: LabelStore, rx: Receiver<LabelCmd>, tx: Sender<LabelReply>, on_reply: impl Fn()) {
+    for cmd in rx {
+        let result = match &cmd {
+            LabelCmd::Relabel { paths, class } => {
+                let changes: Vec<(String, String)> = paths.iter().map(|p| (p.clone(), class.clone())).collect();
+                store.relabel(&changes, &format!("relabel {} to {class}", plural(paths.len()))).map(|s| (s, "relabelled"))
+            }
+            LabelCmd::Exclude { paths, excluded } => {
+                let what = if *excluded { "exclude" } else { "include" };
+                store.set_excluded(paths, *excluded, &format!("{what} {}", plural(paths.len()))).map(|s| (s, "done"))
+            }
+            LabelCmd::AddClass(c) => store.add_class(c).map(|s| (s, "class added")),
+            LabelCmd::Revert(p) => store.revert(p).map(|s| (s, "reverted")),
+            LabelCmd::Undo => store.undo().map(|s| (Some(s), "undone")),
+            LabelCmd::Redo => store.redo().map(|s| (Some(s), "redone")),
+        };
+        let reply = match result {
+            Ok((step, verb)) => {
+                let (message, paths) = match &step {
+                    Some(s) => (format!("{verb}: {}", s.note), s.edits.iter().map(|e| e.path().to_string()).collect::<Vec<_>>()),
+                    None => ("nothing to change".to_string(), Vec::new()),
+                };
+                let changed = paths
+                    .into_iter()
+                    .map(|p| SampleNow { label: store.label(&p).unwrap_or_default().to_string(), flags: flags_of(&store, &p), path: p })
+                    .collect();
+                LabelReply::Done { message, changed, history: history_of(&store) }
+            }
+            Err(e) => LabelReply::Failed(e.to_string()),
+        };
+        if tx.send(reply).is_err() {
+            break;
+        }
+        on_reply();
+    }
+}
+
+fn plural(n: usize) -> String {
+    if n == 1 {
+        "1 image".into()
+    } else {
+        format!("{n} images")
+    }
+}

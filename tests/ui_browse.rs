@@ -1,0 +1,209 @@
+//! Browse, relabel, undo, filter: egui_kittest driving the real app state, checked against the
+//! app's state and against the journal on disk.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use loupe::dataset::{self, LabelStore, Progress, Source};
+use loupe::ui::LoupeApp;
+
+fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
+    Harness::builder()
+        .with_size([1200.0, 800.0])
+        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
+}
+
+/// Steps frames until `done` holds (the app's workers run on real threads).
+fn settle(h: &mut Harness<'_, LoupeApp>, done: impl Fn(&LoupeApp) -> bool) {
+    let t = Instant::now();
+    h.step();
+    while !done(h.state()) {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for the app");
+        std::thread::sleep(Duration::from_millis(5));
+        h.step();
+    }
+    h.step();
+    h.step();
+}
+
+fn loaded(app: &LoupeApp) -> bool {
+    !app.is_loading() && app.workspace().is_some()
+}
+
+fn written(app: &LoupeApp) -> bool {
+    app.pending_writes() == 0
+}
+
+/// cats: 3, dogs: 2, 고양이: 1 (classes in key order: 1 cats, 2 dogs, 3 고양이).
+fn dataset(root: &Path) {
+    for i in 0..3 {
+        common::write_png(&root.join(format!("cats/{i}.png")), 8, 8, i);
+    }
+    for i in 0..2 {
+        common::write_png(&root.join(format!("dogs/{i}.png")), 8, 8, 10 + i);
+    }
+    common::write_png(&root.join("고양이/0.png"), 8, 8, 20);
+}
+
+fn label_of(app: &LoupeApp, path: &str) -> String {
+    let ws = app.workspace().unwrap();
+    ws.labels[ws.index_of(path).unwrap()].clone()
+}
+
+/// The label as the journal on disk has it, read by a fresh store.
+fn label_on_disk(root: &Path, path: &str) -> String {
+    let ds = dataset::open(&Source::ImageFolder { root: root.to_path_buf() }, &Progress::default()).unwrap();
+    LabelStore::open(&ds).unwrap().label(path).unwrap().to_string()
+}
+
+/// Clicks the grid tile of `path` (tiles are labelled "path [label]").
+fn click_tile(h: &Harness<'_, LoupeApp>, path: &str, modifiers: Modifiers) {
+    let label = format!("{path} [");
+    h.get_by_label_contains(&label).click_modifiers(modifiers);
+}
+
+#[test]
+fn select_relabel_by_key_undo_redo() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, loaded);
+
+    click_tile(&h, "cats/0.png", Modifiers::NONE);
+    h.step();
+    h.key_press(Key::Num2);
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "cats/0.png"), "dogs");
+    assert_eq!(label_on_disk(dir.path(), "cats/0.png"), "dogs");
+    h.get_by_label_contains("1 edited · 0 excluded");
+
+    // A Korean class by its number key.
+    click_tile(&h, "cats/1.png", Modifiers::NONE);
+    h.step();
+    h.key_press(Key::Num3);
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "cats/1.png"), "고양이");
+
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "cats/1.png"), "cats");
+    assert_eq!(label_on_disk(dir.path(), "cats/1.png"), "cats");
+    h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "cats/1.png"), "고양이");
+}
+
+#[test]
+fn shift_and_ctrl_click_select_and_delete_excludes_as_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, loaded);
+
+    click_tile(&h, "cats/0.png", Modifiers::NONE);
+    h.step();
+    click_tile(&h, "cats/2.png", Modifiers::SHIFT);
+    h.step();
+    assert_eq!(h.state().browse.selected.len(), 3);
+    click_tile(&h, "cats/1.png", Modifiers::COMMAND);
+    h.step();
+    assert_eq!(h.state().browse.selected.len(), 2, "ctrl-click toggles one out");
+
+    h.key_press(Key::Delete);
+    settle(&mut h, written);
+    let ws = h.state().workspace().unwrap();
+    let excluded: Vec<String> = (0..ws.flags.len()).filter(|&i| ws.flags[i].excluded).map(|i| ws.path(i)).collect();
+    assert_eq!(excluded, vec!["cats/0.png", "cats/2.png"]);
+    assert_eq!(ws.stats.images, 4);
+    assert_eq!(ws.history.steps.len(), 1, "a batch is one step");
+
+    // One undo brings both back.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    settle(&mut h, written);
+    assert!(h.state().workspace().unwrap().flags.iter().all(|f| !f.excluded));
+
+    // Ctrl+A selects everything shown.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    h.step();
+    assert_eq!(h.state().browse.selected.len(), 6);
+}
+
+#[test]
+fn shortcuts_do_not_fire_while_typing_in_search() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, loaded);
+    click_tile(&h, "dogs/0.png", Modifiers::NONE);
+    h.step();
+    let search = h.get_by_role(egui::accesskit::Role::TextInput);
+    search.focus();
+    search.type_text("1");
+    h.step();
+    h.key_press(Key::Num1);
+    h.step();
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "dogs/0.png"), "dogs", "typing '1' in search must not relabel");
+    // The search filters the grid: cats/1.png and dogs/1.png contain "1".
+    h.get_by_label_contains("2 shown");
+    assert!(h.query_by_label_contains("cats/0.png [").is_none());
+}
+
+#[test]
+fn clicking_a_class_and_a_bar_filters_browse() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, loaded);
+
+    h.get_by_label("dogs").click();
+    settle(&mut h, |_| true);
+    h.get_by_label_contains("2 shown");
+    assert!(h.query_by_label_contains("cats/0.png [").is_none());
+    h.get_by_label("dogs").click();
+    settle(&mut h, |_| true);
+    h.get_by_label_contains("6 shown");
+
+    // Distribution: the top bar is the largest class (cats).
+    h.get_by_label("Distribution").click();
+    settle(&mut h, |_| true);
+    let above = h.get_by_label_contains("Imbalance ratio").rect();
+    let below = h.get_by_label("Class table").rect();
+    let pos = egui::pos2(above.left() + 0.3 * (below.right() - above.left()).max(200.0), above.bottom() + 0.12 * (below.top() - above.bottom()));
+    h.hover_at(pos);
+    h.step();
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton { pos, button: egui::PointerButton::Primary, pressed, modifiers: Modifiers::NONE });
+        h.step();
+    }
+    settle(&mut h, |_| true);
+    h.get_by_label_contains("class: cats");
+    h.get_by_label_contains("3 shown");
+}
+
+#[test]
+fn large_view_opens_and_escape_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, loaded);
+    click_tile(&h, "dogs/1.png", Modifiers::NONE);
+    h.step();
+    h.key_press(Key::Enter);
+    settle(&mut h, |_| true);
+    h.get_by_label("⬅ Back (Esc)");
+    h.get_by_label_contains("dogs/1.png   ·   8x8 PNG");
+    h.key_press(Key::ArrowRight);
+    settle(&mut h, |_| true);
+    h.get_by_label_contains("고양이/0.png");
+    h.key_press(Key::Escape);
+    settle(&mut h, |_| true);
+    assert!(h.state().browse.large.is_none());
+    assert!(h.query_by_label_contains("cats/0.png [").is_some());
+}
