@@ -6,6 +6,7 @@ use clap::Parser;
 use loupe::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    let _ = loupe::ui::PROCESS_START.set(std::time::Instant::now());
     // libtorch logs a deprecation warning on every autocast call; keep its logger to errors.
     // Set before anything asks libtorch for work (its logger reads the variable lazily).
     if std::env::var_os("TORCH_CPP_LOG_LEVEL").is_none() {

@@ -78,6 +78,20 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The dataset's description (root, source, columns, classes, problems) without samples:
+    /// cheap to copy when the samples are about to be rebuilt.
+    pub fn clone_without_samples(&self) -> Dataset {
+        Dataset {
+            root: self.root.clone(),
+            source: self.source.clone(),
+            label_columns: self.label_columns.clone(),
+            classes: self.classes.clone(),
+            samples: Vec::new(),
+            rejected: self.rejected.clone(),
+            ignored: self.ignored.clone(),
+        }
+    }
+
     pub fn abs_path(&self, rel: &Path) -> PathBuf {
         self.root.join(rel)
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::browse::Browse;
 use super::distribution::{Distribution, Show};
-use super::loading::{Loaded, Loader};
+use super::loading::Loader;
 use super::thumbs::{self, Thumbs};
 use super::workspace::{LabelCmd, Workspace};
 use crate::dataset::{CsvSource, Source};
@@ -81,6 +81,8 @@ pub struct LoupeApp {
     show_edits: bool,
     debug_overlay: bool,
     frame_times: VecDeque<f32>,
+    /// Time from process start to the end of the first frame.
+    first_frame: Option<Duration>,
     fonts_installed: bool,
 }
 
@@ -113,6 +115,7 @@ impl LoupeApp {
             show_edits: false,
             debug_overlay: false,
             frame_times: VecDeque::new(),
+            first_frame: None,
             fonts_installed: false,
         };
         app.open_path(&ctx, path);
@@ -173,11 +176,7 @@ impl LoupeApp {
     fn poll(&mut self, ctx: &egui::Context) {
         if let State::Loading(loader) = &mut self.state {
             match loader.poll() {
-                Some(Ok(Loaded { dataset, hashes, store })) => {
-                    let repaint = ctx.clone();
-                    let ws = Workspace::new(dataset, hashes, store, move || repaint.request_repaint());
-                    self.state = State::Ready(Box::new(ws));
-                }
+                Some(Ok(ws)) => self.state = State::Ready(Box::new(ws)),
                 Some(Err(msg)) => self.state = State::Failed(msg),
                 // Progress counters change without events: look again soon, not every frame.
                 None => ctx.request_repaint_after(Duration::from_millis(100)),
@@ -260,6 +259,9 @@ impl LoupeApp {
         }
         self.state = state;
         self.apply();
+        if self.first_frame.is_none() {
+            self.first_frame = super::PROCESS_START.get().map(Instant::elapsed);
+        }
         let dt = started.elapsed().as_secs_f32() * 1000.0;
         self.frame_times.push_back(dt);
         if self.frame_times.len() > 240 {
@@ -553,6 +555,9 @@ impl LoupeApp {
                 ));
                 if let Some(t) = &self.thumbs {
                     ui.monospace(format!("thumbnail textures {:.1} MB", t.memory_bytes() as f64 / 1e6));
+                }
+                if let Some(d) = self.first_frame {
+                    ui.monospace(format!("first frame {:.0} ms after start", d.as_secs_f64() * 1e3));
                 }
             });
         });

@@ -126,12 +126,12 @@ impl Browse {
         ui.horizontal_wrapped(|ui| {
             ui.label("Search");
             ui.add(egui::TextEdit::singleline(&mut self.search).hint_text("part of a path").desired_width(160.0));
-            egui::ComboBox::from_id_salt("flag_filter").selected_text(format!("{:?}", self.flag_filter)).show_ui(ui, |ui| {
+            egui::ComboBox::new("flag_filter", "show").selected_text(format!("{:?}", self.flag_filter)).show_ui(ui, |ui| {
                 for f in [FlagFilter::All, FlagFilter::Edited, FlagFilter::Excluded, FlagFilter::Unsure, FlagFilter::Unreadable] {
                     ui.selectable_value(&mut self.flag_filter, f, format!("{f:?}"));
                 }
             });
-            egui::ComboBox::from_id_salt("sort").selected_text(format!("Sort: {:?}", self.sort)).show_ui(ui, |ui| {
+            egui::ComboBox::new("sort", "order").selected_text(format!("by {:?}", self.sort).to_lowercase()).show_ui(ui, |ui| {
                 for s in [SortBy::Path, SortBy::Class, SortBy::Size] {
                     ui.selectable_value(&mut self.sort, s, format!("{s:?}"));
                 }

@@ -7,26 +7,21 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dataset::{self, stats, Dataset, LabelStore, Progress, Source};
-
-/// Everything the UI needs that takes file I/O to get: the scan, content hashes, the overlay.
-pub struct Loaded {
-    pub dataset: Dataset,
-    pub hashes: Vec<Option<[u8; 32]>>,
-    pub store: LabelStore,
-}
+use super::workspace::Workspace;
+use crate::dataset::{self, stats, LabelStore, Progress, Source};
 
 pub struct Loader {
     pub path: PathBuf,
     pub progress: Arc<Progress>,
-    rx: Receiver<Result<Loaded, String>>,
+    rx: Receiver<Result<Workspace, String>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Loader {
-    /// Starts opening `source` on a background thread; `on_done` is called from that thread when
-    /// the result is ready (the UI passes a repaint request).
-    pub fn spawn(source: Source, on_done: impl FnOnce() + Send + 'static) -> Loader {
+    /// Starts opening `source` on a background thread: the scan, content hashes, the label
+    /// overlay and the workspace built on them. `repaint` is called from there when the result
+    /// is ready, and later by the workspace's labels worker after each answer.
+    pub fn spawn(source: Source, repaint: impl Fn() + Clone + Send + 'static) -> Loader {
         let progress = Arc::new(Progress::default());
         let (tx, rx) = mpsc::sync_channel(1);
         let path = match &source {
@@ -40,17 +35,17 @@ impl Loader {
                 let result = dataset::open(&source, &worker_progress).map_err(|e| e.to_string()).and_then(|dataset| {
                     let store = LabelStore::open(&dataset).map_err(|e| e.to_string())?;
                     let hashes = stats::hash_samples(&dataset);
-                    Ok(Loaded { dataset, hashes, store })
+                    Ok(Workspace::new(dataset, hashes, store, repaint.clone()))
                 });
                 let _ = tx.send(result);
-                on_done();
+                repaint();
             })
             .expect("spawning a thread only fails when the OS is out of resources");
         Loader { path, progress, rx, handle: Some(handle) }
     }
 
     /// The result, once: `None` while still working.
-    pub fn poll(&mut self) -> Option<Result<Loaded, String>> {
+    pub fn poll(&mut self) -> Option<Result<Workspace, String>> {
         match self.rx.try_recv() {
             Ok(r) => {
                 if let Some(h) = self.handle.take() {

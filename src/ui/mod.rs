@@ -10,9 +10,15 @@ pub mod thumbs;
 pub mod workspace;
 
 pub use app::LoupeApp;
-pub use loading::{Loaded, Loader};
+pub use loading::Loader;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// When the process started (set first thing in `main`), for the time-to-first-frame figure of
+/// the frame-time overlay.
+pub static PROCESS_START: OnceLock<Instant> = OnceLock::new();
 
 /// Opens the window on `path` and blocks until it is closed.
 pub fn run(path: PathBuf) -> anyhow::Result<()> {

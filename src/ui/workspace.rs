@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::dataset::labels::{LabelStore, Step};
@@ -47,15 +48,16 @@ pub struct HistoryView {
 
 #[derive(Debug)]
 pub enum LabelReply {
-    Done { message: String, changed: Vec<SampleNow>, history: HistoryView },
+    /// `summary` is the new statistics and class list, computed on the worker: at 100,000
+    /// images that takes a noticeable fraction of a second, which the UI thread must not spend.
+    Done { message: String, changed: Vec<SampleNow>, history: HistoryView, summary: Box<(Stats, Vec<String>)> },
     Failed(String),
 }
 
 pub struct Workspace {
-    pub dataset: Dataset,
+    pub dataset: Arc<Dataset>,
     /// Statistics of the effective dataset (edits applied, excluded left out).
     pub stats: Stats,
-    hashes: Vec<Option<[u8; 32]>>,
     /// Current label of `dataset.samples[i]`.
     pub labels: Vec<String>,
     pub flags: Vec<Flags>,
@@ -76,8 +78,11 @@ pub struct Workspace {
 
 impl Workspace {
     /// Builds the mirror from an opened store and moves the store to its worker thread.
-    /// `on_reply` is called on the worker after each answer (a repaint request).
+    /// `on_reply` is called on the worker after each answer (a repaint request). Takes a
+    /// fraction of a second on 100,000 images: call it off the UI thread (the loader does).
     pub fn new(dataset: Dataset, hashes: Vec<Option<[u8; 32]>>, store: LabelStore, on_reply: impl Fn() + Send + 'static) -> Self {
+        let dataset = Arc::new(dataset);
+        let hashes = Arc::new(hashes);
         let index: HashMap<String, usize> = dataset.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
         let mut labels: Vec<String> = dataset.samples.iter().map(|s| s.label.clone()).collect();
         let mut flags = vec![Flags::default(); dataset.samples.len()];
@@ -90,19 +95,20 @@ impl Workspace {
         let mut notes = store.warnings.clone();
         notes.insert(0, format!("label edits are saved in {}", store.dir().display()));
         let history = history_of(&store);
+        let (stats, classes) = summarize(&dataset, &hashes, &labels, &flags, &history.new_classes);
         let (tx, worker_rx) = mpsc::channel();
         let (worker_tx, rx) = mpsc::channel();
+        let mirror = Mirror { dataset: dataset.clone(), hashes, index: index.clone(), labels: labels.clone(), flags: flags.clone() };
         let worker = std::thread::Builder::new()
             .name("loupe-labels".into())
-            .spawn(move || label_worker(store, worker_rx, worker_tx, on_reply))
+            .spawn(move || label_worker(store, mirror, worker_rx, worker_tx, on_reply))
             .expect("spawning a thread only fails when the OS is out of resources");
-        let mut ws = Workspace {
-            stats: stats::compute(&dataset),
+        Workspace {
+            stats,
             dataset,
-            hashes,
             labels,
             flags,
-            classes: Vec::new(),
+            classes,
             history,
             notes,
             index,
@@ -111,9 +117,7 @@ impl Workspace {
             worker: Some(worker),
             pending: 0,
             generation: 0,
-        };
-        ws.recompute();
-        ws
+        }
     }
 
     pub fn send(&mut self, cmd: LabelCmd) {
@@ -130,7 +134,7 @@ impl Workspace {
         while let Ok(reply) = self.rx.try_recv() {
             self.pending = self.pending.saturating_sub(1);
             match reply {
-                LabelReply::Done { message, changed, history } => {
+                LabelReply::Done { message, changed, history, summary } => {
                     for c in changed {
                         if let Some(&i) = self.index.get(&c.path) {
                             self.labels[i] = c.label;
@@ -138,41 +142,14 @@ impl Workspace {
                         }
                     }
                     self.history = history;
-                    self.recompute();
+                    (self.stats, self.classes) = *summary;
+                    self.generation += 1;
                     out.push(Ok(message));
                 }
                 LabelReply::Failed(e) => out.push(Err(e)),
             }
         }
         out
-    }
-
-    /// Class list and statistics after a change: the effective dataset, without file I/O.
-    fn recompute(&mut self) {
-        let mut eff = self.dataset.clone();
-        let mut hashes = Vec::with_capacity(eff.samples.len());
-        let mut kept = Vec::with_capacity(eff.samples.len());
-        for (i, mut s) in std::mem::take(&mut eff.samples).into_iter().enumerate() {
-            if self.flags[i].excluded {
-                continue;
-            }
-            if s.label != self.labels[i] {
-                s.parts = split(&self.labels[i], eff.label_columns.len());
-                s.label = self.labels[i].clone();
-            }
-            hashes.push(self.hashes.get(i).copied().flatten());
-            kept.push(s);
-        }
-        eff.samples = kept;
-        let mut classes: Vec<String> = self.dataset.classes.clone();
-        classes.extend(self.history.new_classes.iter().cloned());
-        classes.extend(self.labels.iter().cloned());
-        classes.sort();
-        classes.dedup();
-        eff.classes = classes.clone();
-        self.classes = classes;
-        self.stats = stats::compute_with_hashes(&eff, Some(&hashes));
-        self.generation += 1;
     }
 
     pub fn path(&self, i: usize) -> String {
@@ -192,6 +169,40 @@ impl Drop for Workspace {
             let _ = w.join();
         }
     }
+}
+
+/// Statistics and the class list of the dataset as edited (excluded samples left out). No I/O.
+fn summarize(ds: &Dataset, hashes: &[Option<[u8; 32]>], labels: &[String], flags: &[Flags], new_classes: &[String]) -> (Stats, Vec<String>) {
+    let mut eff = Dataset { samples: Vec::with_capacity(ds.samples.len()), ..ds.clone_without_samples() };
+    let mut kept_hashes = Vec::with_capacity(ds.samples.len());
+    for (i, s) in ds.samples.iter().enumerate() {
+        if flags[i].excluded {
+            continue;
+        }
+        let mut s = s.clone();
+        if s.label != labels[i] {
+            s.parts = split(&labels[i], ds.label_columns.len());
+            s.label = labels[i].clone();
+        }
+        kept_hashes.push(hashes.get(i).copied().flatten());
+        eff.samples.push(s);
+    }
+    let mut classes: Vec<String> = ds.classes.clone();
+    classes.extend(new_classes.iter().cloned());
+    classes.extend(labels.iter().cloned());
+    classes.sort();
+    classes.dedup();
+    eff.classes = classes.clone();
+    (stats::compute_with_hashes(&eff, Some(&kept_hashes)), classes)
+}
+
+/// The worker's own copy of the per-sample state, patched like the UI's, for `summarize`.
+struct Mirror {
+    dataset: Arc<Dataset>,
+    hashes: Arc<Vec<Option<[u8; 32]>>>,
+    index: HashMap<String, usize>,
+    labels: Vec<String>,
+    flags: Vec<Flags>,
 }
 
 fn split(label: &str, columns: usize) -> Vec<String> {
@@ -216,7 +227,7 @@ fn history_of(store: &LabelStore) -> HistoryView {
     }
 }
 
-fn label_worker(mut store: LabelStore, rx: Receiver<LabelCmd>, tx: Sender<LabelReply>, on_reply: impl Fn()) {
+fn label_worker(mut store: LabelStore, mut m: Mirror, rx: Receiver<LabelCmd>, tx: Sender<LabelReply>, on_reply: impl Fn()) {
     for cmd in rx {
         let result = match &cmd {
             LabelCmd::Relabel { paths, class } => {
@@ -238,11 +249,19 @@ fn label_worker(mut store: LabelStore, rx: Receiver<LabelCmd>, tx: Sender<LabelR
                     Some(s) => (format!("{verb}: {}", s.note), s.edits.iter().map(|e| e.path().to_string()).collect::<Vec<_>>()),
                     None => ("nothing to change".to_string(), Vec::new()),
                 };
-                let changed = paths
+                let changed: Vec<SampleNow> = paths
                     .into_iter()
                     .map(|p| SampleNow { label: store.label(&p).unwrap_or_default().to_string(), flags: flags_of(&store, &p), path: p })
                     .collect();
-                LabelReply::Done { message, changed, history: history_of(&store) }
+                for c in &changed {
+                    if let Some(&i) = m.index.get(&c.path) {
+                        m.labels[i] = c.label.clone();
+                        m.flags[i] = c.flags;
+                    }
+                }
+                let history = history_of(&store);
+                let summary = Box::new(summarize(&m.dataset, &m.hashes, &m.labels, &m.flags, &history.new_classes));
+                LabelReply::Done { message, changed, history, summary }
             }
             Err(e) => LabelReply::Failed(e.to_string()),
         };
