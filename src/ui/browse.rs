@@ -281,7 +281,9 @@ impl Browse {
     fn grid(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs) {
         let spacing = ui.spacing().item_spacing;
         let cell = Vec2::new(self.tile, self.tile + LABEL_H);
-        let cols = (((ui.available_width() + spacing.x) / (cell.x + spacing.x)).floor() as usize).max(1);
+        // What is visible, not what the toolbar stretched the panel to (side panels overlap it).
+        let width = ui.available_width().min(ui.clip_rect().right() - ui.cursor().left()) - ui.spacing().scroll.bar_width;
+        let cols = (((width + spacing.x) / (cell.x + spacing.x)).floor() as usize).max(1);
         self.columns = cols;
         let rows = self.view.len().div_ceil(cols);
         let row_h = cell.y + spacing.y;
