@@ -14,6 +14,7 @@ test:
 bench:
 	@scripts/bootstrap.sh build
 	cargo bench --bench scan
+	cargo bench --bench ui_frames
 
 bootstrap:
 	@scripts/bootstrap.sh gui
