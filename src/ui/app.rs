@@ -488,7 +488,7 @@ impl LoupeApp {
                 });
                 ui.end_row();
                 ui.label("Label column(s)");
-                ui.horizontal_wrapped(|ui| {
+                ui.vertical(|ui| {
                     for (k, h) in setup.headers.iter().enumerate() {
                         ui.checkbox(&mut setup.label_cols[k], h.as_str());
                     }
