@@ -414,3 +414,13 @@ fn write_counts(out: &mut impl Write, counts: &[stats::Count], total: usize, wid
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(super::utc(1_795_355_520), "2026-11-22 13:52 UTC");
+    }
+}

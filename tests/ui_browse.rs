@@ -40,6 +40,15 @@ fn written(app: &LoupeApp) -> bool {
     app.pending_writes() == 0
 }
 
+/// The app on a fresh copy of [`dataset`], loaded.
+fn opened() -> (tempfile::TempDir, Harness<'static, LoupeApp>) {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, loaded);
+    (dir, h)
+}
+
 /// cats: 3, dogs: 2, 고양이: 1 (classes in key order: 1 cats, 2 dogs, 3 고양이).
 fn dataset(root: &Path) {
     for i in 0..3 {
@@ -70,10 +79,7 @@ fn click_tile(h: &Harness<'_, LoupeApp>, path: &str, modifiers: Modifiers) {
 
 #[test]
 fn select_relabel_by_key_undo_redo() {
-    let dir = tempfile::tempdir().unwrap();
-    dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
-    settle(&mut h, loaded);
+    let (dir, mut h) = opened();
 
     click_tile(&h, "cats/0.png", Modifiers::NONE);
     h.step();
@@ -101,10 +107,7 @@ fn select_relabel_by_key_undo_redo() {
 
 #[test]
 fn shift_and_ctrl_click_select_and_delete_excludes_as_one_step() {
-    let dir = tempfile::tempdir().unwrap();
-    dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
-    settle(&mut h, loaded);
+    let (_dir, mut h) = opened();
 
     click_tile(&h, "cats/0.png", Modifiers::NONE);
     h.step();
@@ -136,10 +139,7 @@ fn shift_and_ctrl_click_select_and_delete_excludes_as_one_step() {
 
 #[test]
 fn shortcuts_do_not_fire_while_typing_in_search() {
-    let dir = tempfile::tempdir().unwrap();
-    dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
-    settle(&mut h, loaded);
+    let (_dir, mut h) = opened();
     click_tile(&h, "dogs/0.png", Modifiers::NONE);
     h.step();
     let search = h.get_by_role(egui::accesskit::Role::TextInput);
@@ -157,10 +157,7 @@ fn shortcuts_do_not_fire_while_typing_in_search() {
 
 #[test]
 fn clicking_a_class_and_a_bar_filters_browse() {
-    let dir = tempfile::tempdir().unwrap();
-    dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
-    settle(&mut h, loaded);
+    let (_dir, mut h) = opened();
 
     h.get_by_label("dogs").click();
     settle(&mut h, |_| true);
@@ -189,10 +186,7 @@ fn clicking_a_class_and_a_bar_filters_browse() {
 
 #[test]
 fn large_view_opens_and_escape_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
-    settle(&mut h, loaded);
+    let (_dir, mut h) = opened();
     click_tile(&h, "dogs/1.png", Modifiers::NONE);
     h.step();
     h.key_press(Key::Enter);

@@ -142,3 +142,24 @@ fn unique(taken: &mut HashSet<PathBuf>, rel: PathBuf) -> PathBuf {
         .find(|p| taken.insert(p.clone()))
         .expect("an unbounded counter always finds a free name")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_become_safe_visible_folder_names() {
+        assert_eq!(folder_name("wear/female/60+"), "wear-female-60+");
+        assert_eq!(folder_name(".hidden"), "_hidden");
+        assert_eq!(folder_name(".."), "_..");
+        assert_eq!(folder_name("고양이"), "고양이");
+    }
+
+    #[test]
+    fn colliding_names_get_a_counter() {
+        let mut taken = HashSet::new();
+        assert_eq!(unique(&mut taken, "a/x.png".into()), PathBuf::from("a/x.png"));
+        assert_eq!(unique(&mut taken, "a/x.png".into()), PathBuf::from("a/x~2.png"));
+        assert_eq!(unique(&mut taken, "a/x.png".into()), PathBuf::from("a/x~3.png"));
+    }
+}

@@ -304,25 +304,25 @@ impl LabelStore {
 
     /// Marks samples excluded (or back in); kept on disk, left out of training and export.
     pub fn set_excluded(&mut self, paths: &[String], excluded: bool, note: &str) -> Result<Option<Step>, LabelError> {
-        self.refresh()?;
-        self.check_known(paths.iter().map(String::as_str))?;
-        let edits = paths
-            .iter()
-            .filter(|p| self.is_excluded(p) != excluded)
-            .map(|p| Edit::Excluded { path: p.clone(), from: !excluded, to: excluded })
-            .collect();
-        self.commit_edits(note, Vec::new(), edits)
+        self.set_flag(paths, note, |st| st.excluded == excluded, |path| Edit::Excluded { path, from: !excluded, to: excluded })
     }
 
     /// Marks samples as unsure (a reminder to look again), or clears the mark.
     pub fn set_unsure(&mut self, paths: &[String], unsure: bool, note: &str) -> Result<Option<Step>, LabelError> {
+        self.set_flag(paths, note, |st| st.unsure == unsure, |path| Edit::Unsure { path, from: !unsure, to: unsure })
+    }
+
+    /// One step setting a flag on the samples that do not have it yet.
+    fn set_flag(
+        &mut self,
+        paths: &[String],
+        note: &str,
+        already: impl Fn(&SampleState) -> bool,
+        edit: impl Fn(String) -> Edit,
+    ) -> Result<Option<Step>, LabelError> {
         self.refresh()?;
         self.check_known(paths.iter().map(String::as_str))?;
-        let edits = paths
-            .iter()
-            .filter(|p| self.sample_state(p).unsure != unsure)
-            .map(|p| Edit::Unsure { path: p.clone(), from: !unsure, to: unsure })
-            .collect();
+        let edits = paths.iter().filter(|p| !already(&self.sample_state(p))).map(|p| edit(p.clone())).collect();
         self.commit_edits(note, Vec::new(), edits)
     }
 

@@ -345,3 +345,27 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, Reason> {
     img.apply_orientation(orientation);
     Ok(img)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_markers_decide_truncation() {
+        let jpeg_end = [0x00, 0xFF, 0xD9, 0x00];
+        assert!(!is_truncated(ImageFormat::Jpeg, &[], &jpeg_end, 4));
+        assert!(is_truncated(ImageFormat::Jpeg, &[], &[0x12, 0xFF, 0x00], 3));
+        assert!(!is_truncated(ImageFormat::Png, &[], b"..IEND\xAE", 7));
+        // RIFF says 100 bytes follow the 8-byte header, the file has 50.
+        let mut riff = b"RIFF".to_vec();
+        riff.extend_from_slice(&100u32.to_le_bytes());
+        assert!(is_truncated(ImageFormat::WebP, &riff, &[], 50));
+        assert!(!is_truncated(ImageFormat::WebP, &riff, &[], 108));
+    }
+
+    #[test]
+    fn unknown_content_is_unsupported_only_for_known_image_types() {
+        assert_eq!(unknown_content(Path::new("a/photo.HEIC")), Reason::Unsupported("HEIC".into()));
+        assert_eq!(unknown_content(Path::new("a/photo.jpg")), Reason::NotAnImage);
+    }
+}

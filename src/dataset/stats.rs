@@ -220,3 +220,22 @@ fn duplicate_groups(ds: &Dataset, hashes: &[Option<[u8; 32]>]) -> (Vec<Vec<Strin
         .collect();
     (dups.iter().map(|g| paths(g)).collect(), conflicts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_median_of_odd_and_even_counts() {
+        assert_eq!(Summary::of(vec![3.0, 1.0, 2.0]), Summary { min: 1.0, median: 2.0, mean: 2.0, max: 3.0 });
+        assert_eq!(Summary::of(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert_eq!(Summary::of(Vec::new()), Summary::default());
+    }
+
+    #[test]
+    fn counts_sort_largest_first_then_by_name() {
+        let m: HashMap<String, usize> = [("b".into(), 2), ("a".into(), 2), ("c".into(), 5)].into();
+        let names: Vec<String> = sorted_counts(m).into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["c", "a", "b"]);
+    }
+}
