@@ -201,3 +201,42 @@ fn large_view_opens_and_escape_returns() {
     assert!(h.state().browse.large.is_none());
     assert!(h.query_by_label_contains("cats/0.png [").is_some());
 }
+
+#[test]
+fn class_picker_creates_a_class_and_the_edits_list_reverts_one_edit() {
+    let (dir, mut h) = opened();
+    click_tile(&h, "dogs/0.png", Modifiers::NONE);
+    h.step();
+    h.key_press(Key::L);
+    settle(&mut h, |_| true);
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Relabel as…").type_text("lions");
+    h.step();
+    h.get_by_label_contains("Enter creates the class “lions”");
+    h.key_press(Key::Enter);
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "dogs/0.png"), "lions");
+    assert!(h.state().workspace().unwrap().classes.contains(&"lions".to_string()));
+    assert_eq!(label_on_disk(dir.path(), "dogs/0.png"), "lions");
+
+    // Typing filters the picker; Enter takes the first match.
+    click_tile(&h, "dogs/1.png", Modifiers::NONE);
+    h.step();
+    h.key_press(Key::L);
+    settle(&mut h, |_| true);
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Relabel as…").type_text("ca");
+    h.step();
+    h.key_press(Key::Enter);
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "dogs/1.png"), "cats");
+
+    // The Edits list shows both steps; revert puts dogs/0.png back.
+    h.get_by_label("Edits").click();
+    settle(&mut h, |_| true);
+    h.get_by_label_contains("relabel 1 image to lions").click();
+    settle(&mut h, |_| true);
+    h.get_by_label("revert").click();
+    settle(&mut h, written);
+    assert_eq!(label_of(h.state(), "dogs/0.png"), "dogs");
+    assert_eq!(label_on_disk(dir.path(), "dogs/0.png"), "dogs");
+    assert_eq!(label_of(h.state(), "dogs/1.png"), "cats", "revert touches only its image");
+}

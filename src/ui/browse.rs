@@ -242,8 +242,10 @@ impl Browse {
         let mut keep = true;
         let mut chosen = None;
         egui::Modal::new(egui::Id::unique("class_picker")).show(ctx, |ui| {
-            ui.heading("Relabel as…");
-            let edit = ui.add(egui::TextEdit::singleline(&mut text).hint_text("type to filter, Enter to choose").desired_width(260.0));
+            let heading = ui.heading("Relabel as…");
+            let edit = ui
+                .add(egui::TextEdit::singleline(&mut text).hint_text("type to filter, Enter to choose").desired_width(260.0))
+                .labelled_by(heading.id);
             edit.request_focus();
             let needle = text.to_lowercase();
             let matches: Vec<&String> = ws.classes.iter().filter(|c| c.to_lowercase().contains(&needle)).collect();
