@@ -100,9 +100,22 @@ impl LoupeApp {
     /// Opens the dataset at `path` (a folder of class folders, or a CSV: then its columns are
     /// asked for) in the background.
     pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
-        let mut app = LoupeApp {
+        let mut app = Self::blank(path.clone());
+        app.open_path(&ctx, path);
+        app
+    }
+
+    pub fn with_source(ctx: egui::Context, source: Source) -> Self {
+        let mut app = Self::blank(PathBuf::new());
+        app.start(&ctx, source);
+        app
+    }
+
+    /// No dataset yet.
+    fn blank(path: PathBuf) -> Self {
+        LoupeApp {
             settings: Settings::default(),
-            path: path.clone(),
+            path,
             state: State::Failed(String::new()),
             tab: Tab::Browse,
             browse: Browse::default(),
@@ -117,15 +130,7 @@ impl LoupeApp {
             frame_times: VecDeque::new(),
             first_frame: None,
             fonts_installed: false,
-        };
-        app.open_path(&ctx, path);
-        app
-    }
-
-    pub fn with_source(ctx: egui::Context, source: Source) -> Self {
-        let mut app = Self::open(ctx.clone(), PathBuf::new());
-        app.start(&ctx, source);
-        app
+        }
     }
 
     fn open_path(&mut self, ctx: &egui::Context, path: PathBuf) {
