@@ -6,4 +6,5 @@ pub mod data;
 pub mod device;
 pub mod efficientnet_lite;
 pub mod metrics;
+pub mod models;
 pub mod split;
