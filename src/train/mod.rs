@@ -7,4 +7,5 @@ pub mod device;
 pub mod efficientnet_lite;
 pub mod metrics;
 pub mod models;
+pub mod pipeline;
 pub mod split;
