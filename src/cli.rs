@@ -304,7 +304,7 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
 }
 
 /// `YYYY-MM-DD HH:MM` UTC from Unix seconds (civil-from-days, Howard Hinnant's algorithm).
-fn utc(secs: u64) -> String {
+pub fn utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
     let z = days + 719_468;

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod device;
 pub mod efficientnet_lite;
+pub mod engine;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
