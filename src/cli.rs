@@ -12,6 +12,8 @@ use crate::dataset::export::{self, ExportFormat};
 use crate::dataset::labels::{self, LabelStore, Step};
 use crate::dataset::stats::path_str;
 use crate::dataset::{self, stats, CsvSource, Dataset, Source};
+use crate::train::engine::{self, Balance, DeviceChoice, Event, LossKind, OptimizerKind, TrainConfig};
+use crate::train::models::ModelKind;
 
 #[derive(Debug, Parser)]
 #[command(name = "loupe", version, about = "A desktop studio for image-classification datasets", args_conflicts_with_subcommands = true)]
@@ -83,6 +85,61 @@ pub enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "imagefolder")]
         format: ExportFormat,
+    },
+    /// Train a classifier on the dataset (label edits applied, excluded images left out).
+    Train {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+        model: ModelKind,
+        /// Pretrained weights (.safetensors, torchvision/timm names); the head is replaced.
+        /// EfficientNet-Lite0 uses its ImageNet weights by default when they are installed.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Training resolution (default: the model's, 224; 64 for small-cnn).
+        #[arg(long, default_value_t = 0)]
+        img_size: u32,
+        /// Train only the classifier head (feature extraction).
+        #[arg(long)]
+        freeze: bool,
+        #[arg(long, value_enum, default_value = "ce")]
+        loss: LossKind,
+        #[arg(long, value_enum, default_value = "none")]
+        balance: Balance,
+        #[arg(long, value_enum, default_value = "adamw")]
+        optimizer: OptimizerKind,
+        #[arg(long, default_value_t = 0.2)]
+        val_frac: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        /// Where run folders go (default: the dataset's .loupe/runs).
+        #[arg(long)]
+        runs: Option<PathBuf>,
+    },
+    /// Evaluate a run on its validation images: metrics, per-class table, confusion matrix;
+    /// writes RUN/eval_predictions.csv.
+    Eval {
+        run: PathBuf,
+        /// The dataset (default: the one the run was trained on).
+        path: Option<PathBuf>,
+    },
+    /// Predict the class of every image under FOLDER with a run's best checkpoint.
+    Predict {
+        run: PathBuf,
+        folder: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Average with the mirrored image (test-time augmentation).
+        #[arg(long)]
+        tta: bool,
     },
     /// Show which compute device libtorch sees (CUDA GPUs or CPU).
     Device {
@@ -183,6 +240,18 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Train { dataset, model, weights, epochs, batch, lr, img_size, freeze, loss, balance, optimizer, val_frac, seed, device, runs } => {
+            let (ds, store) = open_labeled(&dataset)?;
+            let weights = weights.or_else(|| default_weights(model));
+            if weights.is_none() && model == ModelKind::EfficientnetLite0 {
+                eprintln!("note: no EfficientNet-Lite0 ImageNet weights found (run `make test` or scripts/fetch_weights.py, or pass --weights); training from scratch");
+            }
+            let cfg = TrainConfig { model, weights, epochs, batch, lr, img_size, freeze, loss, balance, optimizer, val_frac, seed, device, ..Default::default() };
+            let runs = runs.unwrap_or_else(|| store.dir().join("runs"));
+            train_cmd(store.effective(&ds), cfg, runs)
+        }
+        Command::Eval { run, path } => eval_cmd(&run, path.as_deref()),
+        Command::Predict { run, folder, out, tta } => predict_cmd(&run, &folder, &out, tta),
         Command::Device { json } => {
             let info = crate::train::device::probe();
             if json {
@@ -300,6 +369,169 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
     if !any {
         println!("no label edits yet");
     }
+    Ok(())
+}
+
+/// Installed pretrained weights for `model`: `$LOUPE_WEIGHTS_DIR`, the checkout's `.weights/`
+/// (where `make test` and scripts/fetch_weights.py put them), or `$XDG_DATA_HOME/loupe/weights`.
+fn default_weights(model: ModelKind) -> Option<PathBuf> {
+    let file = match model {
+        ModelKind::EfficientnetLite0 => "efficientnet-lite0.safetensors",
+        _ => return None,
+    };
+    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    [std::env::var_os("LOUPE_WEIGHTS_DIR").map(PathBuf::from), Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights")), data.map(|d| d.join("loupe/weights"))]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+}
+
+fn train_cmd(ds: Dataset, cfg: TrainConfig, runs: PathBuf) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let epochs = cfg.epochs;
+    let h = engine::spawn(ds, cfg, runs);
+    let started = std::time::Instant::now();
+    let mut last_acc = None;
+    for event in h.rx.iter() {
+        match event {
+            Event::Started { run_dir, device, train, val, skipped, classes } => {
+                println!("training on {device}: {train} training / {val} validation images, {} classes; run folder {}", classes.len(), run_dir.display());
+                if skipped > 0 {
+                    println!("note: {skipped} image(s) could not be decoded and were skipped");
+                }
+            }
+            Event::Step { epoch, step, steps, loss, images_per_s, .. } if tty => {
+                let done = ((epoch - 1) * steps + step) as f64 / (epochs * steps).max(1) as f64;
+                let eta = started.elapsed().as_secs_f64() * (1.0 - done) / done.max(1e-9);
+                let acc = last_acc.map_or(String::new(), |a: f64| format!("  val acc {a:.3}"));
+                eprint!("\repoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4}{acc}  {images_per_s:.0} img/s  ETA {}   ", duration(eta));
+            }
+            Event::Epoch(m) => {
+                last_acc = Some(m.accuracy);
+                if tty {
+                    eprint!("\r");
+                }
+                println!(
+                    "epoch {}/{epochs}  train loss {:.4}  val loss {:.4}  accuracy {:.3}  macro-F1 {:.3}  ({:.1} s)",
+                    m.epoch, m.train_loss, m.val_loss, m.accuracy, m.macro_f1, m.seconds
+                );
+            }
+            Event::Finished { run_dir, best_macro_f1, cancelled } => {
+                println!("{} best validation macro-F1 {best_macro_f1:.3}; run folder:", if cancelled { "cancelled;" } else { "done;" });
+                println!("{}", run_dir.display());
+            }
+            Event::Failed(msg) => anyhow::bail!("training failed: {msg}"),
+            _ => {}
+        }
+    }
+    h.join();
+    Ok(())
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+fn eval_cmd(run_dir: &Path, path: Option<&Path>) -> anyhow::Result<()> {
+    let run = crate::train::runs::Run::open(run_dir, tch::Device::cuda_if_available())?;
+    let source = match (path, &run.source) {
+        (Some(p), _) => dataset::source_for(p)?,
+        (None, Some(s)) => s.clone(),
+        (None, None) => dataset::source_for(&run.dataset_root)?,
+    };
+    let opened = dataset::open(&source, &Default::default())?;
+    let ds = if labels::has_overlay(&opened) { LabelStore::open(&opened)?.effective(&opened) } else { opened };
+    let by_path: std::collections::HashMap<String, usize> = ds.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
+    let picked: Vec<usize> = run.val_paths.iter().filter_map(|p| by_path.get(p).copied()).collect();
+    anyhow::ensure!(!picked.is_empty(), "none of the run's {} validation images is in {}", run.val_paths.len(), ds.root.display());
+    let files: Vec<PathBuf> = picked.iter().map(|&i| ds.abs_path(&ds.samples[i].path)).collect();
+    let probs = run.predict(&files, run.config.batch, false);
+    let class_idx: std::collections::HashMap<&str, usize> = run.classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let (mut truth, mut preds) = (Vec::new(), Vec::new());
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["path".to_string(), "label".into(), "predicted".into()];
+    header.extend(run.classes.iter().cloned());
+    w.write_record(&header)?;
+    let mut unknown = 0;
+    for (&i, p) in picked.iter().zip(&probs) {
+        let (Ok(p), Some(&t)) = (p, class_idx.get(ds.samples[i].label.as_str())) else {
+            unknown += 1;
+            continue;
+        };
+        let pred = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
+        truth.push(t);
+        preds.push(pred);
+        let mut rec = vec![path_str(&ds.samples[i].path), ds.samples[i].label.clone(), run.classes[pred].clone()];
+        rec.extend(p.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&rec)?;
+    }
+    crate::dataset::labels::write_atomic(&run.dir.join("eval_predictions.csv"), &w.into_inner()?)?;
+    let r = crate::train::metrics::report(&truth, &preds, run.classes.len());
+    println!("{}: {} validation images", run.dir.display(), truth.len());
+    if unknown > 0 {
+        println!("note: {unknown} image(s) skipped (unreadable, or a label the run does not know)");
+    }
+    println!("accuracy {:.4}  macro-F1 {:.4}\n", r.accuracy, r.macro_f1);
+    let width = run.classes.iter().map(|c| c.chars().count()).max().unwrap_or(5).max(5);
+    println!("{:width$}  precision  recall     F1  support", "class");
+    for (c, s) in run.classes.iter().zip(&r.per_class) {
+        println!("{c:width$}  {:>9.3}  {:>6.3}  {:>5.3}  {:>7}", s.precision, s.recall, s.f1, s.support);
+    }
+    println!("\nconfusion (rows: true, columns: predicted, in class order)");
+    for (c, row) in run.classes.iter().zip(&r.confusion) {
+        println!("{c:width$}  {}", row.iter().map(|n| format!("{n:>5}")).collect::<String>());
+    }
+    println!("\npredictions written to {}", run.dir.join("eval_predictions.csv").display());
+    Ok(())
+}
+
+fn predict_cmd(run_dir: &Path, folder: &Path, out: &Path, tta: bool) -> anyhow::Result<()> {
+    let run = crate::train::runs::Run::open(run_dir, tch::Device::cuda_if_available())?;
+    anyhow::ensure!(folder.is_dir(), "{} is not a folder", folder.display());
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(folder)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && dataset::probe::has_image_extension(e.path()))
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no images found in {}", folder.display());
+    let probs = run.predict(&files, run.config.batch, tta);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["path".to_string(), "predicted".into(), "confidence".into()];
+    header.extend(run.classes.iter().cloned());
+    header.push("error".into());
+    w.write_record(&header)?;
+    let mut failed = 0;
+    for (f, p) in files.iter().zip(&probs) {
+        let rel = path_str(f.strip_prefix(folder).unwrap_or(f));
+        let mut rec = vec![rel];
+        match p {
+            Ok(p) => {
+                let (k, conf) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or((0, 0.0), |(k, v)| (k, *v));
+                rec.push(run.classes[k].clone());
+                rec.push(format!("{conf:.6}"));
+                rec.extend(p.iter().map(|v| format!("{v:.6}")));
+                rec.push(String::new());
+            }
+            Err(e) => {
+                failed += 1;
+                rec.extend(std::iter::repeat_n(String::new(), run.classes.len() + 2));
+                rec.push(e.clone());
+            }
+        }
+        w.write_record(&rec)?;
+    }
+    crate::dataset::labels::write_atomic(out, &w.into_inner()?)?;
+    println!("{} predictions written to {}{}", files.len() - failed, out.display(), if failed > 0 { format!(" ({failed} unreadable, see the error column)") } else { String::new() });
     Ok(())
 }
 

@@ -1,6 +1,6 @@
-//! Everything that touches tch (libtorch). No egui here. So far: the device probe, the
-//! EfficientNet-Lite0 backbone, evaluation preprocessing, metrics and the train/validation
-//! split; the training engine itself is issue 5.
+//! Everything that touches tch (libtorch). No egui here: the device probe, the model zoo and
+//! pretrained weights, the batch pipeline, the train/validation split, metrics, the training
+//! engine (a worker thread with events) and finished runs (evaluation, prediction).
 
 pub mod data;
 pub mod device;
@@ -9,4 +9,5 @@ pub mod engine;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod runs;
 pub mod split;

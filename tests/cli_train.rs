@@ -1,0 +1,71 @@
+//! `loupe train`, `loupe eval`, `loupe predict` end to end on generated images (CPU).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image::{ImageBuffer, Rgb};
+
+fn loupe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loupe")).args(args).output().unwrap()
+}
+
+fn colour_images(root: &Path, per_class: usize, offset: u32) {
+    for (name, c) in [("blue", [40u8, 40, 200]), ("green", [40, 200, 40]), ("red", [200, 40, 40])] {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for k in 0..per_class {
+            let img = ImageBuffer::from_fn(16, 16, |x, y| {
+                let n = ((x * 31 + y * 17 + (k as u32 + offset) * 13) % 60) as u8;
+                Rgb([c[0].saturating_add(n), c[1].saturating_add(n), c[2].saturating_add(n)])
+            });
+            img.save(root.join(name).join(format!("{k:02}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn train_then_eval_then_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    colour_images(&data, 20, 0);
+    let d = data.to_str().unwrap();
+    let out = loupe(&["train", d, "--model", "small-cnn", "--epochs", "3", "--img-size", "16", "--batch", "16", "--lr", "0.01", "--device", "cpu", "--seed", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("epoch ")).count(), 3, "{text}");
+    let run = PathBuf::from(text.lines().last().unwrap());
+    assert!(run.starts_with(data.join(".loupe/runs")), "runs go beside the dataset by default: {}", run.display());
+    assert!(run.join("best.safetensors").exists());
+
+    let out = loupe(&["eval", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("accuracy") && text.contains("precision  recall") && text.contains("confusion"), "{text}");
+    assert!(run.join("eval_predictions.csv").exists());
+
+    // New images of the same classes, plus one that cannot be read.
+    let fresh = dir.path().join("fresh");
+    colour_images(&fresh, 5, 100);
+    std::fs::write(fresh.join("red/garbage.png"), b"not an image").unwrap();
+    let preds = dir.path().join("preds.csv");
+    let out = loupe(&["predict", run.to_str().unwrap(), fresh.to_str().unwrap(), "--out", preds.to_str().unwrap(), "--tta"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut rdr = csv::Reader::from_path(&preds).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    assert_eq!(headers.iter().collect::<Vec<_>>(), ["path", "predicted", "confidence", "blue", "green", "red", "error"]);
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 16);
+    let bad = rows.iter().find(|r| &r[0] == "red/garbage.png").unwrap();
+    assert!(bad[1].is_empty() && !bad[6].is_empty());
+    let right = rows.iter().filter(|r| r[0].split('/').next() == Some(&r[1])).count();
+    assert!(right >= 13, "{right}/15 new images predicted right");
+}
+
+#[test]
+fn a_run_folder_that_is_not_one_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = loupe(&["eval", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a run folder"));
+}
