@@ -465,7 +465,7 @@ fn eval_cmd(run_dir: &Path, path: Option<&Path>) -> anyhow::Result<()> {
             unknown += 1;
             continue;
         };
-        let pred = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k);
+        let pred = crate::train::metrics::argmax(p);
         truth.push(t);
         preds.push(pred);
         let mut rec = vec![path_str(&ds.samples[i].path), ds.samples[i].label.clone(), run.classes[pred].clone()];
@@ -516,7 +516,8 @@ fn predict_cmd(run_dir: &Path, folder: &Path, out: &Path, tta: bool) -> anyhow::
         let mut rec = vec![rel];
         match p {
             Ok(p) => {
-                let (k, conf) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or((0, 0.0), |(k, v)| (k, *v));
+                let k = crate::train::metrics::argmax(p);
+                let conf = p.get(k).copied().unwrap_or(0.0);
                 rec.push(run.classes[k].clone());
                 rec.push(format!("{conf:.6}"));
                 rec.extend(p.iter().map(|v| format!("{v:.6}")));

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::journal::{Damage, Edit, Entry, Journal, JournalError, Op};
-use super::scan::{Dataset, Source, COMPOSITE_SEP};
+use super::scan::{label_parts, Dataset, Source, COMPOSITE_SEP};
 use super::stats::path_str;
 
 /// A sample's edited state; absent fields mean "as in the original labels".
@@ -239,7 +239,7 @@ impl LabelStore {
         for s in &mut out.samples {
             if let Some(l) = self.state.get(&path_str(&s.path)).and_then(|st| st.label.as_ref()) {
                 s.label = l.clone();
-                s.parts = split_parts(l, ds.label_columns.len());
+                s.parts = label_parts(l, ds.label_columns.len());
             }
         }
         let mut classes: BTreeSet<String> = ds.classes.iter().cloned().collect();
@@ -428,14 +428,6 @@ fn apply_edit(state: &mut BTreeMap<String, SampleState>, edit: &Edit) {
         Edit::Label { to, .. } => st.label = Some(to.clone()),
         Edit::Excluded { to, .. } => st.excluded = *to,
         Edit::Unsure { to, .. } => st.unsure = *to,
-    }
-}
-
-fn split_parts(label: &str, columns: usize) -> Vec<String> {
-    if columns > 1 {
-        label.splitn(columns, COMPOSITE_SEP).map(str::to_string).collect()
-    } else {
-        vec![label.to_string()]
     }
 }
 

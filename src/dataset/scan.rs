@@ -34,6 +34,15 @@ pub struct CsvSource {
 /// Separator between the columns of a composite label.
 pub const COMPOSITE_SEP: &str = "/";
 
+/// The per-column parts of a class name in a dataset with `columns` label columns.
+pub fn label_parts(label: &str, columns: usize) -> Vec<String> {
+    if columns > 1 {
+        label.splitn(columns, COMPOSITE_SEP).map(str::to_string).collect()
+    } else {
+        vec![label.to_string()]
+    }
+}
+
 impl Source {
     /// The folder sample paths are relative to.
     pub fn root(&self) -> PathBuf {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::metrics::{self, Report};
+use super::metrics::{self, argmax, Report};
 use super::models::{self, ModelKind};
 use super::pipeline::Cache;
 use super::split::{self, SplitMix64};
@@ -384,10 +384,6 @@ fn evaluate(net: &dyn nn::ModuleT, val: &Cache, device: Device, norm: ([f64; 3],
         Ok(())
     })?;
     Ok((loss / val.len() as f64, probs))
-}
-
-fn argmax(p: &[f32]) -> usize {
-    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
 /// Saves to a temporary file first: a full disk or a crash leaves the previous checkpoint.

@@ -24,6 +24,11 @@ pub struct Report {
     pub per_class: Vec<ClassScore>,
 }
 
+/// Index of the largest probability (the first on ties; 0 for an empty slice).
+pub fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map_or(0, |(i, _)| i)
+}
+
 /// Scores `predicted` against `truth` (class indices below `classes`).
 pub fn report(truth: &[usize], predicted: &[usize], classes: usize) -> Report {
     assert_eq!(truth.len(), predicted.len(), "one prediction per sample");
@@ -79,6 +84,13 @@ mod tests {
         let r = report(&[0, 1], &[0, 1], 4);
         assert!(close(r.macro_f1, 1.0));
         assert_eq!(r.per_class[3], ClassScore { precision: 0.0, recall: 0.0, f1: 0.0, support: 0 });
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_maxima() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.2]), 1);
+        assert_eq!(argmax(&[0.4, 0.2, 0.4]), 0);
+        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use image::imageops::FilterType;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
@@ -47,7 +46,7 @@ impl Cache {
             samples
                 .par_iter()
                 .map(|&i| {
-                    let r = probe::decode(&ds.abs_path(&ds.samples[i].path)).map(|img| square_rgb(&img, size)).map_err(|e| e.to_string());
+                    let r = probe::decode(&ds.abs_path(&ds.samples[i].path)).map(|img| super::data::center_square(&img, size, size).into_raw()).map_err(|e| e.to_string());
                     done.fetch_add(1, Ordering::Relaxed);
                     r
                 })
@@ -90,15 +89,6 @@ impl Cache {
         let y = Tensor::from_slice(&idx.iter().map(|&k| self.labels[k]).collect::<Vec<_>>()).to_device(device);
         ((x - mean) / std, y)
     }
-}
-
-/// Short side to `size`, centre square crop, RGB8 bytes.
-fn square_rgb(img: &image::DynamicImage, size: u32) -> Vec<u8> {
-    let (w, h) = (img.width().max(1), img.height().max(1));
-    let (nw, nh) = if w <= h { (size, (u64::from(h) * u64::from(size)).div_ceil(u64::from(w)) as u32) } else { ((u64::from(w) * u64::from(size)).div_ceil(u64::from(h)) as u32, size) };
-    let resized = img.resize_exact(nw.max(size), nh.max(size), FilterType::Triangle).to_rgb8();
-    let (x0, y0) = ((resized.width() - size) / 2, (resized.height() - size) / 2);
-    image::imageops::crop_imm(&resized, x0, y0, size, size).to_image().into_raw()
 }
 
 /// Flip, zoom-crop and colour jitter on a `[B, 3, S, S]` batch in [0, 1], with tch's RNG (so

@@ -181,7 +181,7 @@ fn summarize(ds: &Dataset, hashes: &[Option<[u8; 32]>], labels: &[String], flags
         }
         let mut s = s.clone();
         if s.label != labels[i] {
-            s.parts = split(&labels[i], ds.label_columns.len());
+            s.parts = crate::dataset::scan::label_parts(&labels[i], ds.label_columns.len());
             s.label = labels[i].clone();
         }
         kept_hashes.push(hashes.get(i).copied().flatten());
@@ -203,14 +203,6 @@ struct Mirror {
     index: HashMap<String, usize>,
     labels: Vec<String>,
     flags: Vec<Flags>,
-}
-
-fn split(label: &str, columns: usize) -> Vec<String> {
-    if columns > 1 {
-        label.splitn(columns, crate::dataset::scan::COMPOSITE_SEP).map(str::to_string).collect()
-    } else {
-        vec![label.to_string()]
-    }
 }
 
 fn flags_of(store: &LabelStore, path: &str) -> Flags {
