@@ -127,3 +127,15 @@ fn impossible_set_ups_fail_with_a_message() {
     let Some(Event::Failed(msg)) = events.last() else { panic!("{events:?}") };
     assert!(msg.contains("at least two classes"), "{msg}");
 }
+
+#[test]
+fn a_cache_larger_than_memory_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    colour_dataset(&dir.path().join("data"), 5);
+    // 15 images at 60000x60000 would need 162 GB.
+    let cfg = TrainConfig { img_size: 60_000, ..quick() };
+    let h = engine::spawn(open(&dir.path().join("data")), cfg, dir.path().join("runs"));
+    let events = events_until_end(&h, Duration::from_secs(30));
+    let Some(Event::Failed(msg)) = events.last() else { panic!("{events:?}") };
+    assert!(msg.contains("GB of memory") && msg.contains("--img-size"), "{msg}");
+}

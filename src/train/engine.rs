@@ -218,6 +218,18 @@ fn run(ds: &Dataset, cfg: &TrainConfig, runs_dir: &Path, tx: &SyncSender<Event>,
     let run_dir = new_run_dir(runs_dir, cfg.model)?;
     write_config(&run_dir, ds, cfg, &classes, &sp, size)?;
 
+    // The cache is one allocation: refuse clearly rather than be killed by the OS. (Streaming
+    // through a decoding pool for datasets larger than memory is not implemented yet.)
+    let need = Cache::bytes_for(ds.samples.len(), size);
+    if let Some(avail) = available_memory() {
+        anyhow::ensure!(
+            need <= avail / 2,
+            "decoding {} images at {size}x{size} needs {:.1} GB of memory, and {:.1} GB is available: use a smaller --img-size or fewer images",
+            ds.samples.len(),
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        );
+    }
     let pick = |idx: &[usize]| idx.iter().map(|&i| labels[i]).collect::<Vec<_>>();
     let train = Cache::build(ds, &sp.train, &pick(&sp.train), size, decoded);
     let val = Cache::build(ds, &sp.val, &pick(&sp.val), size, decoded);
@@ -315,6 +327,13 @@ fn run(ds: &Dataset, cfg: &TrainConfig, runs_dir: &Path, tx: &SyncSender<Event>,
         send(Event::Epoch(Box::new(m)));
     }
     finish(&vs, &run_dir, best, false, tx)
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux), in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
 fn finish(vs: &nn::VarStore, run_dir: &Path, best: f64, cancelled: bool, tx: &SyncSender<Event>) -> anyhow::Result<()> {
