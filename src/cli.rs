@@ -13,7 +13,9 @@ use crate::dataset::labels::{self, LabelStore, Step};
 use crate::dataset::stats::path_str;
 use crate::dataset::{self, stats, CsvSource, Dataset, Source};
 use crate::train::engine::{self, Balance, DeviceChoice, Event, LossKind, OptimizerKind, TrainConfig};
+use crate::train::given_split::{self, GivenSplit};
 use crate::train::models::ModelKind;
+use crate::train::schedule::{Monitor, ScheduleKind};
 
 #[derive(Debug, Parser)]
 #[command(name = "loupe", version, about = "A desktop studio for image-classification datasets", args_conflicts_with_subcommands = true)]
@@ -90,39 +92,24 @@ pub enum Command {
     Train {
         #[command(flatten)]
         dataset: DatasetArgs,
-        #[arg(long, value_enum, default_value = "efficientnet-lite0")]
-        model: ModelKind,
-        /// Pretrained weights (.safetensors, torchvision/timm names); the head is replaced.
-        /// EfficientNet-Lite0 uses its ImageNet weights by default when they are installed.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        /// Training resolution (default: the model's, 224; 64 for small-cnn).
-        #[arg(long, default_value_t = 0)]
-        img_size: u32,
-        /// Train only the classifier head (feature extraction).
-        #[arg(long)]
-        freeze: bool,
-        #[arg(long, value_enum, default_value = "ce")]
-        loss: LossKind,
-        #[arg(long, value_enum, default_value = "none")]
-        balance: Balance,
-        #[arg(long, value_enum, default_value = "adamw")]
-        optimizer: OptimizerKind,
-        #[arg(long, default_value_t = 0.2)]
-        val_frac: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceChoice,
+        #[command(flatten)]
+        opts: TrainArgs,
+        /// Validation images from a separate folder of class folders, instead of a random split.
+        #[arg(long, conflicts_with = "split_column")]
+        val_dir: Option<PathBuf>,
+        /// CSV column that gives each row's side: val / valid / validation / test validate.
+        #[arg(long, requires = "csv")]
+        split_column: Option<String>,
         /// Where run folders go (default: the dataset's .loupe/runs).
         #[arg(long)]
         runs: Option<PathBuf>,
+    },
+    /// Continue a run from its last checkpoint, on the data and validation images it had.
+    Resume {
+        run: PathBuf,
+        /// Train up to this many epochs in all (default: the run's own).
+        #[arg(long)]
+        epochs: Option<usize>,
     },
     /// Evaluate a run on its validation images: metrics, per-class table, confusion matrix;
     /// writes RUN/eval_predictions.csv.
@@ -187,6 +174,94 @@ impl DatasetArgs {
     }
 }
 
+/// The engine's options as `loupe train` takes them.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+    model: ModelKind,
+    /// Pretrained weights (.safetensors, torchvision/timm names); the head is replaced.
+    /// EfficientNet-Lite0 uses its ImageNet weights by default when they are installed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Optimiser step every N batches (effective batch N x --batch).
+    #[arg(long, default_value_t = 1)]
+    accumulate: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning rate of the new classifier head (default: --lr).
+    #[arg(long)]
+    head_lr: Option<f64>,
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleKind,
+    /// Warm-up epochs before the schedule.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Training resolution (default: the model's, 224; 64 for small-cnn).
+    #[arg(long, default_value_t = 0)]
+    img_size: u32,
+    /// Train only the classifier head (feature extraction).
+    #[arg(long)]
+    freeze: bool,
+    #[arg(long, value_enum, default_value = "ce")]
+    loss: LossKind,
+    #[arg(long, value_enum, default_value = "none")]
+    balance: Balance,
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// The metric that picks the best checkpoint.
+    #[arg(long, value_enum, default_value = "macro-f1")]
+    monitor: Monitor,
+    /// Stop after N epochs without a better --monitor (0: never).
+    #[arg(long, default_value_t = 0)]
+    patience: usize,
+    #[arg(long, default_value_t = 0.2)]
+    val_frac: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Memory for decoded images, in GB; a larger dataset is decoded batch by batch
+    /// (default: half the available memory).
+    #[arg(long)]
+    cache_gb: Option<f64>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            model: self.model,
+            weights: self.weights.clone().or_else(|| default_weights(self.model)),
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            img_size: self.img_size,
+            freeze: self.freeze,
+            loss: self.loss,
+            balance: self.balance,
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            head_lr: self.head_lr,
+            warmup_epochs: self.warmup,
+            schedule: self.schedule,
+            step_epochs: 0,
+            accumulate: self.accumulate,
+            monitor: self.monitor,
+            patience: self.patience,
+            val_frac: self.val_frac,
+            given_split: None,
+            seed: self.seed,
+            device: self.device,
+            cache_gb: self.cache_gb,
+        }
+    }
+}
+
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Stats { dataset, json } => stats_cmd(&dataset, json),
@@ -240,15 +315,31 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Train { dataset, model, weights, epochs, batch, lr, img_size, freeze, loss, balance, optimizer, val_frac, seed, device, runs } => {
+        Command::Train { dataset, opts, val_dir, split_column, runs } => {
             let (ds, store) = open_labeled(&dataset)?;
-            let weights = weights.or_else(|| default_weights(model));
-            if weights.is_none() && model == ModelKind::EfficientnetLite0 {
+            let mut cfg = opts.config();
+            if cfg.weights.is_none() && cfg.model == ModelKind::EfficientnetLite0 {
                 eprintln!("note: no EfficientNet-Lite0 ImageNet weights found (run `make test` or scripts/fetch_weights.py, or pass --weights); training from scratch");
             }
-            let cfg = TrainConfig { model, weights, epochs, batch, lr, img_size, freeze, loss, balance, optimizer, val_frac, seed, device, ..Default::default() };
-            let runs = runs.unwrap_or_else(|| store.dir().join("runs"));
-            train_cmd(store.effective(&ds), cfg, runs)
+            cfg.given_split = match (val_dir, split_column) {
+                (Some(dir), _) => Some(GivenSplit::Folder(dir)),
+                (None, Some(column)) => Some(GivenSplit::Column(column)),
+                (None, None) => None,
+            };
+            let (ds, val) = given_split::prepare(store.effective(&ds), cfg.given_split.as_ref())?;
+            let runs_dir = runs.unwrap_or_else(|| store.dir().join("runs"));
+            train_cmd(ds, cfg, engine::Start::New { runs_dir, val })
+        }
+        Command::Resume { run, epochs } => {
+            let (mut cfg, doc) = crate::train::record::read_config(&run)?;
+            if let Some(e) = epochs {
+                cfg.epochs = e;
+            }
+            let source: Source = serde_json::from_value(doc["dataset"]["source"].clone()).context("the run's config does not say which dataset it trained on")?;
+            let opened = dataset::open(&source, &Default::default())?;
+            let ds = if labels::has_overlay(&opened) { LabelStore::open(&opened)?.effective(&opened) } else { opened };
+            let (ds, _) = given_split::prepare(ds, cfg.given_split.as_ref())?;
+            train_cmd(ds, cfg, engine::Start::Resume(run))
         }
         Command::Eval { run, path } => eval_cmd(&run, path.as_deref()),
         Command::Predict { run, folder, out, tta } => predict_cmd(&run, &folder, &out, tta),
@@ -387,13 +478,14 @@ fn default_weights(model: ModelKind) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn train_cmd(ds: Dataset, cfg: TrainConfig, runs: PathBuf) -> anyhow::Result<()> {
+fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     let epochs = cfg.epochs;
-    let h = engine::spawn(ds, cfg, runs);
+    let h = engine::spawn(ds, cfg, start);
     let started = std::time::Instant::now();
     let mut last_acc = None;
+    let mut first_epoch = None;
     for event in h.rx.iter() {
         match event {
             Event::Started { run_dir, device, train, val, skipped, classes } => {
@@ -403,7 +495,9 @@ fn train_cmd(ds: Dataset, cfg: TrainConfig, runs: PathBuf) -> anyhow::Result<()>
                 }
             }
             Event::Step { epoch, step, steps, loss, images_per_s, .. } if tty => {
-                let done = ((epoch - 1) * steps + step) as f64 / (epochs * steps).max(1) as f64;
+                // Counted from the first epoch of this process: a resumed run starts midway.
+                let first = *first_epoch.get_or_insert(epoch);
+                let done = ((epoch - first) * steps + step) as f64 / ((epochs + 1 - first) * steps).max(1) as f64;
                 let eta = started.elapsed().as_secs_f64() * (1.0 - done) / done.max(1e-9);
                 let acc = last_acc.map_or(String::new(), |a: f64| format!("  val acc {a:.3}"));
                 eprint!("\repoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4}{acc}  {images_per_s:.0} img/s  ETA {}   ", duration(eta));
@@ -418,8 +512,14 @@ fn train_cmd(ds: Dataset, cfg: TrainConfig, runs: PathBuf) -> anyhow::Result<()>
                     m.epoch, m.train_loss, m.val_loss, m.accuracy, m.macro_f1, m.seconds
                 );
             }
-            Event::Finished { run_dir, best_macro_f1, cancelled } => {
-                println!("{} best validation macro-F1 {best_macro_f1:.3}; run folder:", if cancelled { "cancelled;" } else { "done;" });
+            Event::Note(note) => {
+                if tty {
+                    eprint!("\r");
+                }
+                println!("note: {note}");
+            }
+            Event::Finished { run_dir, best, monitor, cancelled } => {
+                println!("{} best {} {best:.3}; run folder:", if cancelled { "cancelled;" } else { "done;" }, monitor.name());
                 println!("{}", run_dir.display());
             }
             Event::Failed(msg) => anyhow::bail!("training failed: {msg}"),
@@ -448,6 +548,7 @@ fn eval_cmd(run_dir: &Path, path: Option<&Path>) -> anyhow::Result<()> {
     };
     let opened = dataset::open(&source, &Default::default())?;
     let ds = if labels::has_overlay(&opened) { LabelStore::open(&opened)?.effective(&opened) } else { opened };
+    let (ds, _) = given_split::prepare(ds, run.config.given_split.as_ref())?;
     let by_path: std::collections::HashMap<String, usize> = ds.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
     let picked: Vec<usize> = run.val_paths.iter().filter_map(|p| by_path.get(p).copied()).collect();
     anyhow::ensure!(!picked.is_empty(), "none of the run's {} validation images is in {}", run.val_paths.len(), ds.root.display());

@@ -69,3 +69,43 @@ fn a_run_folder_that_is_not_one_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a run folder"));
 }
+
+#[test]
+fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, val) = (dir.path().join("data"), dir.path().join("val"));
+    colour_images(&data, 12, 0);
+    colour_images(&val, 3, 50);
+    let out = loupe(&[
+        "train", data.to_str().unwrap(), "--val-dir", val.to_str().unwrap(), "--model", "small-cnn", "--epochs", "1", "--img-size", "16", "--batch", "8",
+        "--lr", "0.01", "--device", "cpu", "--schedule", "step", "--head-lr", "0.02",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("36 training / 9 validation images"), "{text}");
+    let run = PathBuf::from(text.lines().last().unwrap());
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    let val_paths: Vec<String> = serde_json::from_value(config["split"]["val"].clone()).unwrap();
+    let val_root = val.canonicalize().unwrap();
+    assert!(val_paths.len() == 9 && val_paths.iter().all(|p| Path::new(p).starts_with(&val_root)), "{val_paths:?}");
+    assert_eq!(config["config"]["head_lr"], 0.02);
+    assert_eq!(config["config"]["schedule"], "step");
+
+    let out = loupe(&["resume", run.to_str().unwrap(), "--epochs", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("36 training / 9 validation images") && text.contains("resuming at epoch 2 of 2"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("epoch 2/2")), "{text}");
+    assert_eq!(PathBuf::from(text.lines().last().unwrap()), run);
+
+    let out = loupe(&["eval", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("9 validation images"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // A validation folder with a class the training data lacks is refused in words.
+    colour_images(&dir.path().join("odd"), 1, 0);
+    std::fs::rename(dir.path().join("odd/red"), dir.path().join("odd/purple")).unwrap();
+    let out = loupe(&["train", data.to_str().unwrap(), "--val-dir", dir.path().join("odd").to_str().unwrap(), "--model", "small-cnn", "--device", "cpu"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("classes the training data lacks: purple"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,4 +1,5 @@
-//! The uint8 cache and batches: exact pixels in, normalised tensors out, bad images skipped.
+//! The uint8 cache, the streaming source and batches: exact pixels in, normalised tensors out,
+//! bad images skipped, the same frames whichever way they are read.
 
 mod common;
 
@@ -6,11 +7,11 @@ use std::sync::atomic::AtomicUsize;
 
 use image::{ImageBuffer, Rgb};
 use loupe::dataset::{self, Progress, Source};
-use loupe::train::pipeline::Cache;
+use loupe::train::pipeline::{bytes_for, to_batch, Cache, Frames, Stream};
 use tch::{Device, Kind};
 
 #[test]
-fn cache_decodes_once_skips_bad_images_and_batches_normalised_tensors() {
+fn cache_and_stream_give_the_same_frames_skip_bad_images_and_batch_normalised_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     // Solid colours (so resizing cannot change them) in two classes; one image wider than tall.
@@ -29,14 +30,26 @@ fn cache_decodes_once_skips_bad_images_and_batches_normalised_tensors() {
     let done = AtomicUsize::new(0);
     let cache = Cache::build(&ds, &all, &labels, 12, &done);
     assert_eq!(cache.len(), 2);
-    assert_eq!(cache.skipped.len(), 1);
-    assert_eq!(ds.samples[cache.skipped[0].0].path, std::path::Path::new("b/broken.png"));
+    let skipped = cache.skipped();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(ds.samples[skipped[0].0].path, std::path::Path::new("b/broken.png"));
     assert_eq!(done.into_inner(), 3);
-    assert_eq!(Cache::bytes_for(cache.len(), 12), 2 * 12 * 12 * 3);
+    assert_eq!(bytes_for(cache.len(), 12), 2 * 12 * 12 * 3);
 
-    let (x, y) = cache.batch(&[0, 1], Device::Cpu, ([0.5; 3], [0.5; 3]), false);
+    // The stream knows nothing until asked; then it leaves the broken image out and says so.
+    let stream = Stream::new(&ds, &all, &labels, 12);
+    assert_eq!(stream.len(), 3);
+    let (sbytes, kept) = stream.read(&[0, 1, 2]);
+    let broken = ds.samples.iter().position(|s| s.path.ends_with("broken.png")).unwrap();
+    assert_eq!(kept, all.iter().copied().filter(|&k| k != broken).collect::<Vec<_>>());
+    assert_eq!(stream.skipped().iter().map(|s| s.0).collect::<Vec<_>>(), vec![broken]);
+    let _ = stream.read(&[broken]);
+    assert_eq!(stream.skipped().len(), 1, "a bad image is reported once");
+    let (cbytes, _) = cache.read(&[0, 1]);
+    assert_eq!(sbytes, cbytes, "streamed frames are the cached frames");
+
+    let x = to_batch(&cbytes, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), false);
     assert_eq!(x.size(), vec![2, 3, 12, 12]);
-    assert_eq!(Vec::<i64>::try_from(&y).unwrap(), vec![0, 1]);
     // red -> (1, -1, -1), blue -> (-1, -1, 1) everywhere.
     let means: Vec<f64> = Vec::try_from(x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).view([-1]).to_kind(Kind::Double)).unwrap();
     let want = [1.0, -1.0, -1.0, -1.0, -1.0, 1.0];
@@ -45,10 +58,11 @@ fn cache_decodes_once_skips_bad_images_and_batches_normalised_tensors() {
     }
 
     // Augmented batches keep shape and range, and follow tch's seed.
+    let (four, _) = cache.read(&[0, 1, 0, 1]);
     tch::manual_seed(3);
-    let (a1, _) = cache.batch(&[0, 1, 0, 1], Device::Cpu, ([0.5; 3], [0.5; 3]), true);
+    let a1 = to_batch(&four, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), true);
     tch::manual_seed(3);
-    let (a2, _) = cache.batch(&[0, 1, 0, 1], Device::Cpu, ([0.5; 3], [0.5; 3]), true);
+    let a2 = to_batch(&four, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), true);
     assert_eq!(a1.size(), vec![4, 3, 12, 12]);
     assert!(a1.equal(&a2), "same seed, same augmentation");
     assert!(a1.max().double_value(&[]) <= 1.0 + 1e-6 && a1.min().double_value(&[]) >= -1.0 - 1e-6);

@@ -409,6 +409,6 @@ fn list_csv(src: &CsvSource) -> Result<Listing, OpenError> {
 }
 
 /// `./a/b.jpg` and `a//b.jpg` name the same sample as `a/b.jpg`.
-fn normalize(p: &Path) -> PathBuf {
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     p.components().filter(|c| !matches!(c, Component::CurDir)).collect()
 }

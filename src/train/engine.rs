@@ -3,7 +3,9 @@
 //! over a bounded channel. A cancel flag stops it within one batch, keeping the last checkpoint.
 //! A panic inside libtorch becomes a `Failed` event: the caller survives.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -15,9 +17,12 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use super::given_split::GivenSplit;
 use super::metrics::{self, argmax, Report};
 use super::models::{self, ModelKind};
-use super::pipeline::Cache;
+use super::pipeline::{bytes_for, to_batch, Cache, Frames, Stream};
+use super::record;
+use super::schedule::{Monitor, Policy, ScheduleKind};
 use super::split::{self, SplitMix64};
 use crate::dataset::stats::path_str;
 use crate::dataset::Dataset;
@@ -76,11 +81,28 @@ pub struct TrainConfig {
     pub balance: Balance,
     pub optimizer: OptimizerKind,
     pub weight_decay: f64,
-    /// Linear warm-up, then cosine decay to zero, per step.
+    /// Learning rate of the classifier head when it should differ from `lr` (fine-tuning often
+    /// wants a new head to move faster than pretrained layers).
+    pub head_lr: Option<f64>,
+    /// Linear warm-up (in epochs), then `schedule`, per optimiser step.
     pub warmup_epochs: f64,
+    pub schedule: ScheduleKind,
+    /// Step schedule: epochs between decays (0 = a third of the run).
+    pub step_epochs: usize,
+    /// Optimiser step every this many batches (an effective batch of `batch * accumulate`).
+    pub accumulate: usize,
+    /// The metric that picks the best checkpoint.
+    pub monitor: Monitor,
+    /// Stop after this many epochs without a better `monitor` (0 = never).
+    pub patience: usize,
     pub val_frac: f64,
+    /// A split the user gave (then `val_frac` is unused); see [`super::given_split::prepare`].
+    pub given_split: Option<GivenSplit>,
     pub seed: u64,
     pub device: DeviceChoice,
+    /// Memory for the decoded-image cache in GB; beyond it images are decoded per batch.
+    /// `None`: half of the memory available when the run starts.
+    pub cache_gb: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -97,10 +119,18 @@ impl Default for TrainConfig {
             balance: Balance::None,
             optimizer: OptimizerKind::Adamw,
             weight_decay: 0.01,
+            head_lr: None,
             warmup_epochs: 1.0,
+            schedule: ScheduleKind::Cosine,
+            step_epochs: 0,
+            accumulate: 1,
+            monitor: Monitor::MacroF1,
+            patience: 0,
             val_frac: 0.2,
+            given_split: None,
             seed: 0,
             device: DeviceChoice::Auto,
+            cache_gb: None,
         }
     }
 }
@@ -108,6 +138,9 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    /// Learning rate at the end of the epoch.
+    #[serde(default)]
+    pub lr: f64,
     pub train_loss: f64,
     pub val_loss: f64,
     pub accuracy: f64,
@@ -122,7 +155,12 @@ pub enum Event {
     Step { epoch: usize, step: usize, steps: usize, loss: f64, lr: f64, images_per_s: f64 },
     Epoch(Box<EpochMetrics>),
     Checkpoint { path: PathBuf, best: bool },
-    Finished { run_dir: PathBuf, best_macro_f1: f64, cancelled: bool },
+    /// Something the user should know that does not stop the run: streaming instead of caching,
+    /// a smaller batch after running out of GPU memory, early stopping, a resumed run.
+    Note(String),
+    /// `best` is the best value of the monitored metric (in its own units; NaN when no epoch
+    /// finished).
+    Finished { run_dir: PathBuf, best: f64, monitor: Monitor, cancelled: bool },
     Failed(String),
 }
 
@@ -156,9 +194,19 @@ impl Drop for RunHandle {
     }
 }
 
-/// Starts training on `ds` (pass the effective dataset: edited labels, excluded left out) in a
-/// new folder under `runs_dir`.
-pub fn spawn(ds: Dataset, cfg: TrainConfig, runs_dir: PathBuf) -> RunHandle {
+/// Where a run goes.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new folder under `runs_dir`. `val` is the user's split (`val[i]`: sample `i` is for
+    /// validation); `None` splits by `val_frac` and `seed`, stratified and group-aware.
+    New { runs_dir: PathBuf, val: Option<Vec<bool>> },
+    /// Continue the run in this folder from its last checkpoint up to `epochs`, on the validation
+    /// images recorded in its config. Optimiser moments start afresh (tch cannot save them).
+    Resume(PathBuf),
+}
+
+/// Starts training on `ds` (pass the effective dataset: edited labels, excluded left out).
+pub fn spawn(ds: Dataset, cfg: TrainConfig, start: Start) -> RunHandle {
     let (tx, rx) = mpsc::sync_channel(256);
     let cancel = Arc::new(AtomicBool::new(false));
     let decoded = Arc::new(AtomicUsize::new(0));
@@ -167,11 +215,11 @@ pub fn spawn(ds: Dataset, cfg: TrainConfig, runs_dir: PathBuf) -> RunHandle {
         .name("loupe-train".into())
         .spawn(move || {
             let fail_tx = tx.clone();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ds, &cfg, &runs_dir, &tx, &c, &d)));
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| run(&ds, &cfg, &start, &tx, &c, &d)));
             let msg = match result {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => format!("{e:#}"),
-                Err(panic) => panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "the training thread panicked".into()),
+                Err(panic) => panic_text(panic.as_ref()),
             };
             let _ = fail_tx.send(Event::Failed(explain(&msg)));
         })
@@ -179,14 +227,39 @@ pub fn spawn(ds: Dataset, cfg: TrainConfig, runs_dir: PathBuf) -> RunHandle {
     RunHandle { rx, cancel, decoded, join: Some(join) }
 }
 
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "the training thread panicked".into())
+}
+
+fn is_oom(msg: &str) -> bool {
+    msg.contains("out of memory")
+}
+
 /// libtorch's messages, in words that say what to do.
 fn explain(msg: &str) -> String {
-    if msg.contains("CUDA out of memory") || msg.contains("out of memory") {
-        format!("the GPU ran out of memory: try a smaller --batch or --img-size ({})", msg.lines().next().unwrap_or(msg))
+    if is_oom(msg) {
+        format!("the GPU ran out of memory even one image at a time: use a smaller --img-size or model ({})", msg.lines().next().unwrap_or(msg))
     } else if msg.contains("No space left on device") {
         format!("the disk is full; the previous checkpoint is intact ({msg})")
     } else {
         msg.to_string()
+    }
+}
+
+/// Runs `attempt(micro)`; when it runs out of memory, halves `micro` (telling `retrying`) and
+/// tries again, down to one image. libtorch reports some failures as panics: caught here too.
+pub fn halve_on_oom<T>(micro: &mut usize, mut attempt: impl FnMut(usize) -> anyhow::Result<T>, mut retrying: impl FnMut(usize)) -> anyhow::Result<T> {
+    loop {
+        let err = match std::panic::catch_unwind(AssertUnwindSafe(|| attempt(*micro))) {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(panic) => panic_text(panic.as_ref()),
+        };
+        if !is_oom(&err) || *micro <= 1 {
+            anyhow::bail!(err);
+        }
+        *micro /= 2;
+        retrying(*micro);
     }
 }
 
@@ -199,53 +272,75 @@ fn pick_device(choice: DeviceChoice) -> anyhow::Result<Device> {
     }
 }
 
-fn run(ds: &Dataset, cfg: &TrainConfig, runs_dir: &Path, tx: &SyncSender<Event>, cancel: &AtomicBool, decoded: &AtomicUsize) -> anyhow::Result<()> {
+fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, cancel: &AtomicBool, decoded: &AtomicUsize) -> anyhow::Result<()> {
     let send = |e: Event| {
         let _ = tx.send(e);
     };
     let classes: Vec<String> = ds.classes.clone();
     anyhow::ensure!(classes.len() >= 2, "training needs at least two classes; this dataset has {}", classes.len());
-    let class_of: std::collections::HashMap<&str, i64> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect();
+    anyhow::ensure!(cfg.batch > 0 && cfg.accumulate > 0 && cfg.epochs > 0, "--batch, --accumulate and --epochs must be at least 1");
+    let class_of: HashMap<&str, i64> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect();
     let labels: Vec<i64> = ds.samples.iter().map(|s| class_of[s.label.as_str()]).collect();
-    let groups: Vec<Option<String>> = ds.samples.iter().map(|s| s.group.clone()).collect();
-    let labels_u: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let sp = split::stratified(&labels_u, Some(&groups), cfg.val_frac, cfg.seed);
-    anyhow::ensure!(!sp.train.is_empty() && !sp.val.is_empty(), "the split left {} training and {} validation images: the dataset is too small", sp.train.len(), sp.val.len());
-
     let device = pick_device(cfg.device)?;
-    tch::manual_seed(cfg.seed as i64);
     let size = if cfg.img_size == 0 { cfg.model.default_size() } else { cfg.img_size };
-    let run_dir = new_run_dir(runs_dir, cfg.model)?;
-    write_config(&run_dir, ds, cfg, &classes, &sp, size)?;
 
-    // The cache is one allocation: refuse clearly rather than be killed by the OS. (Streaming
-    // through a decoding pool for datasets larger than memory is not implemented yet.)
-    let need = Cache::bytes_for(ds.samples.len(), size);
-    if let Some(avail) = available_memory() {
-        anyhow::ensure!(
-            need <= avail / 2,
-            "decoding {} images at {size}x{size} needs {:.1} GB of memory, and {:.1} GB is available: use a smaller --img-size or fewer images",
-            ds.samples.len(),
-            need as f64 / 1e9,
-            avail as f64 / 1e9
-        );
-    }
+    let (run_dir, sp, history) = match start {
+        Start::New { runs_dir, val } => {
+            let sp = match val {
+                Some(is_val) => {
+                    anyhow::ensure!(is_val.len() == ds.samples.len(), "the given split has {} entries for {} images", is_val.len(), ds.samples.len());
+                    split::given(is_val)
+                }
+                None => {
+                    let groups: Vec<Option<String>> = ds.samples.iter().map(|s| s.group.clone()).collect();
+                    let labels_u: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+                    split::stratified(&labels_u, Some(&groups), cfg.val_frac, cfg.seed)
+                }
+            };
+            anyhow::ensure!(!sp.train.is_empty() && !sp.val.is_empty(), "the split left {} training and {} validation images: the dataset is too small", sp.train.len(), sp.val.len());
+            let dir = record::new_run_dir(runs_dir, cfg.model)?;
+            record::write_config(&dir, ds, cfg, &classes, &sp, size)?;
+            (dir, sp, Vec::new())
+        }
+        Start::Resume(dir) => {
+            let (sp, history) = prepare_resume(dir, ds, cfg, &classes, size, &send)?;
+            (dir.clone(), sp, history)
+        }
+    };
+    // A resumed run draws new augmentations rather than repeat the first epochs' ones.
+    tch::manual_seed(cfg.seed.wrapping_add(history.len() as u64) as i64);
+
     let pick = |idx: &[usize]| idx.iter().map(|&i| labels[i]).collect::<Vec<_>>();
-    let train = Cache::build(ds, &sp.train, &pick(&sp.train), size, decoded);
-    let val = Cache::build(ds, &sp.val, &pick(&sp.val), size, decoded);
+    let need = bytes_for(ds.samples.len(), size);
+    let budget = cfg.cache_gb.map(|gb| (gb.max(0.0) * 1e9) as u64).or_else(|| available_memory().map(|a| a / 2));
+    let (train, val): (Box<dyn Frames>, Box<dyn Frames>) = match budget {
+        Some(b) if need > b => {
+            send(Event::Note(format!(
+                "the decoded images would take {:.2} GB, more than the {:.2} GB memory budget: decoding each batch as it is needed (slower; raise --cache-gb or lower --img-size to cache)",
+                need as f64 / 1e9,
+                b as f64 / 1e9
+            )));
+            (Box::new(Stream::new(ds, &sp.train, &pick(&sp.train), size)), Box::new(Stream::new(ds, &sp.val, &pick(&sp.val), size)))
+        }
+        _ => (Box::new(Cache::build(ds, &sp.train, &pick(&sp.train), size, decoded)), Box::new(Cache::build(ds, &sp.val, &pick(&sp.val), size, decoded))),
+    };
     anyhow::ensure!(!train.is_empty() && !val.is_empty(), "no decodable images left for training or validation");
+    let mut reported_skipped = train.skipped().len() + val.skipped().len();
     send(Event::Started {
         run_dir: run_dir.clone(),
         device: format!("{device:?}"),
         train: train.len(),
         val: val.len(),
-        skipped: train.skipped.len() + val.skipped.len(),
+        skipped: reported_skipped,
         classes: classes.clone(),
     });
 
     let mut vs = nn::VarStore::new(device);
     let net = cfg.model.build(&vs.root(), classes.len() as i64);
-    if let Some(w) = &cfg.weights {
+    if matches!(start, Start::Resume(_)) {
+        let last = run_dir.join("last.safetensors");
+        vs.load(&last).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", last.display()))?;
+    } else if let Some(w) = &cfg.weights {
         let report = models::load_pretrained(&mut vs, cfg.model, w)?;
         anyhow::ensure!(report.complete(), "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}", w.display(), cfg.model, report.missing, report.mismatched);
     }
@@ -256,57 +351,104 @@ fn run(ds: &Dataset, cfg: &TrainConfig, runs_dir: &Path, tx: &SyncSender<Event>,
             }
         }
     }
+    if cfg.head_lr.is_some() {
+        head_in_group(&vs, cfg.model.head());
+    }
     let mut opt = match cfg.optimizer {
         OptimizerKind::Sgd => nn::sgd(0.9, 0.0, cfg.weight_decay, true).build(&vs, cfg.lr)?,
         OptimizerKind::Adam => nn::adam(0.9, 0.999, cfg.weight_decay).build(&vs, cfg.lr)?,
         OptimizerKind::Adamw => nn::adamw(0.9, 0.999, cfg.weight_decay).build(&vs, cfg.lr)?,
     };
-    let counts: Vec<usize> = (0..classes.len()).map(|c| train.labels.iter().filter(|&&l| l as usize == c).count()).collect();
+    let counts: Vec<usize> = (0..classes.len()).map(|c| train.labels().iter().filter(|&&l| l as usize == c).count()).collect();
     let class_weights = (cfg.balance == Balance::Weights).then(|| {
         let n = train.len() as f64;
         let w: Vec<f32> = counts.iter().map(|&c| if c == 0 { 0.0 } else { (n / (classes.len() as f64 * c as f64)) as f32 }).collect();
         Tensor::from_slice(&w).to_device(device)
     });
     let norm = cfg.model.normalization();
-    let steps_per_epoch = train.len().div_ceil(cfg.batch.max(1));
-    let total_steps = (steps_per_epoch * cfg.epochs).max(1);
+    let step_images = cfg.batch * cfg.accumulate;
+    let steps_per_epoch = train.len().div_ceil(step_images);
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64) as usize;
+    let mut policy = Policy::new(cfg.schedule, cfg.lr, warmup, cfg.epochs, steps_per_epoch, cfg.step_epochs);
+    for m in &history {
+        policy.end_epoch(cfg.monitor.score(m.macro_f1, m.accuracy, m.val_loss));
+    }
+    let first_epoch = history.last().map_or(1, |m| m.epoch + 1);
     let mut rng = SplitMix64::new(cfg.seed ^ 0x5EED);
+    for _ in 1..first_epoch {
+        // The same shuffles as a run that was never interrupted.
+        epoch_order(train.labels(), &counts, cfg.balance, &mut rng);
+    }
     let mut metrics_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("metrics.jsonl"))?;
-    let mut best = f64::NEG_INFINITY;
-    let mut step = 0usize;
+    if first_epoch > 1 {
+        writeln!(metrics_file, "{}", serde_json::json!({"kind": "resume", "epoch": first_epoch, "epochs": cfg.epochs, "fingerprint": record::fingerprint(ds)}))?;
+        send(Event::Note(format!("resuming at epoch {first_epoch} of {}", cfg.epochs)));
+    }
+    let head_ratio = cfg.head_lr.map(|h| h / cfg.lr.max(f64::MIN_POSITIVE));
+    let mut step = (first_epoch - 1) * steps_per_epoch;
+    let mut micro = cfg.batch;
+    let mut lr = policy.lr(step);
 
-    for epoch in 1..=cfg.epochs {
+    for epoch in first_epoch..=cfg.epochs {
         let started = Instant::now();
-        let order = epoch_order(&train.labels, &counts, cfg.balance, &mut rng);
-        let mut loss_sum = 0.0;
-        for (k, chunk) in order.chunks(cfg.batch.max(1)).enumerate() {
-            if cancel.load(Ordering::Relaxed) {
-                return finish(&vs, &run_dir, best, true, tx);
+        let order = epoch_order(train.labels(), &counts, cfg.balance, &mut rng);
+        let chunks: Vec<&[usize]> = order.chunks(step_images).collect();
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let cancelled = std::thread::scope(|scope| -> anyhow::Result<bool> {
+            // Batches are read (copied from the cache, or decoded) on a thread of their own, two
+            // ahead, so the model never waits for the next batch's pixels.
+            let (batch_tx, batch_rx) = mpsc::sync_channel(2);
+            let (frames, chunks) = (train.as_ref(), &chunks);
+            scope.spawn(move || {
+                for c in chunks {
+                    if batch_tx.send(frames.read(c)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (k, (bytes, kept)) in batch_rx.iter().enumerate() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Ok(true);
+                }
+                if kept.is_empty() {
+                    continue;
+                }
+                let t = Instant::now();
+                lr = policy.lr(step);
+                opt.set_lr(lr);
+                if let Some(r) = head_ratio {
+                    opt.set_lr_group(1, lr * r);
+                }
+                let y: Vec<i64> = kept.iter().map(|&p| train.labels()[p]).collect();
+                let batch = Batch { bytes: &bytes, labels: &y, size, device, norm };
+                let before = micro;
+                let loss = halve_on_oom(
+                    &mut micro,
+                    |m| backward(net.as_ref(), &mut opt, &batch, !cfg.freeze, cfg.loss, class_weights.as_ref(), m, cancel),
+                    |m| send(Event::Note(format!("the GPU ran out of memory with {before} images per pass; continuing with {m} per pass (gradients still add up to {step_images} per step)"))),
+                )?;
+                let Some(loss) = loss else { return Ok(true) };
+                opt.step();
+                loss_sum += loss * y.len() as f64;
+                seen += y.len();
+                step += 1;
+                let ips = y.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
+                writeln!(metrics_file, "{}", serde_json::json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "images_per_s": ips}))?;
+                send(Event::Step { epoch, step: k + 1, steps: steps_per_epoch, loss, lr, images_per_s: ips });
             }
-            let t = Instant::now();
-            let lr = schedule(cfg.lr, step, warmup, total_steps);
-            opt.set_lr(lr);
-            let (x, y) = train.batch(chunk, device, norm, true);
-            let logits = net.forward_t(&x, !cfg.freeze);
-            let loss = loss_fn(&logits, &y, cfg.loss, class_weights.as_ref())?;
-            opt.zero_grad();
-            loss.f_backward()?;
-            opt.step();
-            let loss_v = loss.f_double_value(&[])?;
-            loss_sum += loss_v * chunk.len() as f64;
-            step += 1;
-            let ips = chunk.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
-            writeln!(metrics_file, "{}", serde_json::json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss_v, "lr": lr, "images_per_s": ips}))?;
-            send(Event::Step { epoch, step: k + 1, steps: steps_per_epoch, loss: loss_v, lr, images_per_s: ips });
+            Ok(false)
+        })?;
+        if cancelled {
+            return finish(&vs, &run_dir, &policy, cfg.monitor, true, tx);
         }
-        let (val_loss, probs) = evaluate(net.as_ref(), &val, device, norm, cfg.batch)?;
+        let (val_loss, positions, probs) = evaluate(net.as_ref(), val.as_ref(), device, norm, cfg.batch)?;
         let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-        let truth: Vec<usize> = val.labels.iter().map(|&l| l as usize).collect();
+        let truth: Vec<usize> = positions.iter().map(|&p| val.labels()[p] as usize).collect();
         let report = metrics::report(&truth, &preds, classes.len());
         let m = EpochMetrics {
             epoch,
-            train_loss: loss_sum / train.len() as f64,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
             val_loss,
             accuracy: report.accuracy,
             macro_f1: report.macro_f1,
@@ -315,18 +457,62 @@ fn run(ds: &Dataset, cfg: &TrainConfig, runs_dir: &Path, tx: &SyncSender<Event>,
         };
         writeln!(metrics_file, "{}", serde_json::json!({"kind": "epoch", "metrics": &m}))?;
         metrics_file.sync_data()?;
-        save_atomic(&vs, &run_dir.join("last.safetensors"))?;
+        record::save_atomic(&vs, &run_dir.join("last.safetensors"))?;
         send(Event::Checkpoint { path: run_dir.join("last.safetensors"), best: false });
-        if m.macro_f1 > best {
-            best = m.macro_f1;
-            save_atomic(&vs, &run_dir.join("best.safetensors"))?;
-            write_predictions(&run_dir, ds, &val, &classes, &probs)?;
+        if policy.end_epoch(cfg.monitor.score(m.macro_f1, m.accuracy, m.val_loss)) {
+            record::save_atomic(&vs, &run_dir.join("best.safetensors"))?;
+            let samples: Vec<usize> = positions.iter().map(|&p| val.samples()[p]).collect();
+            record::write_predictions(&run_dir, ds, &samples, &classes, &probs)?;
             crate::dataset::labels::write_atomic(&run_dir.join("confusion.json"), &serde_json::to_vec_pretty(&m.report.confusion)?)?;
             send(Event::Checkpoint { path: run_dir.join("best.safetensors"), best: true });
         }
         send(Event::Epoch(Box::new(m)));
+        // Streamed images that fail to decode are found while training.
+        let skipped = train.skipped().len() + val.skipped().len();
+        if skipped > reported_skipped {
+            send(Event::Note(format!("{} more image(s) could not be decoded and were skipped", skipped - reported_skipped)));
+            reported_skipped = skipped;
+        }
+        if policy.should_stop(cfg.patience) {
+            send(Event::Note(format!("stopped early: {} has not improved for {} epochs", cfg.monitor.name(), cfg.patience)));
+            break;
+        }
     }
-    finish(&vs, &run_dir, best, false, tx)
+    finish(&vs, &run_dir, &policy, cfg.monitor, false, tx)
+}
+
+/// Checks that the run in `dir` can go on with `cfg` on `ds`, records the new epoch count in
+/// its config, and returns its split (by the recorded validation paths) and finished epochs.
+fn prepare_resume(dir: &Path, ds: &Dataset, cfg: &TrainConfig, classes: &[String], size: u32, send: &dyn Fn(Event)) -> anyhow::Result<(split::Split, Vec<EpochMetrics>)> {
+    let (old, mut doc) = record::read_config(dir)?;
+    let old_classes: Vec<String> = serde_json::from_value(doc["classes"].clone()).unwrap_or_default();
+    anyhow::ensure!(old_classes == classes, "the classes changed since this run started ({} then, {} now): start a new run", old_classes.join(", "), classes.join(", "));
+    anyhow::ensure!(old.model == cfg.model && doc["img_size"].as_u64() == Some(u64::from(size)), "a run resumes with its own model and image size");
+    anyhow::ensure!(dir.join("last.safetensors").exists(), "{} has no checkpoint to resume from", dir.display());
+    let history = record::read_epochs(dir)?;
+    let done = history.last().map_or(0, |m| m.epoch);
+    anyhow::ensure!(done < cfg.epochs, "{} already finished {done} of {} epochs: resume with more --epochs", dir.display(), cfg.epochs);
+    let val: HashSet<String> = record::val_paths(&doc).into_iter().collect();
+    let sp = split::given(&ds.samples.iter().map(|s| val.contains(&path_str(&s.path))).collect::<Vec<_>>());
+    anyhow::ensure!(!sp.train.is_empty() && !sp.val.is_empty(), "none of the run's validation images (or nothing else) is in the dataset now");
+    if doc["dataset"]["fingerprint"].as_str() != Some(record::fingerprint(ds).as_str()) {
+        send(Event::Note("the labels or images changed since this run started: it goes on with the current ones and the same validation images".into()));
+    }
+    // The config now says how far the run goes; where it started is kept in metrics.jsonl.
+    doc["config"] = serde_json::to_value(cfg)?;
+    crate::dataset::labels::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&doc)?)?;
+    Ok((sp, history))
+}
+
+/// Moves the head's variables to optimiser group 1, so it can have its own learning rate.
+fn head_in_group(vs: &nn::VarStore, head: &str) {
+    let mut vars = vs.variables_.lock().unwrap_or_else(|p| p.into_inner());
+    let head: HashSet<usize> = vars.named_variables.iter().filter(|(n, _)| n.starts_with(head)).map(|(_, t)| t.data_ptr() as usize).collect();
+    for v in vars.trainable_variables.iter_mut() {
+        if head.contains(&(v.tensor.data_ptr() as usize)) {
+            v.group = 1;
+        }
+    }
 }
 
 /// `MemAvailable` from /proc/meminfo (Linux), in bytes.
@@ -336,19 +522,11 @@ fn available_memory() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-fn finish(vs: &nn::VarStore, run_dir: &Path, best: f64, cancelled: bool, tx: &SyncSender<Event>) -> anyhow::Result<()> {
-    save_atomic(vs, &run_dir.join("last.safetensors"))?;
-    let _ = tx.send(Event::Finished { run_dir: run_dir.to_path_buf(), best_macro_f1: best.max(0.0), cancelled });
+fn finish(vs: &nn::VarStore, run_dir: &Path, policy: &Policy, monitor: Monitor, cancelled: bool, tx: &SyncSender<Event>) -> anyhow::Result<()> {
+    record::save_atomic(vs, &run_dir.join("last.safetensors"))?;
+    let best = policy.best.map_or(f64::NAN, |b| monitor.value(b));
+    let _ = tx.send(Event::Finished { run_dir: run_dir.to_path_buf(), best, monitor, cancelled });
     Ok(())
-}
-
-/// Linear warm-up to `base`, then cosine decay to zero.
-pub fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
-    if step < warmup {
-        return base * (step + 1) as f64 / warmup as f64;
-    }
-    let t = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
-    base * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
 }
 
 /// Cache positions of one epoch: shuffled, or drawn by inverse class frequency (sampler).
@@ -367,6 +545,40 @@ fn epoch_order(labels: &[i64], counts: &[usize], balance: Balance, rng: &mut Spl
     order
 }
 
+/// The frames of one optimiser step and their labels.
+struct Batch<'a> {
+    bytes: &'a [u8],
+    labels: &'a [i64],
+    size: u32,
+    device: Device,
+    norm: ([f64; 3], [f64; 3]),
+}
+
+/// Zeroes the gradients, then runs forward and backward over `batch` in passes of `micro`
+/// images, each loss weighted by its share so the gradients add up to the whole batch's mean
+/// (gradient accumulation, and the fallback after running out of memory). The mean loss, or
+/// `None` when cancelled midway.
+#[allow(clippy::too_many_arguments)]
+fn backward(net: &dyn nn::ModuleT, opt: &mut nn::Optimizer, batch: &Batch, train_bn: bool, kind: LossKind, weights: Option<&Tensor>, micro: usize, cancel: &AtomicBool) -> anyhow::Result<Option<f64>> {
+    opt.zero_grad();
+    let frame = (batch.size * batch.size * 3) as usize;
+    let n = batch.labels.len();
+    let mut total = 0.0;
+    for begin in (0..n).step_by(micro.max(1)) {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let end = (begin + micro).min(n);
+        let x = to_batch(&batch.bytes[begin * frame..end * frame], batch.size, batch.device, batch.norm, true);
+        let y = Tensor::from_slice(&batch.labels[begin..end]).to_device(batch.device);
+        let loss = loss_fn(&net.forward_t(&x, train_bn), &y, kind, weights)?;
+        let share = (end - begin) as f64 / n as f64;
+        (&loss * share).f_backward()?;
+        total += loss.f_double_value(&[])? * share;
+    }
+    Ok(Some(total))
+}
+
 fn loss_fn(logits: &Tensor, y: &Tensor, kind: LossKind, weights: Option<&Tensor>) -> anyhow::Result<Tensor> {
     Ok(match kind {
         LossKind::Ce => logits.f_cross_entropy_loss(y, weights, Reduction::Mean, -100, 0.0)?,
@@ -377,95 +589,37 @@ fn loss_fn(logits: &Tensor, y: &Tensor, kind: LossKind, weights: Option<&Tensor>
             let pt = logp.exp();
             let mut fl = -((pt.ones_like() - &pt).pow_tensor_scalar(2.0) * &logp);
             if let Some(w) = weights {
-                fl = fl * w.index_select(0, y);
+                fl *= w.index_select(0, y);
             }
             fl.f_mean(Kind::Float)?
         }
     })
 }
 
-/// Validation loss and per-image class probabilities.
-fn evaluate(net: &dyn nn::ModuleT, val: &Cache, device: Device, norm: ([f64; 3], [f64; 3]), batch: usize) -> anyhow::Result<(f64, Vec<Vec<f32>>)> {
-    let mut probs = Vec::with_capacity(val.len());
+/// Validation loss, the positions that could be read, and their class probabilities.
+fn evaluate(net: &dyn nn::ModuleT, val: &dyn Frames, device: Device, norm: ([f64; 3], [f64; 3]), batch: usize) -> anyhow::Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
+    let (mut positions, mut probs) = (Vec::with_capacity(val.len()), Vec::with_capacity(val.len()));
     let mut loss = 0.0;
     let all: Vec<usize> = (0..val.len()).collect();
     tch::no_grad(|| -> anyhow::Result<()> {
         for chunk in all.chunks(batch.max(1)) {
-            let (x, y) = val.batch(chunk, device, norm, false);
+            let (bytes, kept) = val.read(chunk);
+            if kept.is_empty() {
+                continue;
+            }
+            let x = to_batch(&bytes, val.size(), device, norm, false);
+            let y = Tensor::from_slice(&kept.iter().map(|&p| val.labels()[p]).collect::<Vec<_>>()).to_device(device);
             let logits = net.forward_t(&x, false);
             loss += logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?.f_double_value(&[])?;
             let p = logits.f_softmax(1, Kind::Float)?.to_device(Device::Cpu);
-            let rows = p.size()[0];
-            for r in 0..rows {
+            for r in 0..p.size()[0] {
                 probs.push(Vec::<f32>::try_from(p.get(r))?);
             }
+            positions.extend(kept);
         }
         Ok(())
     })?;
-    Ok((loss / val.len() as f64, probs))
-}
-
-/// Saves to a temporary file first: a full disk or a crash leaves the previous checkpoint.
-fn save_atomic(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp.safetensors");
-    vs.save(&tmp)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// `runs_dir/<UTC time>-<model>`, never an existing folder.
-fn new_run_dir(runs_dir: &Path, model: ModelKind) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(runs_dir).map_err(|e| anyhow::anyhow!("cannot create the runs folder {}: {e}", runs_dir.display()))?;
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let stamp = crate::cli::utc(secs).replace([' ', ':'], "-").replace("-UTC", "");
-    let name = serde_json::to_value(model)?.as_str().unwrap_or("model").to_string();
-    for k in 1.. {
-        let dir = runs_dir.join(if k == 1 { format!("{stamp}-{name}") } else { format!("{stamp}-{name}-{k}") });
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => anyhow::bail!("cannot create the run folder {}: {e}", dir.display()),
-        }
-    }
-    unreachable!("an unbounded counter always finds a free name")
-}
-
-/// `config.json`: everything needed to reproduce the run, including a fingerprint of the
-/// (path, label) list and the validation paths of the split.
-fn write_config(run_dir: &Path, ds: &Dataset, cfg: &TrainConfig, classes: &[String], sp: &split::Split, size: u32) -> anyhow::Result<()> {
-    let mut h = blake3::Hasher::new();
-    for s in &ds.samples {
-        h.update(path_str(&s.path).as_bytes());
-        h.update(b"\t");
-        h.update(s.label.as_bytes());
-        h.update(b"\n");
-    }
-    let config = serde_json::json!({
-        "config": cfg,
-        "img_size": size,
-        "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": h.finalize().to_hex().to_string() },
-        "classes": classes,
-        "split": { "train": sp.train.len(), "val": sp.val.iter().map(|&i| path_str(&ds.samples[i].path)).collect::<Vec<_>>() },
-        "versions": { "loupe": env!("CARGO_PKG_VERSION"), "libtorch": "2.11.0", "tch": "0.24.0" },
-    });
-    crate::dataset::labels::write_atomic(&run_dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
-    Ok(())
-}
-
-/// `val_predictions.csv`: path, label, predicted, then one probability column per class.
-fn write_predictions(run_dir: &Path, ds: &Dataset, val: &Cache, classes: &[String], probs: &[Vec<f32>]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["path".to_string(), "label".into(), "predicted".into()];
-    header.extend(classes.iter().cloned());
-    w.write_record(&header)?;
-    for (k, p) in probs.iter().enumerate() {
-        let s = &ds.samples[val.samples[k]];
-        let mut rec = vec![path_str(&s.path), s.label.clone(), classes[argmax(p)].clone()];
-        rec.extend(p.iter().map(|v| format!("{v:.6}")));
-        w.write_record(&rec)?;
-    }
-    crate::dataset::labels::write_atomic(&run_dir.join("val_predictions.csv"), &w.into_inner()?)?;
-    Ok(())
+    Ok((loss / positions.len().max(1) as f64, positions, probs))
 }
 
 #[cfg(test)]
@@ -473,11 +627,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warmup_then_cosine() {
-        assert!((schedule(1.0, 0, 4, 20) - 0.25).abs() < 1e-12);
-        assert!((schedule(1.0, 3, 4, 20) - 1.0).abs() < 1e-12);
-        assert!((schedule(1.0, 4, 4, 20) - 1.0).abs() < 1e-12);
-        assert!((schedule(1.0, 12, 4, 20) - 0.5).abs() < 1e-12);
-        assert!(schedule(1.0, 20, 4, 20).abs() < 1e-12);
+    fn out_of_memory_halves_the_pass_until_it_fits_and_other_errors_pass_through() {
+        let mut micro = 64;
+        let mut tried = Vec::new();
+        let mut notes = Vec::new();
+        let r = halve_on_oom(
+            &mut micro,
+            |m| {
+                tried.push(m);
+                match m {
+                    64 => anyhow::bail!("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                    // libtorch errors from non-`f_` calls arrive as panics.
+                    32 => panic!("Torch(\"CUDA out of memory\")"),
+                    _ => Ok(m * 10),
+                }
+            },
+            |m| notes.push(m),
+        );
+        assert_eq!(r.unwrap(), 160);
+        assert_eq!((micro, tried, notes), (16, vec![64, 32, 16], vec![32, 16]));
+
+        let mut micro = 8;
+        let err = halve_on_oom(&mut micro, |_| -> anyhow::Result<()> { anyhow::bail!("shape mismatch") }, |_| panic!("no retry for other errors")).unwrap_err();
+        assert_eq!((err.to_string(), micro), ("shape mismatch".to_string(), 8));
+
+        let mut micro = 1;
+        let err = halve_on_oom(&mut micro, |_| -> anyhow::Result<()> { anyhow::bail!("CUDA out of memory") }, |_| panic!("nothing smaller than one image")).unwrap_err();
+        assert!(explain(&err.to_string()).contains("smaller --img-size"));
+    }
+
+    #[test]
+    fn the_head_gets_its_own_learning_rate() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ModelKind::SmallCnn.build(&vs.root(), 3);
+        head_in_group(&vs, ModelKind::SmallCnn.head());
+        let mut opt = nn::sgd(0.0, 0.0, 0.0, false).build(&vs, 0.1).unwrap();
+        opt.set_lr_group(1, 0.0);
+        let before: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
+        let x = Tensor::rand([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
+        opt.backward_step(&net.forward_t(&x, true).cross_entropy_for_logits(&y));
+        let (mut head, mut body) = (0, 0);
+        for (name, t) in vs.variables() {
+            if !t.requires_grad() {
+                continue;
+            }
+            let moved = !t.equal(&before[&name]);
+            if name.starts_with("head.") {
+                assert!(!moved, "{name} moved with a head learning rate of 0");
+                head += 1;
+            } else if moved {
+                body += 1;
+            }
+        }
+        assert!(head > 0 && body > 0, "head {head}, moved backbone tensors {body}");
     }
 }

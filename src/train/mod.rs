@@ -5,9 +5,12 @@
 pub mod data;
 pub mod device;
 pub mod efficientnet_lite;
+pub mod given_split;
 pub mod engine;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod record;
 pub mod runs;
+pub mod schedule;
 pub mod split;

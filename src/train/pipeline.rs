@@ -1,58 +1,79 @@
-//! The batch pipeline: every training image is decoded once, resized to the training
-//! resolution and kept as uint8 RGB in one buffer; batches are cut from it as tensors, augmented
-//! on the device they train on. Decoding, the usual bottleneck of a PyTorch DataLoader, then
-//! happens once per run instead of once per epoch.
+//! The batch pipeline. Every training image is decoded once, resized to the training resolution
+//! and kept as uint8 RGB in one buffer ([`Cache`]); batches are cut from it as tensors and
+//! augmented on the device they train on. Decoding, the usual bottleneck of a PyTorch
+//! DataLoader, then happens once per run instead of once per epoch. When the cache would not fit
+//! the memory budget, [`Stream`] decodes each batch on the I/O pool instead (the engine prefetches
+//! batches on a thread, so decoding overlaps training either way).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 use crate::dataset::{probe, scan::io_pool, Dataset};
 
-/// Decoded images at `size` x `size`, RGB, in sample order.
+/// A run's images, addressed by position: what the engine trains and validates on.
+pub trait Frames: Sync {
+    /// Side of every frame, in pixels.
+    fn size(&self) -> u32;
+    /// Class index of each position.
+    fn labels(&self) -> &[i64];
+    /// Dataset sample index of each position.
+    fn samples(&self) -> &[usize];
+    /// RGB bytes (`size * size * 3` each) of the positions `idx`, and the positions they are of:
+    /// a streamed image that fails to decode is left out (and recorded in [`Frames::skipped`]).
+    fn read(&self, idx: &[usize]) -> (Vec<u8>, Vec<usize>);
+    /// Samples that could not be decoded, with the reason: skipped, never fatal.
+    fn skipped(&self) -> Vec<(usize, String)>;
+
+    fn len(&self) -> usize {
+        self.labels().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.labels().is_empty()
+    }
+}
+
+/// Bytes of `n` frames at `size`: what to compare with the memory budget.
+pub fn bytes_for(n: usize, size: u32) -> u64 {
+    n as u64 * u64::from(size) * u64::from(size) * 3
+}
+
+/// One image as a training frame: short side resized to `size`, the centre square cropped, so
+/// augmentation crops see the whole object.
+fn frame(ds: &Dataset, sample: usize, size: u32) -> Result<Vec<u8>, String> {
+    probe::decode(&ds.abs_path(&ds.samples[sample].path)).map(|img| super::data::center_square(&img, size, size).into_raw()).map_err(|e| e.to_string())
+}
+
+/// Decoded frames in memory, in sample order.
 pub struct Cache {
-    pub size: u32,
+    size: u32,
     /// `len() * size * size * 3` bytes.
     pixels: Vec<u8>,
-    /// Class index of each cached image.
-    pub labels: Vec<i64>,
-    /// Dataset sample index of each cached image.
-    pub samples: Vec<usize>,
-    /// Samples that could not be decoded, with the reason: skipped, never fatal.
-    pub skipped: Vec<(usize, String)>,
+    labels: Vec<i64>,
+    samples: Vec<usize>,
+    skipped: Vec<(usize, String)>,
 }
 
 impl Cache {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// Bytes a cache of `n` images at `size` takes: what to compare with the memory budget.
-    pub fn bytes_for(n: usize, size: u32) -> u64 {
-        n as u64 * u64::from(size) * u64::from(size) * 3
-    }
-
-    /// Decodes `samples` of `ds` (with class indices `labels`) on the I/O pool. The short side
-    /// is resized to `size` and the centre cropped square, so augmentation crops see the whole
-    /// object. `done` counts decoded images for progress.
+    /// Decodes `samples` of `ds` (with class indices `labels`) on the I/O pool; `done` counts
+    /// decoded images for progress.
     pub fn build(ds: &Dataset, samples: &[usize], labels: &[i64], size: u32, done: &AtomicUsize) -> Cache {
-        let frame = (size * size * 3) as usize;
         let decoded: Vec<Result<Vec<u8>, String>> = io_pool().install(|| {
             samples
                 .par_iter()
                 .map(|&i| {
-                    let r = probe::decode(&ds.abs_path(&ds.samples[i].path)).map(|img| super::data::center_square(&img, size, size).into_raw()).map_err(|e| e.to_string());
+                    let r = frame(ds, i, size);
                     done.fetch_add(1, Ordering::Relaxed);
                     r
                 })
                 .collect()
         });
-        let mut cache = Cache { size, pixels: Vec::with_capacity(frame * samples.len()), labels: Vec::new(), samples: Vec::new(), skipped: Vec::new() };
+        let bytes = (size * size * 3) as usize;
+        let mut cache = Cache { size, pixels: Vec::with_capacity(bytes * samples.len()), labels: Vec::new(), samples: Vec::new(), skipped: Vec::new() };
         for ((&i, &label), r) in samples.iter().zip(labels).zip(decoded) {
             match r {
                 Ok(px) => {
@@ -65,30 +86,109 @@ impl Cache {
         }
         cache
     }
+}
 
-    /// The images at cache positions `idx` as a float batch `[B, 3, S, S]` on `device`,
-    /// normalised with `mean`/`std`, with their labels. With `augment`: random horizontal flip,
-    /// a random crop (zoomed 1-1.25x, resized back) and light brightness/contrast jitter, per
-    /// image, computed on `device`.
-    pub fn batch(&self, idx: &[usize], device: Device, norm: ([f64; 3], [f64; 3]), augment: bool) -> (Tensor, Tensor) {
-        let s = self.size as usize;
-        let frame = s * s * 3;
+impl Frames for Cache {
+    fn size(&self) -> u32 {
+        self.size
+    }
+
+    fn labels(&self) -> &[i64] {
+        &self.labels
+    }
+
+    fn samples(&self) -> &[usize] {
+        &self.samples
+    }
+
+    fn read(&self, idx: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let frame = (self.size * self.size * 3) as usize;
         let mut bytes = Vec::with_capacity(idx.len() * frame);
         for &k in idx {
             bytes.extend_from_slice(&self.pixels[k * frame..(k + 1) * frame]);
         }
-        let b = idx.len() as i64;
-        let s = s as i64;
-        let mut x = Tensor::from_slice(&bytes).view([b, s, s, 3]).to_device(device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
-        if augment {
-            x = augment_batch(&x);
-        }
-        let (mean, std) = norm;
-        let mean = Tensor::from_slice(&mean).view([1, 3, 1, 1]).to_kind(Kind::Float).to_device(device);
-        let std = Tensor::from_slice(&std).view([1, 3, 1, 1]).to_kind(Kind::Float).to_device(device);
-        let y = Tensor::from_slice(&idx.iter().map(|&k| self.labels[k]).collect::<Vec<_>>()).to_device(device);
-        ((x - mean) / std, y)
+        (bytes, idx.to_vec())
     }
+
+    fn skipped(&self) -> Vec<(usize, String)> {
+        self.skipped.clone()
+    }
+}
+
+/// Frames decoded when a batch asks for them: for datasets whose cache exceeds the memory budget.
+pub struct Stream {
+    size: u32,
+    files: Vec<PathBuf>,
+    labels: Vec<i64>,
+    samples: Vec<usize>,
+    skipped: Mutex<Vec<(usize, String)>>,
+}
+
+impl Stream {
+    pub fn new(ds: &Dataset, samples: &[usize], labels: &[i64], size: u32) -> Stream {
+        let files = samples.iter().map(|&i| ds.abs_path(&ds.samples[i].path)).collect();
+        Stream { size, files, labels: labels.to_vec(), samples: samples.to_vec(), skipped: Mutex::new(Vec::new()) }
+    }
+}
+
+impl Frames for Stream {
+    fn size(&self) -> u32 {
+        self.size
+    }
+
+    fn labels(&self) -> &[i64] {
+        &self.labels
+    }
+
+    fn samples(&self) -> &[usize] {
+        &self.samples
+    }
+
+    fn read(&self, idx: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let size = self.size;
+        let decoded: Vec<Result<Vec<u8>, String>> = io_pool().install(|| {
+            idx.par_iter()
+                .map(|&k| probe::decode(&self.files[k]).map(|img| super::data::center_square(&img, size, size).into_raw()).map_err(|e| e.to_string()))
+                .collect()
+        });
+        let mut bytes = Vec::with_capacity(idx.len() * (size * size * 3) as usize);
+        let mut kept = Vec::with_capacity(idx.len());
+        for (&k, r) in idx.iter().zip(decoded) {
+            match r {
+                Ok(px) => {
+                    bytes.extend_from_slice(&px);
+                    kept.push(k);
+                }
+                Err(e) => {
+                    let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+                    if !skipped.iter().any(|(s, _)| *s == self.samples[k]) {
+                        skipped.push((self.samples[k], e));
+                    }
+                }
+            }
+        }
+        (bytes, kept)
+    }
+
+    fn skipped(&self) -> Vec<(usize, String)> {
+        self.skipped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// RGB frames (`bytes`, `n` of them at `size`) as a float batch `[n, 3, S, S]` on `device`,
+/// normalised with `mean`/`std`. With `augment`: random horizontal flip, a random crop (zoomed
+/// 1-1.25x, resized back) and light brightness/contrast jitter, per image, computed on `device`.
+pub fn to_batch(bytes: &[u8], size: u32, device: Device, norm: ([f64; 3], [f64; 3]), augment: bool) -> Tensor {
+    let s = i64::from(size);
+    let n = bytes.len() as i64 / (s * s * 3);
+    let mut x = Tensor::from_slice(bytes).view([n, s, s, 3]).to_device(device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+    if augment {
+        x = augment_batch(&x);
+    }
+    let (mean, std) = norm;
+    let mean = Tensor::from_slice(&mean).view([1, 3, 1, 1]).to_kind(Kind::Float).to_device(device);
+    let std = Tensor::from_slice(&std).view([1, 3, 1, 1]).to_kind(Kind::Float).to_device(device);
+    (x - mean) / std
 }
 
 /// Flip, zoom-crop and colour jitter on a `[B, 3, S, S]` batch in [0, 1], with tch's RNG (so

@@ -26,13 +26,10 @@ pub struct Run {
 impl Run {
     /// Loads `dir/config.json` and the best checkpoint (the last one when no epoch finished).
     pub fn open(dir: &Path, device: Device) -> anyhow::Result<Run> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read(&cfg_path).map_err(|e| anyhow::anyhow!("{} is not a run folder ({}: {e})", dir.display(), cfg_path.display()))?;
-        let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{} is damaged: {e}", cfg_path.display()))?;
-        let config: TrainConfig = serde_json::from_value(v["config"].clone())?;
+        let (config, v) = super::record::read_config(dir)?;
         let classes: Vec<String> = serde_json::from_value(v["classes"].clone())?;
         let img_size = v["img_size"].as_u64().unwrap_or(u64::from(config.model.default_size())) as u32;
-        let val_paths: Vec<String> = serde_json::from_value(v["split"]["val"].clone()).unwrap_or_default();
+        let val_paths = super::record::val_paths(&v);
         let dataset_root = PathBuf::from(v["dataset"]["root"].as_str().unwrap_or("."));
         let source = serde_json::from_value(v["dataset"]["source"].clone()).ok();
         let mut vs = nn::VarStore::new(device);

@@ -42,6 +42,12 @@ impl SplitMix64 {
     }
 }
 
+/// The split a user gave: `is_val[i]` puts sample `i` in validation.
+pub fn given(is_val: &[bool]) -> Split {
+    let (val, train): (Vec<usize>, Vec<usize>) = (0..is_val.len()).partition(|&i| is_val[i]);
+    Split { train, val }
+}
+
 /// Splits samples with class `labels[i]` (and optional `groups[i]`) so that about `val_frac` of
 /// each class is in validation. A class with a single image (or a single group) stays in train.
 pub fn stratified(labels: &[usize], groups: Option<&[Option<String>]>, val_frac: f64, seed: u64) -> Split {
