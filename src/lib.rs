@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod dataset;
+pub mod quality;
 pub mod train;
 pub mod ui;

@@ -1,0 +1,389 @@
+//! Confident learning (Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in
+//! Dataset Labels", JAIR 2021), with the same choices as cleanlab 2.9's `find_label_issues`, so
+//! results can be compared with it one to one.
+//!
+//! Terms, as in the paper: `labels` are the given (noisy) labels ỹ; `probs` are out-of-sample
+//! predicted probabilities p̂(y = j | x); the *per-class threshold* t_j is the mean self-confidence
+//! of the examples labelled j; the *confident joint* C[ỹ][y*] counts examples labelled ỹ whose
+//! probability reaches the threshold of class y* (the most probable such class when several do);
+//! *calibration* rescales each row of C to the class's size and the whole matrix to N; the
+//! *prune-count matrix* is its transpose with at least `min_examples_per_class` kept per class.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Fuzzy-equality margin used throughout (cleanlab's `FLOATING_POINT_COMPARISON`).
+const EPS: f64 = 1e-6;
+/// Thresholds are clipped from below to this, so a confident bin is never empty by rounding.
+const THRESHOLD_FLOOR: f64 = 2.0 * EPS;
+/// The threshold of a class with no examples: above any probability.
+const ABSENT_CLASS_THRESHOLD: f64 = 2.0;
+const TINY: f64 = 1e-100;
+
+/// Which examples count as label issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// For each (given k, true j) pair, the C[k][j] examples labelled k with the largest margin
+    /// p_j - p_k (the default).
+    PruneByNoiseRate,
+    /// For each class k, the n_k - C[k][k] examples labelled k with the lowest p_k.
+    PruneByClass,
+    /// Flagged by both of the above.
+    Both,
+    /// The off-diagonal entries of the (uncalibrated) confident joint.
+    ConfidentLearning,
+    /// The predicted class differs from the given one.
+    PredictedNeqGiven,
+}
+
+/// How flagged examples are ordered, most likely wrong first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RankBy {
+    /// p_ỹ, the probability of the given label (lowest first).
+    SelfConfidence,
+    /// (p_ỹ - max_{j≠ỹ} p_j + 1) / 2 (lowest first).
+    NormalizedMargin,
+}
+
+/// Predicted probabilities, row-major: `n` rows of `k` classes.
+#[derive(Debug, Clone, Copy)]
+pub struct Probs<'a> {
+    pub data: &'a [f32],
+    pub k: usize,
+}
+
+impl<'a> Probs<'a> {
+    pub fn new(data: &'a [f32], k: usize) -> Probs<'a> {
+        assert!(k > 0 && data.len() % k == 0, "{} probabilities do not make rows of {k}", data.len());
+        Probs { data, k }
+    }
+
+    pub fn n(&self) -> usize {
+        self.data.len() / self.k
+    }
+
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        &self.data[i * self.k..(i + 1) * self.k]
+    }
+}
+
+/// The first index of the largest value (numpy's `argmax`).
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in row.iter().enumerate().skip(1) {
+        if v > row[best] {
+            best = j;
+        }
+    }
+    best
+}
+
+/// Examples per given class.
+pub fn class_counts(labels: &[usize], k: usize) -> Vec<usize> {
+    let mut counts = vec![0; k];
+    for &l in labels {
+        counts[l] += 1;
+    }
+    counts
+}
+
+/// Per-class thresholds t_j: the mean p_j over the examples labelled j.
+pub fn confident_thresholds(labels: &[usize], probs: Probs) -> Vec<f64> {
+    let k = probs.k;
+    let (sum, count) = labels
+        .par_iter()
+        .enumerate()
+        .fold(
+            || (vec![0.0f64; k], vec![0usize; k]),
+            |(mut s, mut c), (i, &l)| {
+                s[l] += f64::from(probs.row(i)[l]);
+                c[l] += 1;
+                (s, c)
+            },
+        )
+        .reduce(|| (vec![0.0; k], vec![0; k]), |(mut s, mut c), (s2, c2)| {
+            for j in 0..k {
+                s[j] += s2[j];
+                c[j] += c2[j];
+            }
+            (s, c)
+        });
+    (0..k).map(|j| if count[j] == 0 { ABSENT_CLASS_THRESHOLD } else { (sum[j] / count[j] as f64).max(THRESHOLD_FLOOR) }).collect()
+}
+
+/// The confident joint C (k x k, row = given label, column = the confident guess of the true
+/// label), before calibration, and the examples off its diagonal (ascending).
+pub fn confident_joint(labels: &[usize], probs: Probs, thresholds: &[f64]) -> (Vec<Vec<f64>>, Vec<usize>) {
+    let k = probs.k;
+    let cut: Vec<f32> = thresholds.iter().map(|&t| (t - EPS) as f32).collect();
+    // p >= t - 1e-6 in f64 is p >= the f32 just at or above it, for an f32 p.
+    let cut: Vec<f32> = cut.iter().zip(thresholds).map(|(&c, &t)| if f64::from(c) < t - EPS { next_up(c) } else { c }).collect();
+    let guesses: Vec<Option<usize>> = (0..labels.len())
+        .into_par_iter()
+        .map(|i| {
+            let row = probs.row(i);
+            let (mut first, mut confident) = (usize::MAX, 0);
+            for j in 0..k {
+                if row[j] >= cut[j] {
+                    confident += 1;
+                    if first == usize::MAX {
+                        first = j;
+                    }
+                }
+            }
+            match confident {
+                0 => None,
+                1 => Some(first),
+                _ => Some(argmax(row)),
+            }
+        })
+        .collect();
+    let mut joint = vec![vec![0.0f64; k]; k];
+    let mut off = Vec::new();
+    for (i, g) in guesses.iter().enumerate() {
+        if let Some(g) = *g {
+            joint[labels[i]][g] += 1.0;
+            if g != labels[i] {
+                off.push(i);
+            }
+        }
+    }
+    for (j, row) in joint.iter_mut().enumerate() {
+        row[j] = row[j].max(1.0);
+    }
+    (joint, off)
+}
+
+/// The smallest f32 above `x` (for x finite).
+fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        return f32::from_bits(1);
+    }
+    let bits = x.to_bits();
+    f32::from_bits(if x > 0.0 { bits + 1 } else { bits - 1 })
+}
+
+/// Calibration: each row scaled to its class's size, then the whole to N, rounded keeping row
+/// totals.
+pub fn calibrate(joint: &[Vec<f64>], counts: &[usize]) -> Vec<Vec<f64>> {
+    let rows: Vec<Vec<f64>> = joint
+        .iter()
+        .zip(counts)
+        .map(|(row, &n)| {
+            let s: f64 = row.iter().sum();
+            row.iter().map(|v| v / s.max(TINY) * n as f64).collect()
+        })
+        .collect();
+    let total: f64 = rows.iter().flatten().sum();
+    let n: usize = counts.iter().sum();
+    rows.iter().map(|row| round_preserving_sum(&row.iter().map(|v| v / total.max(TINY) * n as f64).collect::<Vec<_>>())).collect()
+}
+
+/// Rounds each value so that the rounded values sum to the rounded sum, moving the values with
+/// the largest rounding error first.
+pub fn round_preserving_sum(values: &[f64]) -> Vec<f64> {
+    let mut ints: Vec<f64> = values.iter().map(|v| v.round_ties_even()).collect();
+    let want = values.iter().sum::<f64>().round_ties_even();
+    loop {
+        let have = ints.iter().sum::<f64>().round_ties_even();
+        if (have - want).abs() <= EPS {
+            return ints;
+        }
+        let diff = (want - have).round_ties_even();
+        let step = if diff < 0.0 { -1.0 } else { 1.0 };
+        let changes = (diff.abs() as usize).min(values.len());
+        // Largest (value - rounded) first when adding, smallest first when taking away.
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| (values[a] - ints[a]).total_cmp(&(values[b] - ints[b])));
+        if step > 0.0 {
+            order.reverse();
+        }
+        for &i in order.iter().take(changes) {
+            ints[i] += step;
+        }
+    }
+}
+
+/// The prune-count matrix: `P[j][k]` examples labelled k to flag as truly j, from the calibrated
+/// joint, keeping at least `min_per_class` per class on the diagonal; `frac_noise` scales the
+/// off-diagonal counts (1.0 flags all estimated issues).
+pub fn prune_counts(calibrated: &[Vec<f64>], min_per_class: usize, frac_noise: f64) -> Vec<Vec<i64>> {
+    let k = calibrated.len();
+    let m = |j: usize, c: usize| calibrated[c][j]; // the transpose
+    let mut out = vec![vec![0.0f64; k]; k];
+    for c in 0..k {
+        let diag = m(c, c);
+        let new_diag = diag.max(min_per_class as f64);
+        let nonzero = (0..k).filter(|&j| m(j, c) != 0.0).count();
+        let spread = (new_diag - diag) / (nonzero as f64 - 1.0).max(1.0);
+        for j in 0..k {
+            out[j][c] = if j == c { new_diag } else { (m(j, c) - spread).max(0.0) };
+        }
+    }
+    // Scale the noise by `frac_noise`, the removed part going back to the diagonal; cast to
+    // integers by truncation.
+    let mut scaled: Vec<Vec<f64>> = out.iter().map(|r| r.iter().map(|v| v * frac_noise).collect()).collect();
+    for c in 0..k {
+        let removed: f64 = (0..k).filter(|&j| j != c).map(|j| out[j][c] - scaled[j][c]).sum();
+        scaled[c][c] = out[c][c] + removed;
+    }
+    scaled.iter().map(|r| round_preserving_sum(&r.iter().map(|v| v.trunc()).collect::<Vec<_>>()).iter().map(|&v| v as i64).collect()).collect()
+}
+
+/// The label issues: one flag per example.
+pub fn find_label_issues(labels: &[usize], probs: Probs, method: Method) -> Vec<bool> {
+    let (k, n) = (probs.k, probs.n());
+    assert_eq!(labels.len(), n, "one label per row of probabilities");
+    assert!(labels.iter().all(|&l| l < k), "labels must be class indices below {k}");
+    let mut flags = match method {
+        Method::PredictedNeqGiven => (0..n).into_par_iter().map(|i| argmax(probs.row(i)) != labels[i]).collect(),
+        Method::ConfidentLearning => {
+            let (_, off) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
+            let mut f = vec![false; n];
+            for i in off {
+                f[i] = true;
+            }
+            f
+        }
+        Method::PruneByNoiseRate | Method::PruneByClass | Method::Both => {
+            let counts = class_counts(labels, k);
+            let (joint, _) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
+            let prune = prune_counts(&calibrate(&joint, &counts), 1, 1.0);
+            let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
+            for (i, &l) in labels.iter().enumerate() {
+                members[l].push(i);
+            }
+            let per_class: Vec<(Vec<usize>, Vec<usize>)> = (0..k)
+                .into_par_iter()
+                .map(|c| {
+                    let by_class = if method == Method::PruneByNoiseRate { Vec::new() } else { prune_by_class(&members[c], c, probs, &prune) };
+                    let by_rate = if method == Method::PruneByClass { Vec::new() } else { prune_by_noise_rate(&members[c], c, probs, &prune) };
+                    (by_class, by_rate)
+                })
+                .collect();
+            let mut by_class = vec![false; n];
+            let mut by_rate = vec![false; n];
+            for (a, b) in per_class {
+                a.into_iter().for_each(|i| by_class[i] = true);
+                b.into_iter().for_each(|i| by_rate[i] = true);
+            }
+            match method {
+                Method::PruneByClass => by_class,
+                Method::PruneByNoiseRate => by_rate,
+                _ => by_class.iter().zip(&by_rate).map(|(a, b)| *a && *b).collect(),
+            }
+        }
+    };
+    // Never flag an example whose given label is (within EPS) the most probable.
+    flags.par_iter_mut().enumerate().for_each(|(i, f)| {
+        if *f && given_is_argmax(probs.row(i), labels[i]) {
+            *f = false;
+        }
+    });
+    flags
+}
+
+/// numpy's `argmax(p + EPS at the given label) == given`.
+fn given_is_argmax(row: &[f32], given: usize) -> bool {
+    let p = f64::from(row[given]) + EPS;
+    row.iter().enumerate().all(|(j, &v)| j == given || if j < given { f64::from(v) < p } else { f64::from(v) <= p })
+}
+
+/// The `n` positions of `idx` with the largest `key`, ties to the earlier position.
+fn top_n(idx: &[usize], n: usize, key: impl Fn(usize) -> f64) -> Vec<usize> {
+    let mut keyed: Vec<(f64, usize)> = idx.iter().map(|&i| (key(i), i)).collect();
+    let cmp = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if n < keyed.len() {
+        keyed.select_nth_unstable_by(n, cmp);
+        keyed.truncate(n);
+    }
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Class `c`'s examples (`members`) with the lowest p_c: n_c - P[c][c] of them.
+fn prune_by_class(members: &[usize], c: usize, probs: Probs, prune: &[Vec<i64>]) -> Vec<usize> {
+    if members.len() <= 1 {
+        return Vec::new();
+    }
+    let issues = members.len() as i64 - prune[c][c];
+    if issues < 1 {
+        return Vec::new();
+    }
+    top_n(members, issues as usize, |i| -f64::from(probs.row(i)[c]))
+}
+
+/// For each other class j, the P[j][c] examples labelled c with the largest margin p_j - p_c.
+fn prune_by_noise_rate(members: &[usize], c: usize, probs: Probs, prune: &[Vec<i64>]) -> Vec<usize> {
+    if members.len() <= 1 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (j, row) in prune.iter().enumerate() {
+        let count = row[c];
+        if j != c && count > 0 {
+            out.extend(top_n(members, count as usize, |i| {
+                let r = probs.row(i);
+                f64::from(r[j]) - f64::from(r[c])
+            }));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The quality score of each example's given label (lower = more likely wrong).
+pub fn label_quality(labels: &[usize], probs: Probs, rank_by: RankBy) -> Vec<f64> {
+    (0..labels.len())
+        .into_par_iter()
+        .map(|i| {
+            let row = probs.row(i);
+            let sc = f64::from(row[labels[i]]);
+            match rank_by {
+                RankBy::SelfConfidence => sc,
+                RankBy::NormalizedMargin => {
+                    let other = row.iter().enumerate().filter(|(j, _)| *j != labels[i]).map(|(_, &v)| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
+                    (sc - other + 1.0) / 2.0
+                }
+            }
+        })
+        .collect()
+}
+
+/// The flagged examples, most likely wrong first (ties keep index order).
+pub fn rank(flags: &[bool], quality: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..flags.len()).filter(|&i| flags[i]).collect();
+    idx.sort_by(|&a, &b| quality[a].total_cmp(&quality[b]));
+    idx
+}
+
+/// The estimated number of label errors among each class's examples: the off-diagonal mass of
+/// the class's row in the calibrated confident joint.
+pub fn estimated_errors_per_class(labels: &[usize], probs: Probs) -> Vec<usize> {
+    let counts = class_counts(labels, probs.k);
+    let (joint, _) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
+    calibrate(&joint, &counts).iter().enumerate().map(|(c, row)| row.iter().enumerate().filter(|(j, _)| *j != c).map(|(_, v)| *v).sum::<f64>() as usize).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_keeps_the_total() {
+        // Half rounds to even (0, 0, 1); the missing 1 goes to the largest rounding error, the
+        // later of equal ones (as reversing a stable ascending order does).
+        assert_eq!(round_preserving_sum(&[0.5, 0.5, 1.0]), vec![0.0, 1.0, 1.0]);
+        assert_eq!(round_preserving_sum(&[1.4, 1.4, 1.2]), vec![1.0, 2.0, 1.0]);
+        let r = round_preserving_sum(&[2.6, 2.6, 2.8]);
+        assert_eq!(r.iter().sum::<f64>(), 8.0);
+    }
+
+    #[test]
+    fn next_up_is_the_next_float() {
+        assert!(next_up(0.5) > 0.5 && f64::from(next_up(0.5)) - 0.5 < 1e-7);
+        assert!(next_up(0.0) > 0.0);
+    }
+}
