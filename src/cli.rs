@@ -13,6 +13,9 @@ use crate::dataset::labels::{self, LabelStore, Step};
 use crate::dataset::stats::path_str;
 use crate::dataset::{self, stats, CsvSource, Dataset, Source};
 use crate::train::engine::{self, Balance, DeviceChoice, Event, LossKind, OptimizerKind, TrainConfig};
+use crate::quality::confident::{Method, RankBy};
+use crate::quality::issues;
+use crate::quality::oof::{self, OofConfig};
 use crate::train::given_split::{self, GivenSplit};
 use crate::train::models::ModelKind;
 use crate::train::schedule::{Monitor, ScheduleKind};
@@ -127,6 +130,46 @@ pub enum Command {
         /// Average with the mirrored image (test-time augmentation).
         #[arg(long)]
         tta: bool,
+    },
+    /// Find suspected label errors: cross-validated probabilities (or yours, --pred-probs), then
+    /// confident learning. Writes a ranked issues.csv (path,given,suggested,self_confidence,rank).
+    Issues {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// Cross-validation folds.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+        model: ModelKind,
+        /// Pretrained weights (.safetensors); EfficientNet-Lite0's ImageNet weights by default.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Fine-tune the network per fold, instead of a linear head on frozen embeddings.
+        #[arg(long)]
+        full: bool,
+        /// Epochs per fold (with --full).
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Input resolution (default: the model's).
+        #[arg(long, default_value_t = 0)]
+        img_size: u32,
+        #[arg(long, value_enum, default_value = "prune-by-noise-rate")]
+        method: Method,
+        #[arg(long, value_enum, default_value = "self-confidence")]
+        rank_by: RankBy,
+        /// Skip training: rank these probabilities (CSV: a path column, one column per class).
+        #[arg(long)]
+        pred_probs: Option<PathBuf>,
+        /// Also write the ranked list here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of the readable summary.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
     },
     /// Show which compute device libtorch sees (CUDA GPUs or CPU).
     Device {
@@ -343,6 +386,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Eval { run, path } => eval_cmd(&run, path.as_deref()),
         Command::Predict { run, folder, out, tta } => predict_cmd(&run, &folder, &out, tta),
+        Command::Issues { dataset, folds, model, weights, full, epochs, img_size, method, rank_by, pred_probs, out, json, seed, device } => {
+            let (ds, store) = open_labeled(&dataset)?;
+            let ds = store.effective(&ds);
+            let cfg = OofConfig { folds, model, weights: weights.or_else(|| default_weights(model)), img_size, full, epochs, seed, device };
+            issues_cmd(&ds, &store.dir().join("issues"), &cfg, pred_probs.as_deref(), method, rank_by, out.as_deref(), json)
+        }
         Command::Device { json } => {
             let info = crate::train::device::probe();
             if json {
@@ -527,6 +576,86 @@ fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Res
         }
     }
     h.join();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issues_cmd(ds: &Dataset, issues_dir: &Path, cfg: &OofConfig, pred_probs: Option<&Path>, method: Method, rank_by: RankBy, out: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (samples, probs) = match pred_probs {
+        Some(file) => {
+            let (rows, problems) = issues::read_probs_csv(file, &ds.classes)?;
+            for p in problems.iter().take(5) {
+                eprintln!("note: {}: {p}", file.display());
+            }
+            let by_path: std::collections::HashMap<&str, &Vec<f32>> = rows.iter().map(|(p, v)| (p.as_str(), v)).collect();
+            let (mut samples, mut probs) = (Vec::new(), Vec::new());
+            for (i, s) in ds.samples.iter().enumerate() {
+                if let Some(p) = by_path.get(path_str(&s.path).as_str()) {
+                    samples.push(i);
+                    probs.extend_from_slice(p);
+                }
+            }
+            let unknown = rows.len() - samples.len();
+            if unknown > 0 {
+                eprintln!("note: {unknown} row(s) of {} name no image of the dataset", file.display());
+            }
+            if samples.len() < ds.samples.len() {
+                eprintln!("note: {} image(s) of the dataset have no probabilities and are not examined", ds.samples.len() - samples.len());
+            }
+            (samples, probs)
+        }
+        None => {
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let progress = |p: oof::Progress| match p {
+                oof::Progress::Embedding { done, total } if tty => eprint!("\rembedding {done}/{total} images   "),
+                oof::Progress::Fold { fold, folds } => eprintln!("{}fold {fold}/{folds}", if tty { "\r" } else { "" }),
+                oof::Progress::Epoch { fold, epoch, epochs } => eprintln!("fold {fold}: epoch {epoch}/{epochs}"),
+                _ => {}
+            };
+            let oof = oof::out_of_fold(ds, cfg, issues_dir, &progress, &cancel)?.expect("nothing cancels the command line");
+            if !oof.skipped.is_empty() {
+                eprintln!("note: {} image(s) could not be decoded and were not examined", oof.skipped.len());
+            }
+            (oof.samples, oof.probs)
+        }
+    };
+    anyhow::ensure!(!samples.is_empty(), "no image has probabilities to examine");
+    let findings = issues::find(ds, &samples, &probs, method, rank_by);
+    let name = if pred_probs.is_some() { "given-probs".to_string() } else { serde_json::to_value(cfg.model)?.as_str().unwrap_or("model").to_string() };
+    let dir = crate::train::record::new_dir(issues_dir, &name)?;
+    let config = serde_json::json!({
+        "oof": if pred_probs.is_some() { serde_json::Value::Null } else { serde_json::to_value(cfg)? },
+        "pred_probs": pred_probs,
+        "method": method, "rank_by": rank_by,
+        "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": crate::train::record::fingerprint(ds) },
+        "classes": ds.classes,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    labels::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+    issues::write_probs_csv(&dir.join("pred_probs.csv"), ds, &samples, &probs)?;
+    issues::write_csv(&dir.join("issues.csv"), &findings)?;
+    if let Some(out) = out {
+        issues::write_csv(out, &findings)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "folder": dir, "findings": findings }))?);
+        return Ok(());
+    }
+    println!("{} suspected label errors among {} images ({:.1} s):", findings.issues.len(), findings.examined, started.elapsed().as_secs_f64());
+    println!("{:>5}  {:<40} {:<16} {:<16} {:>6}", "rank", "path", "given", "suggested", "p(given)");
+    for i in findings.issues.iter().take(20) {
+        println!("{:>5}  {:<40} {:<16} {:<16} {:>6.3}", i.rank, i.path, i.given, i.suggested, i.self_confidence);
+    }
+    if findings.issues.len() > 20 {
+        println!("  ... {} more in the CSV", findings.issues.len() - 20);
+    }
+    println!("\nestimated label errors per class:");
+    for (class, n, errors) in &findings.per_class {
+        println!("  {class:<24} {errors:>6} of {n}");
+    }
+    println!("ranked list and probabilities in:\n{}", dir.display());
     Ok(())
 }
 

@@ -47,16 +47,22 @@ pub enum RankBy {
     NormalizedMargin,
 }
 
+/// A probability as stored: f32 (Loupe's own predictions) or f64 (numpy's default). All
+/// arithmetic is done in f64, as numpy does on float64 input.
+pub trait Prob: Copy + Send + Sync + PartialOrd + Into<f64> {}
+impl Prob for f32 {}
+impl Prob for f64 {}
+
 /// Predicted probabilities, row-major: `n` rows of `k` classes.
 #[derive(Debug, Clone, Copy)]
-pub struct Probs<'a> {
-    pub data: &'a [f32],
+pub struct Probs<'a, T: Prob = f32> {
+    pub data: &'a [T],
     pub k: usize,
 }
 
-impl<'a> Probs<'a> {
-    pub fn new(data: &'a [f32], k: usize) -> Probs<'a> {
-        assert!(k > 0 && data.len() % k == 0, "{} probabilities do not make rows of {k}", data.len());
+impl<'a, T: Prob> Probs<'a, T> {
+    pub fn new(data: &'a [T], k: usize) -> Probs<'a, T> {
+        assert!(k > 0 && data.len().is_multiple_of(k), "{} probabilities do not make rows of {k}", data.len());
         Probs { data, k }
     }
 
@@ -64,13 +70,13 @@ impl<'a> Probs<'a> {
         self.data.len() / self.k
     }
 
-    pub fn row(&self, i: usize) -> &'a [f32] {
+    pub fn row(&self, i: usize) -> &'a [T] {
         &self.data[i * self.k..(i + 1) * self.k]
     }
 }
 
 /// The first index of the largest value (numpy's `argmax`).
-fn argmax(row: &[f32]) -> usize {
+fn argmax<T: Prob>(row: &[T]) -> usize {
     let mut best = 0;
     for (j, &v) in row.iter().enumerate().skip(1) {
         if v > row[best] {
@@ -90,7 +96,7 @@ pub fn class_counts(labels: &[usize], k: usize) -> Vec<usize> {
 }
 
 /// Per-class thresholds t_j: the mean p_j over the examples labelled j.
-pub fn confident_thresholds(labels: &[usize], probs: Probs) -> Vec<f64> {
+pub fn confident_thresholds<T: Prob>(labels: &[usize], probs: Probs<T>) -> Vec<f64> {
     let k = probs.k;
     let (sum, count) = labels
         .par_iter()
@@ -98,7 +104,7 @@ pub fn confident_thresholds(labels: &[usize], probs: Probs) -> Vec<f64> {
         .fold(
             || (vec![0.0f64; k], vec![0usize; k]),
             |(mut s, mut c), (i, &l)| {
-                s[l] += f64::from(probs.row(i)[l]);
+                s[l] += probs.row(i)[l].into();
                 c[l] += 1;
                 (s, c)
             },
@@ -115,18 +121,16 @@ pub fn confident_thresholds(labels: &[usize], probs: Probs) -> Vec<f64> {
 
 /// The confident joint C (k x k, row = given label, column = the confident guess of the true
 /// label), before calibration, and the examples off its diagonal (ascending).
-pub fn confident_joint(labels: &[usize], probs: Probs, thresholds: &[f64]) -> (Vec<Vec<f64>>, Vec<usize>) {
+pub fn confident_joint<T: Prob>(labels: &[usize], probs: Probs<T>, thresholds: &[f64]) -> (Vec<Vec<f64>>, Vec<usize>) {
     let k = probs.k;
-    let cut: Vec<f32> = thresholds.iter().map(|&t| (t - EPS) as f32).collect();
-    // p >= t - 1e-6 in f64 is p >= the f32 just at or above it, for an f32 p.
-    let cut: Vec<f32> = cut.iter().zip(thresholds).map(|(&c, &t)| if f64::from(c) < t - EPS { next_up(c) } else { c }).collect();
+    let cut: Vec<f64> = thresholds.iter().map(|&t| t - EPS).collect();
     let guesses: Vec<Option<usize>> = (0..labels.len())
         .into_par_iter()
         .map(|i| {
             let row = probs.row(i);
             let (mut first, mut confident) = (usize::MAX, 0);
             for j in 0..k {
-                if row[j] >= cut[j] {
+                if row[j].into() >= cut[j] {
                     confident += 1;
                     if first == usize::MAX {
                         first = j;
@@ -154,15 +158,6 @@ pub fn confident_joint(labels: &[usize], probs: Probs, thresholds: &[f64]) -> (V
         row[j] = row[j].max(1.0);
     }
     (joint, off)
-}
-
-/// The smallest f32 above `x` (for x finite).
-fn next_up(x: f32) -> f32 {
-    if x == 0.0 {
-        return f32::from_bits(1);
-    }
-    let bits = x.to_bits();
-    f32::from_bits(if x > 0.0 { bits + 1 } else { bits - 1 })
 }
 
 /// Calibration: each row scaled to its class's size, then the whole to N, rounded keeping row
@@ -206,6 +201,7 @@ pub fn round_preserving_sum(values: &[f64]) -> Vec<f64> {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // matrix code reads best with indices
 /// The prune-count matrix: `P[j][k]` examples labelled k to flag as truly j, from the calibrated
 /// joint, keeping at least `min_per_class` per class on the diagonal; `frac_noise` scales the
 /// off-diagonal counts (1.0 flags all estimated issues).
@@ -233,7 +229,7 @@ pub fn prune_counts(calibrated: &[Vec<f64>], min_per_class: usize, frac_noise: f
 }
 
 /// The label issues: one flag per example.
-pub fn find_label_issues(labels: &[usize], probs: Probs, method: Method) -> Vec<bool> {
+pub fn find_label_issues<T: Prob>(labels: &[usize], probs: Probs<T>, method: Method) -> Vec<bool> {
     let (k, n) = (probs.k, probs.n());
     assert_eq!(labels.len(), n, "one label per row of probabilities");
     assert!(labels.iter().all(|&l| l < k), "labels must be class indices below {k}");
@@ -286,9 +282,9 @@ pub fn find_label_issues(labels: &[usize], probs: Probs, method: Method) -> Vec<
 }
 
 /// numpy's `argmax(p + EPS at the given label) == given`.
-fn given_is_argmax(row: &[f32], given: usize) -> bool {
-    let p = f64::from(row[given]) + EPS;
-    row.iter().enumerate().all(|(j, &v)| j == given || if j < given { f64::from(v) < p } else { f64::from(v) <= p })
+fn given_is_argmax<T: Prob>(row: &[T], given: usize) -> bool {
+    let p = row[given].into() + EPS;
+    row.iter().enumerate().all(|(j, &v)| j == given || if j < given { v.into() < p } else { v.into() <= p })
 }
 
 /// The `n` positions of `idx` with the largest `key`, ties to the earlier position.
@@ -303,7 +299,7 @@ fn top_n(idx: &[usize], n: usize, key: impl Fn(usize) -> f64) -> Vec<usize> {
 }
 
 /// Class `c`'s examples (`members`) with the lowest p_c: n_c - P[c][c] of them.
-fn prune_by_class(members: &[usize], c: usize, probs: Probs, prune: &[Vec<i64>]) -> Vec<usize> {
+fn prune_by_class<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
     if members.len() <= 1 {
         return Vec::new();
     }
@@ -311,23 +307,42 @@ fn prune_by_class(members: &[usize], c: usize, probs: Probs, prune: &[Vec<i64>])
     if issues < 1 {
         return Vec::new();
     }
-    top_n(members, issues as usize, |i| -f64::from(probs.row(i)[c]))
+    top_n(members, issues as usize, |i| -probs.row(i)[c].into())
 }
 
 /// For each other class j, the P[j][c] examples labelled c with the largest margin p_j - p_c.
-fn prune_by_noise_rate(members: &[usize], c: usize, probs: Probs, prune: &[Vec<i64>]) -> Vec<usize> {
+fn prune_by_noise_rate<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
     if members.len() <= 1 {
         return Vec::new();
     }
-    let mut out = Vec::new();
-    for (j, row) in prune.iter().enumerate() {
-        let count = row[c];
-        if j != c && count > 0 {
-            out.extend(top_n(members, count as usize, |i| {
-                let r = probs.row(i);
-                f64::from(r[j]) - f64::from(r[c])
-            }));
+    let wanted: Vec<usize> = (0..probs.k).filter(|&j| j != c && prune[j][c] > 0).collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    // The class's rows are scattered through the matrix: gather the needed columns once, so each
+    // margin pass below reads memory in order.
+    let n = members.len();
+    let mut block = vec![0.0f64; wanted.len() * n];
+    let mut own = vec![0.0f64; n];
+    for (m, &i) in members.iter().enumerate() {
+        let row = probs.row(i);
+        own[m] = row[c].into();
+        for (w, &j) in wanted.iter().enumerate() {
+            block[w * n + m] = row[j].into();
         }
+    }
+    let mut out = Vec::new();
+    let mut keyed: Vec<(f64, usize)> = Vec::with_capacity(n);
+    for (w, &j) in wanted.iter().enumerate() {
+        let column = &block[w * n..(w + 1) * n];
+        keyed.clear();
+        keyed.extend((0..n).map(|m| (column[m] - own[m], members[m])));
+        let count = (prune[j][c] as usize).min(n);
+        let cmp = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if count < n {
+            keyed.select_nth_unstable_by(count, cmp);
+        }
+        out.extend(keyed[..count].iter().map(|&(_, i)| i));
     }
     out.sort_unstable();
     out.dedup();
@@ -335,16 +350,16 @@ fn prune_by_noise_rate(members: &[usize], c: usize, probs: Probs, prune: &[Vec<i
 }
 
 /// The quality score of each example's given label (lower = more likely wrong).
-pub fn label_quality(labels: &[usize], probs: Probs, rank_by: RankBy) -> Vec<f64> {
+pub fn label_quality<T: Prob>(labels: &[usize], probs: Probs<T>, rank_by: RankBy) -> Vec<f64> {
     (0..labels.len())
         .into_par_iter()
         .map(|i| {
             let row = probs.row(i);
-            let sc = f64::from(row[labels[i]]);
+            let sc: f64 = row[labels[i]].into();
             match rank_by {
                 RankBy::SelfConfidence => sc,
                 RankBy::NormalizedMargin => {
-                    let other = row.iter().enumerate().filter(|(j, _)| *j != labels[i]).map(|(_, &v)| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
+                    let other = row.iter().enumerate().filter(|(j, _)| *j != labels[i]).map(|(_, &v)| v.into()).fold(f64::NEG_INFINITY, f64::max);
                     (sc - other + 1.0) / 2.0
                 }
             }
@@ -361,7 +376,7 @@ pub fn rank(flags: &[bool], quality: &[f64]) -> Vec<usize> {
 
 /// The estimated number of label errors among each class's examples: the off-diagonal mass of
 /// the class's row in the calibrated confident joint.
-pub fn estimated_errors_per_class(labels: &[usize], probs: Probs) -> Vec<usize> {
+pub fn estimated_errors_per_class<T: Prob>(labels: &[usize], probs: Probs<T>) -> Vec<usize> {
     let counts = class_counts(labels, probs.k);
     let (joint, _) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
     calibrate(&joint, &counts).iter().enumerate().map(|(c, row)| row.iter().enumerate().filter(|(j, _)| *j != c).map(|(_, v)| *v).sum::<f64>() as usize).collect()
@@ -379,11 +394,5 @@ mod tests {
         assert_eq!(round_preserving_sum(&[1.4, 1.4, 1.2]), vec![1.0, 2.0, 1.0]);
         let r = round_preserving_sum(&[2.6, 2.6, 2.8]);
         assert_eq!(r.iter().sum::<f64>(), 8.0);
-    }
-
-    #[test]
-    fn next_up_is_the_next_float() {
-        assert!(next_up(0.5) > 0.5 && f64::from(next_up(0.5)) - 0.5 < 1e-7);
-        assert!(next_up(0.0) > 0.0);
     }
 }

@@ -53,6 +53,19 @@ impl ModelKind {
         }
     }
 
+    /// The network without its classifier under `p` (the same variable names as [`Self::build`],
+    /// so pretrained weights load alike): pooled features per image, and how many.
+    pub fn build_features(self, p: &nn::Path) -> anyhow::Result<(Box<dyn ModuleT>, i64)> {
+        use tch::vision::resnet;
+        Ok(match self {
+            ModelKind::EfficientnetLite0 => (Box::new(LiteFeatures(EfficientNetLite0::new(p, 1))), EfficientNetLite0::FEATURES),
+            ModelKind::Resnet18 => (Box::new(resnet::resnet18_no_final_layer(p)), 512),
+            ModelKind::Resnet34 => (Box::new(resnet::resnet34_no_final_layer(p)), 512),
+            ModelKind::Resnet50 => (Box::new(resnet::resnet50_no_final_layer(p)), 2048),
+            ModelKind::SmallCnn => anyhow::bail!("the small CNN has no pretrained weights to embed images with: use a pretrained model, or train per fold"),
+        })
+    }
+
     /// Builds the network with `classes` outputs under `p`.
     pub fn build(self, p: &nn::Path, classes: i64) -> Box<dyn ModuleT> {
         match self {
@@ -62,6 +75,16 @@ impl ModelKind {
             ModelKind::Resnet34 => Box::new(tch::vision::resnet::resnet34(p, classes)),
             ModelKind::Resnet50 => Box::new(tch::vision::resnet::resnet50(p, classes)),
         }
+    }
+}
+
+/// EfficientNet-Lite0 up to its pooled features.
+#[derive(Debug)]
+struct LiteFeatures(EfficientNetLite0);
+
+impl ModuleT for LiteFeatures {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.0.features(x, train)
     }
 }
 

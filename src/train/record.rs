@@ -17,16 +17,20 @@ use crate::dataset::Dataset;
 
 /// `runs_dir/<UTC time>-<model>`, never an existing folder.
 pub fn new_run_dir(runs_dir: &Path, model: ModelKind) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(runs_dir).map_err(|e| anyhow::anyhow!("cannot create the runs folder {}: {e}", runs_dir.display()))?;
+    new_dir(runs_dir, serde_json::to_value(model)?.as_str().unwrap_or("model"))
+}
+
+/// `parent/<UTC time>-<name>` (with `-2`, `-3`... when taken), created; never an existing folder.
+pub fn new_dir(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("cannot create the folder {}: {e}", parent.display()))?;
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let stamp = crate::cli::utc(secs).replace([' ', ':'], "-").replace("-UTC", "");
-    let name = serde_json::to_value(model)?.as_str().unwrap_or("model").to_string();
     for k in 1.. {
-        let dir = runs_dir.join(if k == 1 { format!("{stamp}-{name}") } else { format!("{stamp}-{name}-{k}") });
+        let dir = parent.join(if k == 1 { format!("{stamp}-{name}") } else { format!("{stamp}-{name}-{k}") });
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => anyhow::bail!("cannot create the run folder {}: {e}", dir.display()),
+            Err(e) => anyhow::bail!("cannot create the folder {}: {e}", dir.display()),
         }
     }
     unreachable!("an unbounded counter always finds a free name")

@@ -42,6 +42,28 @@ impl SplitMix64 {
     }
 }
 
+/// Units that move together: a group, or a single sample without one.
+fn units(labels: &[usize], groups: Option<&[Option<String>]>) -> BTreeMap<String, Vec<usize>> {
+    let mut units: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for i in 0..labels.len() {
+        let key = match groups.and_then(|g| g[i].as_ref()) {
+            Some(g) => format!("g:{g}"),
+            None => format!("s:{i:012}"),
+        };
+        units.entry(key).or_default().push(i);
+    }
+    units
+}
+
+/// The most common class among `members` (the lowest on a tie).
+fn majority(labels: &[usize], members: &[usize]) -> usize {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in members {
+        *counts.entry(labels[i]).or_default() += 1;
+    }
+    counts.iter().max_by_key(|(c, n)| (**n, std::cmp::Reverse(**c))).map(|(c, _)| *c).unwrap_or(0)
+}
+
 /// The split a user gave: `is_val[i]` puts sample `i` in validation.
 pub fn given(is_val: &[bool]) -> Split {
     let (val, train): (Vec<usize>, Vec<usize>) = (0..is_val.len()).partition(|&i| is_val[i]);
@@ -52,24 +74,10 @@ pub fn given(is_val: &[bool]) -> Split {
 /// each class is in validation. A class with a single image (or a single group) stays in train.
 pub fn stratified(labels: &[usize], groups: Option<&[Option<String>]>, val_frac: f64, seed: u64) -> Split {
     let mut rng = SplitMix64::new(seed);
-    // Units that move together: a group, or a single sample without one.
-    let mut units: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for i in 0..labels.len() {
-        let key = match groups.and_then(|g| g[i].as_ref()) {
-            Some(g) => format!("g:{g}"),
-            None => format!("s:{i:012}"),
-        };
-        units.entry(key).or_default().push(i);
-    }
     // Stratify units by their majority class.
     let mut by_class: BTreeMap<usize, Vec<Vec<usize>>> = BTreeMap::new();
-    for members in units.into_values() {
-        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-        for &i in &members {
-            *counts.entry(labels[i]).or_default() += 1;
-        }
-        let majority = counts.iter().max_by_key(|(c, n)| (**n, std::cmp::Reverse(**c))).map(|(c, _)| *c).unwrap_or(0);
-        by_class.entry(majority).or_default().push(members);
+    for members in units(labels, groups).into_values() {
+        by_class.entry(majority(labels, &members)).or_default().push(members);
     }
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for mut class_units in by_class.into_values() {
@@ -92,6 +100,33 @@ pub fn stratified(labels: &[usize], groups: Option<&[Option<String>]>, val_frac:
     train.sort_unstable();
     val.sort_unstable();
     Split { train, val }
+}
+
+/// Assigns every sample to one of `k` folds, stratified by class (each class spread evenly) and
+/// group-aware (a group stays in one fold); seeded. A sample's fold is where it is held out.
+pub fn kfold(labels: &[usize], groups: Option<&[Option<String>]>, k: usize, seed: u64) -> Vec<usize> {
+    let k = k.max(2);
+    let mut rng = SplitMix64::new(seed ^ 0xF01D);
+    let mut by_class: BTreeMap<usize, Vec<Vec<usize>>> = BTreeMap::new();
+    for members in units(labels, groups).into_values() {
+        by_class.entry(majority(labels, &members)).or_default().push(members);
+    }
+    let mut fold = vec![0; labels.len()];
+    // Per class: shuffled units, largest first, each to the fold with the fewest of the class
+    // so far (the lowest-numbered on a tie, rotated per class so fold 0 is not always fullest).
+    for (c, mut class_units) in by_class {
+        rng.shuffle(&mut class_units);
+        class_units.sort_by_key(|u| std::cmp::Reverse(u.len()));
+        let mut filled = vec![0usize; k];
+        for u in class_units {
+            let f = (0..k).map(|j| (j + c) % k).min_by_key(|&j| filled[j]).unwrap_or(0);
+            filled[f] += u.len();
+            for i in u {
+                fold[i] = f;
+            }
+        }
+    }
+    fold
 }
 
 #[cfg(test)]
@@ -126,6 +161,24 @@ mod tests {
         }
         let frac = s.val.len() as f64 / l.len() as f64;
         assert!((0.15..0.35).contains(&frac), "validation fraction {frac}");
+    }
+
+    #[test]
+    fn kfold_spreads_each_class_evenly_and_keeps_groups_whole() {
+        let l = labels();
+        let folds = kfold(&l, None, 5, 3);
+        for c in 0..3 {
+            let per_fold: Vec<usize> = (0..5).map(|f| (0..l.len()).filter(|&i| l[i] == c && folds[i] == f).count()).collect();
+            let n = l.iter().filter(|&&x| x == c).count();
+            assert!(per_fold.iter().all(|&x| x == n / 5), "class {c}: {per_fold:?}");
+        }
+        assert_eq!(folds, kfold(&l, None, 5, 3), "seeded");
+        assert_ne!(folds, kfold(&l, None, 5, 4));
+        let groups: Vec<Option<String>> = (0..l.len()).map(|i| Some(format!("p{}", i / 4))).collect();
+        let folds = kfold(&l, Some(&groups), 4, 1);
+        for i in 0..l.len() {
+            assert_eq!(folds[i], folds[i / 4 * 4], "group of {i} split across folds");
+        }
     }
 
     #[test]

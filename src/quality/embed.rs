@@ -1,0 +1,167 @@
+//! Image embeddings: each image through a frozen pretrained backbone once, the pooled features
+//! kept in a cache file per (model, resolution) keyed by path, size and modification time, so a
+//! re-run after relabelling (which changes no pixels) embeds nothing again.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use crate::dataset::stats::path_str;
+use crate::dataset::{probe, scan::io_pool, Dataset};
+use crate::train::data::eval_tensor;
+use crate::train::models::{self, ModelKind};
+
+/// Features of some samples: `dim` floats per embedded sample.
+pub struct Embeddings {
+    pub dim: usize,
+    /// Dataset sample indices that were embedded, in the order asked for.
+    pub samples: Vec<usize>,
+    /// `samples.len() * dim` floats, row-major.
+    pub data: Vec<f32>,
+    /// Samples that could not be decoded, with the reason.
+    pub skipped: Vec<(usize, String)>,
+    /// How many came from the cache.
+    pub cached: usize,
+}
+
+/// Identity of an image file for the cache: a changed file is embedded again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct FileKey {
+    path: String,
+    len: u64,
+    mtime: u64,
+}
+
+fn file_key(abs: &Path, rel: &str) -> Option<FileKey> {
+    let meta = std::fs::metadata(abs).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(FileKey { path: rel.to_string(), len: meta.len(), mtime })
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheHeader {
+    model: ModelKind,
+    size: u32,
+    dim: usize,
+    entries: Vec<FileKey>,
+}
+
+/// The cache file of one (model, size): a JSON header line, then `dim` little-endian f32 per entry.
+fn cache_path(dir: &Path, model: ModelKind, size: u32) -> PathBuf {
+    let name = serde_json::to_value(model).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    dir.join(format!("{name}-{size}.emb"))
+}
+
+fn load_cache(path: &Path, model: ModelKind, size: u32) -> Option<(usize, HashMap<FileKey, Vec<f32>>)> {
+    let bytes = std::fs::read(path).ok()?;
+    let nl = bytes.iter().position(|&b| b == b'\n')?;
+    let header: CacheHeader = serde_json::from_slice(&bytes[..nl]).ok()?;
+    let body = &bytes[nl + 1..];
+    if header.model != model || header.size != size || body.len() != header.entries.len() * header.dim * 4 {
+        return None; // damaged or another model: rebuilt
+    }
+    let floats: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let map = header.entries.into_iter().enumerate().map(|(i, k)| (k, floats[i * header.dim..(i + 1) * header.dim].to_vec())).collect();
+    Some((header.dim, map))
+}
+
+fn save_cache(path: &Path, model: ModelKind, size: u32, dim: usize, entries: &[(FileKey, &[f32])]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("emb.tmp");
+    let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
+    let header = CacheHeader { model, size, dim, entries: entries.iter().map(|(k, _)| k.clone()).collect() };
+    serde_json::to_writer(&mut w, &header)?;
+    w.write_all(b"\n")?;
+    for (_, v) in entries {
+        for x in *v {
+            w.write_all(&x.to_le_bytes())?;
+        }
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// What to embed with.
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    pub model: ModelKind,
+    pub weights: PathBuf,
+    /// Input resolution.
+    pub size: u32,
+    pub device: Device,
+    pub batch: usize,
+}
+
+/// Embeds `samples` of `ds`, reusing and updating the cache in `cache_dir` (when given).
+/// `progress(done, total)` is called after each batch; `None` when `cancel` was set.
+pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Option<&Path>, progress: &dyn Fn(usize, usize), cancel: &AtomicBool) -> anyhow::Result<Option<Embeddings>> {
+    let mut vs = nn::VarStore::new(cfg.device);
+    let (net, dim) = cfg.model.build_features(&vs.root())?;
+    let dim = dim as usize;
+    let report = models::load_pretrained(&mut vs, cfg.model, &cfg.weights)?;
+    anyhow::ensure!(report.complete(), "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}", cfg.weights.display(), cfg.model, report.missing, report.mismatched);
+    let file = cache_dir.map(|d| cache_path(d, cfg.model, cfg.size));
+    let mut cache = file.as_deref().and_then(|f| load_cache(f, cfg.model, cfg.size)).filter(|(d, _)| *d == dim).map(|(_, m)| m).unwrap_or_default();
+
+    let keys: Vec<Option<FileKey>> = samples.iter().map(|&i| file_key(&ds.abs_path(&ds.samples[i].path), &path_str(&ds.samples[i].path))).collect();
+    let todo: Vec<usize> = (0..samples.len()).filter(|&k| keys[k].as_ref().is_none_or(|key| !cache.contains_key(key))).collect();
+    let cached = samples.len() - todo.len();
+    let (mean, std) = cfg.model.normalization();
+    let mut fresh: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut skipped = Vec::new();
+    progress(cached, samples.len());
+    for (b, chunk) in todo.chunks(cfg.batch.max(1)).enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let decoded: Vec<Result<Tensor, String>> = io_pool().install(|| {
+            chunk.par_iter().map(|&k| probe::decode(&ds.abs_path(&ds.samples[samples[k]].path)).map(|img| eval_tensor(&img, cfg.size, mean, std)).map_err(|e| e.to_string())).collect()
+        });
+        let mut ok = Vec::new();
+        let mut xs = Vec::new();
+        for (&k, r) in chunk.iter().zip(decoded) {
+            match r {
+                Ok(t) => {
+                    ok.push(k);
+                    xs.push(t);
+                }
+                Err(e) => skipped.push((samples[k], e)),
+            }
+        }
+        if !xs.is_empty() {
+            let feats = tch::no_grad(|| net.forward_t(&Tensor::stack(&xs, 0).to_device(cfg.device), false)).to_device(Device::Cpu).contiguous();
+            let flat = Vec::<f32>::try_from(feats.view([-1]))?;
+            for (r, &k) in ok.iter().enumerate() {
+                fresh.insert(k, flat[r * dim..(r + 1) * dim].to_vec());
+            }
+        }
+        progress(cached + (b * cfg.batch.max(1) + chunk.len()).min(todo.len()), samples.len());
+    }
+
+    let mut out = Embeddings { dim, samples: Vec::new(), data: Vec::new(), skipped, cached };
+    for (k, &i) in samples.iter().enumerate() {
+        let v = fresh.get(&k).or_else(|| keys[k].as_ref().and_then(|key| cache.get(key)));
+        if let Some(v) = v {
+            out.samples.push(i);
+            out.data.extend_from_slice(v);
+        }
+    }
+    if let Some(file) = &file {
+        for (k, v) in fresh {
+            if let Some(key) = keys[k].clone() {
+                cache.insert(key, v);
+            }
+        }
+        let entries: Vec<(FileKey, &[f32])> = cache.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
+        // A cache that cannot be written (read-only folder) only costs time next run.
+        let _ = save_cache(file, cfg.model, cfg.size, dim, &entries);
+    }
+    Ok(Some(out))
+}
