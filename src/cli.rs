@@ -279,7 +279,7 @@ impl TrainArgs {
     fn config(&self) -> TrainConfig {
         TrainConfig {
             model: self.model,
-            weights: self.weights.clone().or_else(|| default_weights(self.model)),
+            weights: self.weights.clone().or_else(|| crate::train::models::default_weights(self.model)),
             epochs: self.epochs,
             batch: self.batch,
             lr: self.lr,
@@ -389,7 +389,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Issues { dataset, folds, model, weights, full, epochs, img_size, method, rank_by, pred_probs, out, json, seed, device } => {
             let (ds, store) = open_labeled(&dataset)?;
             let ds = store.effective(&ds);
-            let cfg = OofConfig { folds, model, weights: weights.or_else(|| default_weights(model)), img_size, full, epochs, seed, device };
+            let cfg = OofConfig { folds, model, weights: weights.or_else(|| crate::train::models::default_weights(model)), img_size, full, epochs, seed, device };
             issues_cmd(&ds, &store.dir().join("issues"), &cfg, pred_probs.as_deref(), method, rank_by, out.as_deref(), json)
         }
         Command::Device { json } => {
@@ -473,6 +473,7 @@ fn report_step(step: Option<&Step>, store: &LabelStore) -> anyhow::Result<()> {
             dataset::journal::Edit::Label { path, from, to } => println!("{path}: {from} -> {to}"),
             dataset::journal::Edit::Excluded { path, to, .. } => println!("{path}: {}", if *to { "excluded" } else { "included" }),
             dataset::journal::Edit::Unsure { path, to, .. } => println!("{path}: {}", if *to { "unsure" } else { "sure" }),
+            dataset::journal::Edit::Checked { path, to, .. } => println!("{path}: {}", if *to { "checked, kept" } else { "unchecked" }),
         }
     }
     println!("step {}: {} (saved in {})", step.seq, step.note, store.dir().display());
@@ -512,20 +513,6 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installed pretrained weights for `model`: `$LOUPE_WEIGHTS_DIR`, the checkout's `.weights/`
-/// (where `make test` and scripts/fetch_weights.py put them), or `$XDG_DATA_HOME/loupe/weights`.
-fn default_weights(model: ModelKind) -> Option<PathBuf> {
-    let file = match model {
-        ModelKind::EfficientnetLite0 => "efficientnet-lite0.safetensors",
-        _ => return None,
-    };
-    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
-    [std::env::var_os("LOUPE_WEIGHTS_DIR").map(PathBuf::from), Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights")), data.map(|d| d.join("loupe/weights"))]
-        .into_iter()
-        .flatten()
-        .map(|d| d.join(file))
-        .find(|p| p.exists())
-}
 
 fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Result<()> {
     use std::io::IsTerminal;
@@ -624,18 +611,8 @@ fn issues_cmd(ds: &Dataset, issues_dir: &Path, cfg: &OofConfig, pred_probs: Opti
     anyhow::ensure!(!samples.is_empty(), "no image has probabilities to examine");
     let findings = issues::find(ds, &samples, &probs, method, rank_by);
     let name = if pred_probs.is_some() { "given-probs".to_string() } else { serde_json::to_value(cfg.model)?.as_str().unwrap_or("model").to_string() };
-    let dir = crate::train::record::new_dir(issues_dir, &name)?;
-    let config = serde_json::json!({
-        "oof": if pred_probs.is_some() { serde_json::Value::Null } else { serde_json::to_value(cfg)? },
-        "pred_probs": pred_probs,
-        "method": method, "rank_by": rank_by,
-        "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": crate::train::record::fingerprint(ds) },
-        "classes": ds.classes,
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    labels::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
-    issues::write_probs_csv(&dir.join("pred_probs.csv"), ds, &samples, &probs)?;
-    issues::write_csv(&dir.join("issues.csv"), &findings)?;
+    let how = serde_json::json!({ "oof": if pred_probs.is_some() { serde_json::Value::Null } else { serde_json::to_value(cfg)? }, "pred_probs": pred_probs, "seconds": started.elapsed().as_secs_f64() });
+    let dir = issues::save_run(issues_dir, &name, ds, how, &samples, &probs, &findings)?;
     if let Some(out) = out {
         issues::write_csv(out, &findings)?;
     }

@@ -20,12 +20,14 @@ pub enum Edit {
     Label { path: String, from: String, to: String },
     Excluded { path: String, from: bool, to: bool },
     Unsure { path: String, from: bool, to: bool },
+    /// Looked at in review and kept as labelled: the review queue does not ask again.
+    Checked { path: String, from: bool, to: bool },
 }
 
 impl Edit {
     pub fn path(&self) -> &str {
         match self {
-            Edit::Label { path, .. } | Edit::Excluded { path, .. } | Edit::Unsure { path, .. } => path,
+            Edit::Label { path, .. } | Edit::Excluded { path, .. } | Edit::Unsure { path, .. } | Edit::Checked { path, .. } => path,
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct SampleState {
     pub label: Option<String>,
     pub excluded: bool,
     pub unsure: bool,
+    /// Reviewed and kept (not an edit of the data: the label is as it was).
+    pub checked: bool,
 }
 
 /// One undo step as the history shows it.
@@ -318,6 +320,15 @@ impl LabelStore {
         self.set_flag(paths, note, |st| st.unsure == unsure, |path| Edit::Unsure { path, from: !unsure, to: unsure })
     }
 
+    /// Marks samples as reviewed and kept, or clears the mark.
+    pub fn set_checked(&mut self, paths: &[String], checked: bool, note: &str) -> Result<Option<Step>, LabelError> {
+        self.set_flag(paths, note, |st| st.checked == checked, |path| Edit::Checked { path, from: !checked, to: checked })
+    }
+
+    pub fn is_checked(&self, path: &str) -> bool {
+        self.state.get(path).is_some_and(|s| s.checked)
+    }
+
     /// One step setting a flag on the samples that do not have it yet.
     fn set_flag(
         &mut self,
@@ -365,6 +376,9 @@ impl LabelStore {
         }
         if st.unsure {
             edits.push(Edit::Unsure { path: path.to_string(), from: true, to: false });
+        }
+        if st.checked {
+            edits.push(Edit::Checked { path: path.to_string(), from: true, to: false });
         }
         self.commit_edits(&format!("revert {path}"), Vec::new(), edits)
     }
@@ -428,6 +442,7 @@ fn apply_edit(state: &mut BTreeMap<String, SampleState>, edit: &Edit) {
         Edit::Label { to, .. } => st.label = Some(to.clone()),
         Edit::Excluded { to, .. } => st.excluded = *to,
         Edit::Unsure { to, .. } => st.unsure = *to,
+        Edit::Checked { to, .. } => st.checked = *to,
     }
 }
 

@@ -310,43 +310,70 @@ fn prune_by_class<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: 
     top_n(members, issues as usize, |i| -probs.row(i)[c].into())
 }
 
-/// For each other class j, the P[j][c] examples labelled c with the largest margin p_j - p_c.
+/// For each other class j, the P[j][c] examples labelled c with the largest margin p_j - p_c
+/// (ties to the lower index).
+///
+/// One pass over the class's rows, each read once and in order, keeping for every j a bounded
+/// heap of the best candidates so far: most margins fall below the heap's floor and cost one
+/// comparison. (Gathering each column and selecting per j reads the whole class once per j.)
 fn prune_by_noise_rate<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
     if members.len() <= 1 {
         return Vec::new();
     }
-    let wanted: Vec<usize> = (0..probs.k).filter(|&j| j != c && prune[j][c] > 0).collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    // The class's rows are scattered through the matrix: gather the needed columns once, so each
-    // margin pass below reads memory in order.
-    let n = members.len();
-    let mut block = vec![0.0f64; wanted.len() * n];
-    let mut own = vec![0.0f64; n];
-    for (m, &i) in members.iter().enumerate() {
+    let wanted: Vec<(usize, usize)> = (0..probs.k).filter(|&j| j != c && prune[j][c] > 0).map(|j| (j, (prune[j][c] as usize).min(members.len()))).collect();
+    let mut heaps: Vec<std::collections::BinaryHeap<Worst>> = wanted.iter().map(|&(_, n)| std::collections::BinaryHeap::with_capacity(n + 1)).collect();
+    // While a heap is not full anything enters; then only what beats its worst.
+    let mut floor = vec![f64::NEG_INFINITY; wanted.len()];
+    let mut full = vec![false; wanted.len()];
+    for &i in members {
         let row = probs.row(i);
-        own[m] = row[c].into();
-        for (w, &j) in wanted.iter().enumerate() {
-            block[w * n + m] = row[j].into();
+        let own: f64 = row[c].into();
+        for (w, &(j, n)) in wanted.iter().enumerate() {
+            let margin = row[j].into() - own;
+            // Members come in ascending index order: an equal margin never beats an earlier one.
+            if full[w] && margin <= floor[w] {
+                continue;
+            }
+            let heap = &mut heaps[w];
+            heap.push(Worst(margin, i));
+            if heap.len() > n {
+                heap.pop();
+            }
+            if heap.len() == n {
+                full[w] = true;
+                floor[w] = heap.peek().map_or(f64::NEG_INFINITY, |x| x.0);
+            }
         }
     }
-    let mut out = Vec::new();
-    let mut keyed: Vec<(f64, usize)> = Vec::with_capacity(n);
-    for (w, &j) in wanted.iter().enumerate() {
-        let column = &block[w * n..(w + 1) * n];
-        keyed.clear();
-        keyed.extend((0..n).map(|m| (column[m] - own[m], members[m])));
-        let count = (prune[j][c] as usize).min(n);
-        let cmp = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if count < n {
-            keyed.select_nth_unstable_by(count, cmp);
-        }
-        out.extend(keyed[..count].iter().map(|&(_, i)| i));
-    }
+    let mut out: Vec<usize> = heaps.into_iter().flat_map(|h| h.into_iter().map(|x| x.1)).collect();
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// A candidate (margin, index) ordered so that the heap's top is the worst kept one: the smallest
+/// margin, and of equal margins the larger index.
+#[derive(Debug, Clone, Copy)]
+struct Worst(f64, usize);
+
+impl PartialEq for Worst {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Worst {}
+
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
 }
 
 /// The quality score of each example's given label (lower = more likely wrong).

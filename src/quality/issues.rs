@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::confident::{self, Method, Probs, RankBy};
 use crate::dataset::stats::path_str;
 use crate::dataset::Dataset;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
     /// Dataset sample index.
     #[serde(skip)]
@@ -27,7 +27,7 @@ pub struct Issue {
     pub rank: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Findings {
     pub method: Method,
     pub rank_by: RankBy,
@@ -69,6 +69,18 @@ pub fn find(ds: &Dataset, samples: &[usize], probs: &[f32], method: Method, rank
     let estimates = confident::estimated_errors_per_class(&labels, p);
     let per_class = (0..k).map(|c| (ds.classes[c].clone(), counts[c], estimates[c])).collect();
     Findings { method, rank_by, examined: samples.len(), issues, per_class }
+}
+
+impl Findings {
+    /// Drops the images a reviewer already kept as labelled (ranks renumbered), so a new search
+    /// does not ask about them again.
+    pub fn without_kept(mut self, kept: &std::collections::HashSet<String>) -> Findings {
+        self.issues.retain(|i| !kept.contains(&i.path));
+        for (r, i) in self.issues.iter_mut().enumerate() {
+            i.rank = r + 1;
+        }
+        self
+    }
 }
 
 /// `issues.csv`: path,given,suggested,self_confidence,rank (paths relative to the dataset root).
@@ -135,4 +147,46 @@ pub fn read_probs_csv(path: &Path, classes: &[String]) -> anyhow::Result<(Vec<Pr
         }
     }
     Ok((rows, problems))
+}
+
+/// Keeps a finished search in a new folder under `issues_dir`: `config.json` (how it was made,
+/// the data fingerprint, the classes), `pred_probs.csv`, the ranked `issues.csv` and
+/// `findings.json` (what the review queue reopens).
+pub fn save_run(issues_dir: &Path, name: &str, ds: &Dataset, how: serde_json::Value, samples: &[usize], probs: &[f32], findings: &Findings) -> anyhow::Result<std::path::PathBuf> {
+    let dir = crate::train::record::new_dir(issues_dir, name)?;
+    let config = serde_json::json!({
+        "how": how,
+        "method": findings.method,
+        "rank_by": findings.rank_by,
+        "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": crate::train::record::fingerprint(ds) },
+        "classes": ds.classes,
+    });
+    crate::dataset::labels::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+    write_probs_csv(&dir.join("pred_probs.csv"), ds, samples, probs)?;
+    write_csv(&dir.join("issues.csv"), findings)?;
+    crate::dataset::labels::write_atomic(&dir.join(FINDINGS), &serde_json::to_vec(findings)?)?;
+    Ok(dir)
+}
+
+const FINDINGS: &str = "findings.json";
+
+/// The newest search kept under `issues_dir` (by when its findings were written), if any.
+pub fn latest(issues_dir: &Path) -> anyhow::Result<Option<(Findings, std::path::PathBuf)>> {
+    let entries = match std::fs::read_dir(issues_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot list {}: {e}", issues_dir.display()),
+    };
+    let newest = entries
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let written = std::fs::metadata(dir.join(FINDINGS)).and_then(|m| m.modified()).ok()?;
+            Some((written, dir))
+        })
+        .max();
+    let Some((_, dir)) = newest else { return Ok(None) };
+    let path = dir.join(FINDINGS);
+    let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let findings = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
+    Ok(Some((findings, dir)))
 }

@@ -78,6 +78,21 @@ impl ModelKind {
     }
 }
 
+/// Installed pretrained weights for `model`: `$LOUPE_WEIGHTS_DIR`, the checkout's `.weights/`
+/// (where `make test` and scripts/fetch_weights.py put them), or `$XDG_DATA_HOME/loupe/weights`.
+pub fn default_weights(model: ModelKind) -> Option<std::path::PathBuf> {
+    let file = match model {
+        ModelKind::EfficientnetLite0 => "efficientnet-lite0.safetensors",
+        _ => return None,
+    };
+    let data = std::env::var_os("XDG_DATA_HOME").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share")));
+    [std::env::var_os("LOUPE_WEIGHTS_DIR").map(std::path::PathBuf::from), Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights")), data.map(|d| d.join("loupe/weights"))]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+}
+
 /// EfficientNet-Lite0 up to its pooled features.
 #[derive(Debug)]
 struct LiteFeatures(EfficientNetLite0);

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::browse::Browse;
 use super::distribution::{Distribution, Show};
 use super::loading::Loader;
+use super::review::Review;
 use super::thumbs::{self, Thumbs};
 use super::workspace::{LabelCmd, Workspace};
 use crate::dataset::{CsvSource, Source};
@@ -27,6 +28,7 @@ pub enum Tab {
     #[default]
     Browse,
     Distribution,
+    Issues,
 }
 
 /// What survives a restart (eframe storage). Dataset edits never go here: they live beside
@@ -73,6 +75,7 @@ pub struct LoupeApp {
     pub tab: Tab,
     pub browse: Browse,
     distribution: Distribution,
+    pub review: Review,
     thumbs: Option<Thumbs>,
     cmds: Vec<LabelCmd>,
     message: Option<(Result<String, String>, Instant)>,
@@ -120,6 +123,7 @@ impl LoupeApp {
             tab: Tab::Browse,
             browse: Browse::default(),
             distribution: Distribution::default(),
+            review: Review::default(),
             thumbs: None,
             cmds: Vec::new(),
             message: None,
@@ -173,6 +177,14 @@ impl LoupeApp {
         }
     }
 
+    /// Puts a search's findings in the review queue and shows it.
+    pub fn review_findings(&mut self, findings: &crate::quality::issues::Findings) {
+        if let State::Ready(ws) = &self.state {
+            self.review.set_findings(ws, findings);
+            self.tab = Tab::Issues;
+        }
+    }
+
     /// Label commands not yet answered by the labels worker (or not yet sent).
     pub fn pending_writes(&self) -> usize {
         self.cmds.len() + self.workspace().map_or(0, |w| w.pending)
@@ -181,7 +193,11 @@ impl LoupeApp {
     fn poll(&mut self, ctx: &egui::Context) {
         if let State::Loading(loader) = &mut self.state {
             match loader.poll() {
-                Some(Ok(ws)) => self.state = State::Ready(Box::new(ws)),
+                Some(Ok(ws)) => {
+                    self.review = Review::default();
+                    self.review.reopen(ctx, &ws);
+                    self.state = State::Ready(Box::new(ws));
+                }
                 Some(Err(msg)) => self.state = State::Failed(msg),
                 // Progress counters change without events: look again soon, not every frame.
                 None => ctx.request_repaint_after(Duration::from_millis(100)),
@@ -206,6 +222,8 @@ impl LoupeApp {
             for m in ws.poll() {
                 self.message = Some((m, Instant::now()));
             }
+            // Polled here, not in its tab, so a search finishes while another tab is shown.
+            self.review.poll(ws);
         }
     }
 
@@ -321,6 +339,7 @@ impl LoupeApp {
                 ui.separator();
                 ui.selectable_value(&mut self.tab, Tab::Browse, "Browse");
                 ui.selectable_value(&mut self.tab, Tab::Distribution, "Distribution");
+                ui.selectable_value(&mut self.tab, Tab::Issues, if self.review.running() { "Issues (searching)" } else { "Issues" });
                 ui.separator();
                 ui.toggle_value(&mut self.show_edits, "Edits");
             });
@@ -336,6 +355,10 @@ impl LoupeApp {
             Tab::Browse => {
                 let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
                 self.browse.show(ui, ws, thumbs, &mut self.cmds);
+            }
+            Tab::Issues => {
+                let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
+                self.review.show(ui, ws, thumbs, &mut self.cmds);
             }
             Tab::Distribution => match self.distribution.show(ui, ws) {
                 Some(Show::Class(c)) => {
@@ -419,6 +442,7 @@ impl LoupeApp {
                                     crate::dataset::journal::Edit::Label { path, from, to } => format!("{path}: {from} → {to}"),
                                     crate::dataset::journal::Edit::Excluded { path, to, .. } => format!("{path}: {}", if *to { "excluded" } else { "included" }),
                                     crate::dataset::journal::Edit::Unsure { path, to, .. } => format!("{path}: {}", if *to { "unsure" } else { "sure" }),
+                                    crate::dataset::journal::Edit::Checked { path, to, .. } => format!("{path}: {}", if *to { "checked, kept" } else { "unchecked" }),
                                 };
                                 ui.label(text);
                                 let still_edited = ws.index_of(e.path()).is_some_and(|i| ws.flags[i].edited);

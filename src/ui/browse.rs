@@ -487,7 +487,7 @@ fn unreadable_list(ui: &mut egui::Ui, ws: &Workspace) {
 /// The full-resolution image of the large view, decoded on a short-lived thread; only the
 /// latest request counts.
 #[derive(Default)]
-struct Viewer {
+pub(crate) struct Viewer {
     current: Option<(usize, TextureHandle)>,
     waiting: Option<(usize, Receiver<Option<egui::ColorImage>>)>,
 }
@@ -496,7 +496,7 @@ struct Viewer {
 const LARGE_MAX: u32 = 4096;
 
 impl Viewer {
-    fn get(&mut self, ctx: &egui::Context, i: usize, path: PathBuf) -> Option<TextureHandle> {
+    pub(crate) fn get(&mut self, ctx: &egui::Context, i: usize, path: PathBuf) -> Option<TextureHandle> {
         if let Some((j, rx)) = &self.waiting {
             if let Ok(img) = rx.try_recv() {
                 if let Some(img) = img {

@@ -6,10 +6,11 @@ pub mod browse;
 pub mod distribution;
 pub mod fonts;
 mod loading;
+pub mod review;
 pub mod thumbs;
 pub mod workspace;
 
-pub use app::LoupeApp;
+pub use app::{LoupeApp, Tab};
 pub use loading::Loader;
 
 use std::path::PathBuf;

@@ -18,12 +18,15 @@ pub struct Flags {
     pub edited: bool,
     pub excluded: bool,
     pub unsure: bool,
+    pub checked: bool,
 }
 
 #[derive(Debug, Clone)]
 pub enum LabelCmd {
     Relabel { paths: Vec<String>, class: String },
     Exclude { paths: Vec<String>, excluded: bool },
+    /// Reviewed and kept as labelled.
+    Check { paths: Vec<String>, checked: bool },
     AddClass(String),
     Revert(String),
     Undo,
@@ -66,6 +69,9 @@ pub struct Workspace {
     pub history: HistoryView,
     /// Where the overlay lives and what it had to recover from, for the user.
     pub notes: Vec<String>,
+    /// The overlay's folder (`.loupe/`, or the user-data fallback): runs and issue searches go
+    /// beside it.
+    pub store_dir: std::path::PathBuf,
     index: HashMap<String, usize>,
     tx: Option<Sender<LabelCmd>>,
     rx: Receiver<LabelReply>,
@@ -92,6 +98,7 @@ impl Workspace {
                 flags[i] = flags_of(&store, path);
             }
         }
+        let store_dir = store.dir().to_path_buf();
         let mut notes = store.warnings.clone();
         notes.insert(0, format!("label edits are saved in {}", store.dir().display()));
         let history = history_of(&store);
@@ -111,6 +118,7 @@ impl Workspace {
             classes,
             history,
             notes,
+            store_dir,
             index,
             tx: Some(tx),
             rx,
@@ -149,6 +157,26 @@ impl Workspace {
                 LabelReply::Failed(e) => out.push(Err(e)),
             }
         }
+        out
+    }
+
+    /// The dataset as training should see it now: current labels, excluded samples left out,
+    /// every known class. Copies the sample list: call it off the UI thread on large datasets.
+    pub fn effective(dataset: &Dataset, labels: &[String], flags: &[Flags], classes: &[String]) -> Dataset {
+        let mut out = dataset.clone_without_samples();
+        out.classes = classes.to_vec();
+        out.samples = dataset
+            .samples
+            .iter()
+            .zip(labels.iter().zip(flags))
+            .filter(|(_, (_, f))| !f.excluded)
+            .map(|(s, (label, _))| {
+                let mut s = s.clone();
+                s.label = label.clone();
+                s.parts = crate::dataset::scan::label_parts(label, dataset.label_columns.len());
+                s
+            })
+            .collect();
         out
     }
 
@@ -207,7 +235,7 @@ struct Mirror {
 
 fn flags_of(store: &LabelStore, path: &str) -> Flags {
     let st = store.sample_state(path);
-    Flags { edited: store.is_edited(path), excluded: st.excluded, unsure: st.unsure }
+    Flags { edited: store.is_edited(path), excluded: st.excluded, unsure: st.unsure, checked: st.checked }
 }
 
 fn history_of(store: &LabelStore) -> HistoryView {
@@ -229,6 +257,10 @@ fn label_worker(mut store: LabelStore, mut m: Mirror, rx: Receiver<LabelCmd>, tx
             LabelCmd::Exclude { paths, excluded } => {
                 let what = if *excluded { "exclude" } else { "include" };
                 store.set_excluded(paths, *excluded, &format!("{what} {}", plural(paths.len()))).map(|s| (s, "done"))
+            }
+            LabelCmd::Check { paths, checked } => {
+                let what = if *checked { "keep" } else { "uncheck" };
+                store.set_checked(paths, *checked, &format!("{what} {}", plural(paths.len()))).map(|s| (s, "kept as labelled"))
             }
             LabelCmd::AddClass(c) => store.add_class(c).map(|s| (s, "class added")),
             LabelCmd::Revert(p) => store.revert(p).map(|s| (s, "reverted")),

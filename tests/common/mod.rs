@@ -161,3 +161,34 @@ pub fn bad_collection(root: &Path) -> Expect {
         classes: vec!["cats", "dogs", "empty_class", "고양이"],
     }
 }
+
+/// Real photos for the pretrained network: 20 variants (crop, mirror, brightness) of each of
+/// three ImageNet photos, one class per photo; variant 7 of each is filed under the next class.
+pub fn planted_photos(root: &Path) -> Vec<(String, &'static str)> {
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join(".testdata/imagenet20");
+    assert!(photos.join(".complete").exists(), "run scripts/bootstrap.sh test first (fetches the photos)");
+    let names = ["dog", "bus", "fruit"];
+    let files = ["imagenet_00_243.jpg", "imagenet_01_559.jpg", "imagenet_02_438.jpg"];
+    let mut planted = Vec::new();
+    for (c, file) in files.iter().enumerate() {
+        let img = image::open(photos.join(file)).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        for k in 0..20u32 {
+            let side = w.min(h) * (70 + k % 4 * 10) / 100;
+            let (x0, y0) = ((w - side) * (k % 5) / 4, (h - side) * (k / 5 % 4) / 3);
+            let mut v = image::imageops::crop_imm(&img, x0, y0, side, side).to_image();
+            if k % 2 == 1 {
+                v = image::imageops::flip_horizontal(&v);
+            }
+            let v = image::imageops::colorops::brighten(&v, k as i32 * 3 - 30);
+            let folder = if k == 7 { names[(c + 1) % 3] } else { names[c] };
+            std::fs::create_dir_all(root.join(folder)).unwrap();
+            let rel = format!("{folder}/{}_{k:02}.jpg", names[c]);
+            image::imageops::resize(&v, 96, 96, image::imageops::FilterType::Triangle).save(root.join(&rel)).unwrap();
+            if k == 7 {
+                planted.push((rel, names[c]));
+            }
+        }
+    }
+    planted
+}

@@ -1,0 +1,392 @@
+//! The Issues tab: "Find label issues" runs cross-validation and confident learning on a
+//! background thread, then a review queue shows the most suspicious image first, large, with the
+//! given and suggested labels, their confidences and neighbours of the suggested class.
+//!
+//! Keys: A accepts the suggestion, 1-9 pick a class, X excludes, Space keeps the given label
+//! (marked checked), J/K or arrows skip. Every decision is a journal step (undo with Ctrl+Z), and
+//! the queue is derived from the journal: an image is reviewed when its label changed since the
+//! search, or it is excluded or checked. So decisions persist, and a new search after fixes does
+//! not ask about kept images again.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+
+use egui::{Key, Modifiers, RichText};
+
+use super::browse::Viewer;
+use super::thumbs::Thumbs;
+use super::workspace::{LabelCmd, Workspace};
+use crate::quality::confident::{Method, RankBy};
+use crate::quality::issues::{self, Findings};
+use crate::quality::oof::{self, OofConfig};
+use crate::train::models::{self, ModelKind};
+
+/// One suspected label error, as the search left it.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    pub sample: usize,
+    /// The label when the search ran.
+    pub given: String,
+    pub suggested: String,
+    pub given_confidence: f32,
+    pub suggested_confidence: f32,
+}
+
+enum JobMsg {
+    Progress(String),
+    Done(Result<(Findings, PathBuf), String>),
+    /// The last search of an earlier session, reopened (None: there was none).
+    Reopened(Result<Option<(Findings, PathBuf)>, String>),
+}
+
+struct Job {
+    rx: Receiver<JobMsg>,
+    cancel: Arc<AtomicBool>,
+    progress: String,
+}
+
+impl Drop for Job {
+    /// A search nobody waits for (another dataset was opened) stops instead of using the CPU.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Side of a neighbour thumbnail, in points.
+const NEIGHBOUR: f32 = 96.0;
+
+/// A probability for people: "<1%" rather than a misleading "0%".
+fn percent(p: f32) -> String {
+    if p < 0.01 {
+        "<1%".into()
+    } else {
+        format!("{:.0}%", p * 100.0)
+    }
+}
+
+pub struct Review {
+    pub queue: Vec<Suspect>,
+    /// Skipped (not decided) in this session: the cursor moves past them.
+    skipped: std::collections::HashSet<usize>,
+    job: Option<Job>,
+    /// Input resolution of the embeddings: smaller is faster on a CPU.
+    pub img_size: u32,
+    pub folds: usize,
+    /// Per-class estimate of label errors from the last search: (class, images, errors).
+    pub per_class: Vec<(String, usize, usize)>,
+    pub status: Option<String>,
+    viewer: Viewer,
+    /// When set, the search runs on this instead of the default weights (tests).
+    pub weights: Option<PathBuf>,
+}
+
+impl Default for Review {
+    fn default() -> Self {
+        Review { queue: Vec::new(), skipped: Default::default(), job: None, img_size: 128, folds: 5, per_class: Vec::new(), status: None, viewer: Viewer::default(), weights: None }
+    }
+}
+
+impl Review {
+    pub fn running(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// Reopens the newest search kept beside the dataset, so a review goes on where it stopped
+    /// (its decisions are in the journal).
+    pub fn reopen(&mut self, ctx: &egui::Context, ws: &Workspace) {
+        let issues_dir = ws.store_dir.join("issues");
+        let (tx, rx) = mpsc::channel();
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name("loupe-issues-reopen".into())
+            .spawn(move || {
+                let _ = tx.send(JobMsg::Reopened(issues::latest(&issues_dir).map_err(|e| format!("{e:#}"))));
+                ctx.request_repaint();
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        self.job = Some(Job { rx, cancel: Arc::new(AtomicBool::new(false)), progress: "reopening the last search".into() });
+    }
+
+    /// Whether the sample was decided since the search: relabelled, excluded or checked.
+    fn reviewed(ws: &Workspace, s: &Suspect) -> bool {
+        let f = ws.flags[s.sample];
+        f.excluded || f.checked || ws.labels[s.sample] != s.given
+    }
+
+    /// Queue entries not yet decided, in rank order.
+    pub fn remaining(&self, ws: &Workspace) -> Vec<usize> {
+        (0..self.queue.len()).filter(|&q| !Self::reviewed(ws, &self.queue[q])).collect()
+    }
+
+    /// The queue entry on screen: the most suspicious undecided one not skipped (skips wrap).
+    pub fn current(&self, ws: &Workspace) -> Option<usize> {
+        let remaining = self.remaining(ws);
+        remaining.iter().copied().find(|&q| !self.skipped.contains(&self.queue[q].sample)).or_else(|| remaining.first().copied())
+    }
+
+    /// Starts the search on the current labels (excluded images left out).
+    pub fn start(&mut self, ctx: &egui::Context, ws: &Workspace) {
+        let weights = self.weights.clone().or_else(|| models::default_weights(ModelKind::EfficientnetLite0));
+        let Some(weights) = weights else {
+            self.status = Some("no pretrained weights found: run `make test` (or scripts/fetch_weights.py) to install EfficientNet-Lite0's".into());
+            return;
+        };
+        let (dataset, labels, flags, classes) = (ws.dataset.clone(), ws.labels.clone(), ws.flags.clone(), ws.classes.clone());
+        let kept: std::collections::HashSet<String> = (0..labels.len()).filter(|&i| flags[i].checked).map(|i| ws.path(i)).collect();
+        let issues_dir = ws.store_dir.join("issues");
+        let cfg = OofConfig { folds: self.folds, img_size: self.img_size, weights: Some(weights), ..Default::default() };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (c, ctx) = (cancel.clone(), ctx.clone());
+        std::thread::Builder::new()
+            .name("loupe-issues".into())
+            .spawn(move || {
+                let ds = Workspace::effective(&dataset, &labels, &flags, &classes);
+                let say = |m: JobMsg| {
+                    let _ = tx.send(m);
+                    ctx.request_repaint();
+                };
+                let progress = |p: oof::Progress| {
+                    say(JobMsg::Progress(match p {
+                        oof::Progress::Embedding { done, total } => format!("embedding images {done} / {total}"),
+                        oof::Progress::Fold { fold, folds } => format!("cross-validation: fold {fold} of {folds}"),
+                        oof::Progress::Epoch { fold, epoch, epochs } => format!("fold {fold}: epoch {epoch} of {epochs}"),
+                    }))
+                };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> anyhow::Result<Option<(Findings, PathBuf)>> {
+                    let Some(oof) = oof::out_of_fold(&ds, &cfg, &issues_dir, &progress, &c)? else { return Ok(None) };
+                    anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
+                    let findings = issues::find(&ds, &oof.samples, &oof.probs, Method::PruneByNoiseRate, RankBy::SelfConfidence).without_kept(&kept);
+                    let dir = issues::save_run(&issues_dir, "efficientnet-lite0", &ds, serde_json::to_value(&cfg)?, &oof.samples, &oof.probs, &findings)?;
+                    Ok(Some((findings, dir)))
+                }));
+                let msg = match result {
+                    Ok(Ok(Some(done))) => Ok(done),
+                    Ok(Ok(None)) => Err("cancelled".to_string()),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Err(_) => Err("the search stopped unexpectedly (see the terminal)".to_string()),
+                };
+                say(JobMsg::Done(msg));
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        self.job = Some(Job { rx, cancel, progress: "starting".into() });
+        self.status = None;
+    }
+
+    /// Takes in what the search reported; `ws` maps result samples back to the window's.
+    pub fn poll(&mut self, ws: &Workspace) {
+        let Some(job) = &mut self.job else { return };
+        while let Ok(msg) = job.rx.try_recv() {
+            match msg {
+                JobMsg::Progress(p) => job.progress = p,
+                JobMsg::Done(Ok((findings, dir))) => {
+                    self.set_findings(ws, &findings);
+                    self.status = Some(format!("{} suspected label errors among {} images; kept in {}", findings.issues.len(), findings.examined, dir.display()));
+                    self.job = None;
+                    return;
+                }
+                JobMsg::Done(Err(e)) => {
+                    self.status = Some(format!("the search did not finish: {e}"));
+                    self.job = None;
+                    return;
+                }
+                JobMsg::Reopened(found) => {
+                    match found {
+                        Ok(Some((findings, dir))) => {
+                            self.set_findings(ws, &findings);
+                            self.status = Some(format!("the last search, from {}", dir.display()));
+                        }
+                        Ok(None) => {}
+                        Err(e) => self.status = Some(format!("the last search could not be reopened: {e}")),
+                    }
+                    self.job = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fills the queue from a search's findings (their paths are the window's samples).
+    pub fn set_findings(&mut self, ws: &Workspace, findings: &Findings) {
+        self.queue = findings
+            .issues
+            .iter()
+            .filter_map(|i| {
+                ws.index_of(&i.path).map(|sample| Suspect { sample, given: i.given.clone(), suggested: i.suggested.clone(), given_confidence: i.self_confidence, suggested_confidence: i.suggested_confidence })
+            })
+            .collect();
+        self.per_class = findings.per_class.clone();
+        self.skipped.clear();
+    }
+
+    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs, cmds: &mut Vec<LabelCmd>) {
+        ui.horizontal(|ui| {
+            if let Some(job) = &self.job {
+                ui.spinner();
+                ui.label(&job.progress);
+                if ui.button("Cancel").clicked() {
+                    job.cancel.store(true, Ordering::Relaxed);
+                }
+            } else {
+                if ui.button("Find label issues").on_hover_text("5-fold cross-validation on embeddings of the pretrained network, then confident learning").clicked() {
+                    self.start(ui.ctx(), ws);
+                }
+                ui.add(egui::Slider::new(&mut self.img_size, 64..=224).text("px"));
+            }
+            if !self.queue.is_empty() {
+                let remaining = self.remaining(ws).len();
+                ui.separator();
+                ui.label(RichText::new(format!("reviewed {} / {}   ·   {remaining} remaining", self.queue.len() - remaining, self.queue.len())).strong());
+            }
+        });
+        if let Some(s) = &self.status {
+            ui.label(s);
+        }
+        if !self.per_class.is_empty() && !self.remaining(ws).is_empty() {
+            egui::CollapsingHeader::new("Estimated label errors per class").show(ui, |ui| self.per_class_grid(ui));
+        }
+        ui.separator();
+        self.undo_keys(ui.ctx(), cmds);
+        let Some(q) = self.current(ws) else {
+            if self.queue.is_empty() {
+                ui.label("No search yet. Find label issues trains on every fold but one and predicts the held-out images, so each image is judged by a model that never saw it.");
+            } else {
+                ui.label("All suspects reviewed. Search again after your fixes: images you kept are not asked about again.");
+            }
+            self.per_class_table(ui);
+            return;
+        };
+        self.keys(ui.ctx(), ws, q, cmds);
+        let s = self.queue[q].clone();
+        let path = ws.path(s.sample);
+        ui.label(RichText::new(format!("#{} of {}   ·   {path}", q + 1, self.queue.len())).monospace());
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(format!("given: {}  ({})", s.given, percent(s.given_confidence))).size(16.0));
+            ui.label(RichText::new("→").size(16.0));
+            ui.label(RichText::new(format!("suggested: {}  ({})", s.suggested, percent(s.suggested_confidence))).size(16.0).strong());
+        });
+        ui.horizontal(|ui| {
+            if ui.button(format!("A  accept {}", s.suggested)).clicked() {
+                cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: s.suggested.clone() });
+            }
+            if ui.button("Space  keep given").clicked() {
+                cmds.push(LabelCmd::Check { paths: vec![path.clone()], checked: true });
+            }
+            if ui.button("X  exclude").clicked() {
+                cmds.push(LabelCmd::Exclude { paths: vec![path.clone()], excluded: true });
+            }
+            if ui.button("J  skip").clicked() {
+                self.skipped.insert(s.sample);
+            }
+            egui::ComboBox::from_id_salt("review-pick").selected_text("other class…").show_ui(ui, |ui| {
+                for (k, c) in ws.classes.iter().enumerate() {
+                    let key = if k < 9 { format!("{}  ", k + 1) } else { String::new() };
+                    if ui.selectable_label(false, format!("{key}{c}")).clicked() {
+                        cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: c.clone() });
+                    }
+                }
+            });
+        });
+        ui.separator();
+        let abs = ws.dataset.abs_path(&ws.dataset.samples[s.sample].path);
+        // Neighbours: the first images currently labelled as the suggested class, as many as fit.
+        let fit = ((ui.available_width() / (NEIGHBOUR + ui.spacing().item_spacing.x)) as usize).max(1);
+        let neighbours: Vec<usize> = (0..ws.labels.len()).filter(|&i| i != s.sample && ws.labels[i] == s.suggested && !ws.flags[i].excluded).take(fit).collect();
+        thumbs.want(ui.ctx(), std::iter::once((s.sample, abs.clone())).chain(neighbours.iter().map(|&i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))));
+        let tex = self.viewer.get(ui.ctx(), s.sample, abs).or_else(|| thumbs.get(s.sample).cloned());
+        let side = (ui.available_height() - 140.0).clamp(120.0, 520.0);
+        match tex {
+            Some(t) => {
+                let size = t.size_vec2();
+                let scale = side / size.x.max(size.y).max(1.0);
+                ui.add(egui::Image::new(&t).fit_to_exact_size(size * scale));
+            }
+            None => {
+                ui.spinner();
+            }
+        }
+        ui.label(format!("images labelled {}:", s.suggested));
+        ui.horizontal(|ui| {
+            for &i in &neighbours {
+                match thumbs.get(i) {
+                    Some(t) => {
+                        ui.add(egui::Image::new(t).fit_to_exact_size(egui::vec2(NEIGHBOUR, NEIGHBOUR))).on_hover_text(ws.path(i));
+                    }
+                    None => {
+                        ui.spinner();
+                    }
+                }
+            }
+        });
+    }
+
+    fn per_class_table(&self, ui: &mut egui::Ui) {
+        if self.per_class.is_empty() {
+            return;
+        }
+        ui.separator();
+        ui.label(RichText::new("Estimated label errors per class").strong());
+        self.per_class_grid(ui);
+    }
+
+    fn per_class_grid(&self, ui: &mut egui::Ui) {
+        egui::Grid::new("issues-per-class").striped(true).show(ui, |ui| {
+            for (class, n, errors) in &self.per_class {
+                ui.label(class);
+                ui.label(format!("{errors} of {n}"));
+                ui.end_row();
+            }
+        });
+    }
+
+    /// Undo and redo also work once the queue is done.
+    fn undo_keys(&self, ctx: &egui::Context, cmds: &mut Vec<LabelCmd>) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        ctx.input_mut(|i| {
+            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y) {
+                cmds.push(LabelCmd::Redo);
+            }
+            if i.consume_key(Modifiers::COMMAND, Key::Z) {
+                cmds.push(LabelCmd::Undo);
+            }
+        });
+    }
+
+    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, q: usize, cmds: &mut Vec<LabelCmd>) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let s = &self.queue[q];
+        let path = ws.path(s.sample);
+        ctx.input_mut(|i| {
+            if i.consume_key(Modifiers::NONE, Key::A) {
+                cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: s.suggested.clone() });
+            }
+            if i.consume_key(Modifiers::NONE, Key::Space) {
+                cmds.push(LabelCmd::Check { paths: vec![path.clone()], checked: true });
+            }
+            if i.consume_key(Modifiers::NONE, Key::X) {
+                cmds.push(LabelCmd::Exclude { paths: vec![path.clone()], excluded: true });
+            }
+            let digits = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            for (k, key) in digits.iter().enumerate() {
+                if i.consume_key(Modifiers::NONE, *key) {
+                    if let Some(class) = ws.classes.get(k) {
+                        cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: class.clone() });
+                    }
+                }
+            }
+            if i.consume_key(Modifiers::NONE, Key::J) || i.consume_key(Modifiers::NONE, Key::ArrowRight) {
+                self.skipped.insert(s.sample);
+            }
+            if i.consume_key(Modifiers::NONE, Key::K) || i.consume_key(Modifiers::NONE, Key::ArrowLeft) {
+                // Back to the last skipped one.
+                self.skipped.clear();
+            }
+        });
+    }
+}
