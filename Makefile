@@ -10,11 +10,13 @@ test:
 	@scripts/bootstrap.sh test
 	cargo test --no-fail-fast
 
-# Benchmarks: see benches/README.md for what each measures and the recorded numbers.
+# Benchmarks: benches/RESULTS.md says what each measures, how to run it, and the recorded numbers.
 bench:
 	@scripts/bootstrap.sh build
 	cargo bench --bench scan
 	cargo bench --bench ui_frames
+	benches/confident_compare.sh
+	benches/label_issues.sh
 
 bootstrap:
 	@scripts/bootstrap.sh gui

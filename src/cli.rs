@@ -150,7 +150,7 @@ pub enum Command {
         /// Epochs per fold (with --full).
         #[arg(long, default_value_t = 5)]
         epochs: usize,
-        /// Input resolution (default: the model's).
+        /// Input resolution (default: 128 for embeddings, the model's with --full).
         #[arg(long, default_value_t = 0)]
         img_size: u32,
         #[arg(long, value_enum, default_value = "prune-by-noise-rate")]

@@ -247,23 +247,18 @@ pub fn find_label_issues<T: Prob>(labels: &[usize], probs: Probs<T>, method: Met
             let counts = class_counts(labels, k);
             let (joint, _) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
             let prune = prune_counts(&calibrate(&joint, &counts), 1, 1.0);
-            let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
-            for (i, &l) in labels.iter().enumerate() {
-                members[l].push(i);
-            }
-            let per_class: Vec<(Vec<usize>, Vec<usize>)> = (0..k)
-                .into_par_iter()
-                .map(|c| {
-                    let by_class = if method == Method::PruneByNoiseRate { Vec::new() } else { prune_by_class(&members[c], c, probs, &prune) };
-                    let by_rate = if method == Method::PruneByClass { Vec::new() } else { prune_by_noise_rate(&members[c], c, probs, &prune) };
-                    (by_class, by_rate)
-                })
-                .collect();
             let mut by_class = vec![false; n];
             let mut by_rate = vec![false; n];
-            for (a, b) in per_class {
-                a.into_iter().for_each(|i| by_class[i] = true);
-                b.into_iter().for_each(|i| by_rate[i] = true);
+            if method != Method::PruneByNoiseRate {
+                let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
+                for (i, &l) in labels.iter().enumerate() {
+                    members[l].push(i);
+                }
+                let per_class: Vec<Vec<usize>> = (0..k).into_par_iter().map(|c| prune_by_class(&members[c], c, probs, &prune)).collect();
+                per_class.into_iter().flatten().for_each(|i| by_class[i] = true);
+            }
+            if method != Method::PruneByClass {
+                prune_by_noise_rate(labels, &counts, probs, &prune).into_iter().for_each(|i| by_rate[i] = true);
             }
             match method {
                 Method::PruneByClass => by_class,
@@ -310,42 +305,69 @@ fn prune_by_class<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: 
     top_n(members, issues as usize, |i| -probs.row(i)[c].into())
 }
 
-/// For each other class j, the P[j][c] examples labelled c with the largest margin p_j - p_c
-/// (ties to the lower index).
+/// For every class c and other class j, the P[j][c] examples labelled c with the largest margin
+/// p_j - p_c (ties to the lower index); classes with one example are left alone.
 ///
-/// One pass over the class's rows, each read once and in order, keeping for every j a bounded
-/// heap of the best candidates so far: most margins fall below the heap's floor and cost one
-/// comparison. (Gathering each column and selecting per j reads the whole class once per j.)
-fn prune_by_noise_rate<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
-    if members.len() <= 1 {
-        return Vec::new();
-    }
-    let wanted: Vec<(usize, usize)> = (0..probs.k).filter(|&j| j != c && prune[j][c] > 0).map(|j| (j, (prune[j][c] as usize).min(members.len()))).collect();
-    let mut heaps: Vec<std::collections::BinaryHeap<Worst>> = wanted.iter().map(|&(_, n)| std::collections::BinaryHeap::with_capacity(n + 1)).collect();
-    // While a heap is not full anything enters; then only what beats its worst.
-    let mut floor = vec![f64::NEG_INFINITY; wanted.len()];
-    let mut full = vec![false; wanted.len()];
-    for &i in members {
-        let row = probs.row(i);
-        let own: f64 = row[c].into();
-        for (w, &(j, n)) in wanted.iter().enumerate() {
-            let margin = row[j].into() - own;
-            // Members come in ascending index order: an equal margin never beats an earlier one.
-            if full[w] && margin <= floor[w] {
-                continue;
+/// The matrix is read once, in order (a streaming read: by class, rows would be gathered from
+/// all over it), split into one chunk per thread. Each chunk keeps a bounded heap per (c, j)
+/// cell; most margins fall below their cell's floor and cost one comparison. The chunks' heaps
+/// are then merged per cell under the same order, which gives the same examples as one pass.
+fn prune_by_noise_rate<T: Prob>(labels: &[usize], counts: &[usize], probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
+    let k = probs.k;
+    // Heap size per cell (c, j) at c * k + j; 0 = nothing to prune.
+    let size: Vec<usize> = (0..k * k)
+        .map(|cell| {
+            let (c, j) = (cell / k, cell % k);
+            if j == c || counts[c] <= 1 || prune[j][c] <= 0 {
+                0
+            } else {
+                (prune[j][c] as usize).min(counts[c])
             }
-            let heap = &mut heaps[w];
-            heap.push(Worst(margin, i));
-            if heap.len() > n {
-                heap.pop();
+        })
+        .collect();
+    let chunk = labels.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let per_chunk: Vec<Vec<std::collections::BinaryHeap<Worst>>> = (0..labels.len())
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let mut heaps: Vec<std::collections::BinaryHeap<Worst>> = (0..k * k).map(|_| std::collections::BinaryHeap::new()).collect();
+            // The margin a candidate must beat: -inf while its heap is not full, then the heap's
+            // worst; +inf where nothing is pruned. Rows come in ascending index order, so an
+            // equal margin never beats an earlier one: strictly greater.
+            let mut floor: Vec<f64> = size.iter().map(|&n| if n == 0 { f64::INFINITY } else { f64::NEG_INFINITY }).collect();
+            for i in start..(start + chunk).min(labels.len()) {
+                let c = labels[i];
+                let row = &probs.row(i)[..k];
+                let own: f64 = row[c].into();
+                let floor = &mut floor[c * k..(c + 1) * k];
+                for j in 0..k {
+                    let margin = row[j].into() - own;
+                    if margin > floor[j] {
+                        let (heap, n) = (&mut heaps[c * k + j], size[c * k + j]);
+                        heap.push(Worst(margin, i));
+                        if heap.len() > n {
+                            heap.pop();
+                        }
+                        if heap.len() == n {
+                            floor[j] = heap.peek().map_or(f64::NEG_INFINITY, |x| x.0);
+                        }
+                    }
+                }
             }
-            if heap.len() == n {
-                full[w] = true;
-                floor[w] = heap.peek().map_or(f64::NEG_INFINITY, |x| x.0);
-            }
-        }
-    }
-    let mut out: Vec<usize> = heaps.into_iter().flat_map(|h| h.into_iter().map(|x| x.1)).collect();
+            heaps
+        })
+        .collect();
+    let mut out: Vec<usize> = (0..k * k)
+        .into_par_iter()
+        .flat_map_iter(|cell| {
+            // Worst orders the best candidates first.
+            let mut all: Vec<Worst> = per_chunk.iter().flat_map(|h| h[cell].iter().copied()).collect();
+            all.sort_unstable();
+            all.truncate(size[cell]);
+            all.into_iter().map(|x| x.1)
+        })
+        .collect();
     out.sort_unstable();
     out.dedup();
     out

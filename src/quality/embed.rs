@@ -19,6 +19,8 @@ use crate::train::models::{self, ModelKind};
 /// Features of some samples: `dim` floats per embedded sample.
 pub struct Embeddings {
     pub dim: usize,
+    /// Sizes of the groups of features that make up a row (they sum to `dim`).
+    pub blocks: Vec<usize>,
     /// Dataset sample indices that were embedded, in the order asked for.
     pub samples: Vec<usize>,
     /// `samples.len() * dim` floats, row-major.
@@ -47,7 +49,8 @@ fn file_key(abs: &Path, rel: &str) -> Option<FileKey> {
 struct CacheHeader {
     model: ModelKind,
     size: u32,
-    dim: usize,
+    /// The descriptor's layout: a cache from another layout (an older Loupe) is rebuilt.
+    blocks: Vec<usize>,
     entries: Vec<FileKey>,
 }
 
@@ -57,26 +60,26 @@ fn cache_path(dir: &Path, model: ModelKind, size: u32) -> PathBuf {
     dir.join(format!("{name}-{size}.emb"))
 }
 
-fn load_cache(path: &Path, model: ModelKind, size: u32) -> Option<(usize, HashMap<FileKey, Vec<f32>>)> {
+fn load_cache(path: &Path, model: ModelKind, size: u32, blocks: &[usize]) -> Option<HashMap<FileKey, Vec<f32>>> {
     let bytes = std::fs::read(path).ok()?;
     let nl = bytes.iter().position(|&b| b == b'\n')?;
     let header: CacheHeader = serde_json::from_slice(&bytes[..nl]).ok()?;
     let body = &bytes[nl + 1..];
-    if header.model != model || header.size != size || body.len() != header.entries.len() * header.dim * 4 {
-        return None; // damaged or another model: rebuilt
+    let dim: usize = blocks.iter().sum();
+    if header.model != model || header.size != size || header.blocks != blocks || body.len() != header.entries.len() * dim * 4 {
+        return None; // damaged, another model or another layout: rebuilt
     }
     let floats: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let map = header.entries.into_iter().enumerate().map(|(i, k)| (k, floats[i * header.dim..(i + 1) * header.dim].to_vec())).collect();
-    Some((header.dim, map))
+    Some(header.entries.into_iter().enumerate().map(|(i, k)| (k, floats[i * dim..(i + 1) * dim].to_vec())).collect())
 }
 
-fn save_cache(path: &Path, model: ModelKind, size: u32, dim: usize, entries: &[(FileKey, &[f32])]) -> std::io::Result<()> {
+fn save_cache(path: &Path, model: ModelKind, size: u32, blocks: &[usize], entries: &[(FileKey, &[f32])]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("emb.tmp");
     let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-    let header = CacheHeader { model, size, dim, entries: entries.iter().map(|(k, _)| k.clone()).collect() };
+    let header = CacheHeader { model, size, blocks: blocks.to_vec(), entries: entries.iter().map(|(k, _)| k.clone()).collect() };
     serde_json::to_writer(&mut w, &header)?;
     w.write_all(b"\n")?;
     for (_, v) in entries {
@@ -103,12 +106,12 @@ pub struct EmbedConfig {
 /// `progress(done, total)` is called after each batch; `None` when `cancel` was set.
 pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Option<&Path>, progress: &dyn Fn(usize, usize), cancel: &AtomicBool) -> anyhow::Result<Option<Embeddings>> {
     let mut vs = nn::VarStore::new(cfg.device);
-    let (net, dim) = cfg.model.build_features(&vs.root())?;
-    let dim = dim as usize;
+    let (net, blocks) = cfg.model.build_embedder(&vs.root())?;
+    let dim: usize = blocks.iter().sum();
     let report = models::load_pretrained(&mut vs, cfg.model, &cfg.weights)?;
     anyhow::ensure!(report.complete(), "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}", cfg.weights.display(), cfg.model, report.missing, report.mismatched);
     let file = cache_dir.map(|d| cache_path(d, cfg.model, cfg.size));
-    let mut cache = file.as_deref().and_then(|f| load_cache(f, cfg.model, cfg.size)).filter(|(d, _)| *d == dim).map(|(_, m)| m).unwrap_or_default();
+    let mut cache = file.as_deref().and_then(|f| load_cache(f, cfg.model, cfg.size, &blocks)).unwrap_or_default();
 
     let keys: Vec<Option<FileKey>> = samples.iter().map(|&i| file_key(&ds.abs_path(&ds.samples[i].path), &path_str(&ds.samples[i].path))).collect();
     let todo: Vec<usize> = (0..samples.len()).filter(|&k| keys[k].as_ref().is_none_or(|key| !cache.contains_key(key))).collect();
@@ -145,7 +148,7 @@ pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Opti
         progress(cached + (b * cfg.batch.max(1) + chunk.len()).min(todo.len()), samples.len());
     }
 
-    let mut out = Embeddings { dim, samples: Vec::new(), data: Vec::new(), skipped, cached };
+    let mut out = Embeddings { dim, blocks: blocks.clone(), samples: Vec::new(), data: Vec::new(), skipped, cached };
     for (k, &i) in samples.iter().enumerate() {
         let v = fresh.get(&k).or_else(|| keys[k].as_ref().and_then(|key| cache.get(key)));
         if let Some(v) = v {
@@ -161,7 +164,7 @@ pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Opti
         }
         let entries: Vec<(FileKey, &[f32])> = cache.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
         // A cache that cannot be written (read-only folder) only costs time next run.
-        let _ = save_cache(file, cfg.model, cfg.size, dim, &entries);
+        let _ = save_cache(file, cfg.model, cfg.size, &blocks, &entries);
     }
     Ok(Some(out))
 }

@@ -54,14 +54,15 @@ impl ModelKind {
     }
 
     /// The network without its classifier under `p` (the same variable names as [`Self::build`],
-    /// so pretrained weights load alike): pooled features per image, and how many.
-    pub fn build_features(self, p: &nn::Path) -> anyhow::Result<(Box<dyn ModuleT>, i64)> {
+    /// so pretrained weights load alike), giving a descriptor per image; and the sizes of the
+    /// descriptor's groups of features (see [`EfficientNetLite0::embedding`]).
+    pub fn build_embedder(self, p: &nn::Path) -> anyhow::Result<(Box<dyn ModuleT>, Vec<usize>)> {
         use tch::vision::resnet;
         Ok(match self {
-            ModelKind::EfficientnetLite0 => (Box::new(LiteFeatures(EfficientNetLite0::new(p, 1))), EfficientNetLite0::FEATURES),
-            ModelKind::Resnet18 => (Box::new(resnet::resnet18_no_final_layer(p)), 512),
-            ModelKind::Resnet34 => (Box::new(resnet::resnet34_no_final_layer(p)), 512),
-            ModelKind::Resnet50 => (Box::new(resnet::resnet50_no_final_layer(p)), 2048),
+            ModelKind::EfficientnetLite0 => (Box::new(LiteEmbedding(EfficientNetLite0::new(p, 1))), EfficientNetLite0::embedding_blocks()),
+            ModelKind::Resnet18 => (Box::new(resnet::resnet18_no_final_layer(p)), vec![512]),
+            ModelKind::Resnet34 => (Box::new(resnet::resnet34_no_final_layer(p)), vec![512]),
+            ModelKind::Resnet50 => (Box::new(resnet::resnet50_no_final_layer(p)), vec![2048]),
             ModelKind::SmallCnn => anyhow::bail!("the small CNN has no pretrained weights to embed images with: use a pretrained model, or train per fold"),
         })
     }
@@ -93,13 +94,13 @@ pub fn default_weights(model: ModelKind) -> Option<std::path::PathBuf> {
         .find(|p| p.exists())
 }
 
-/// EfficientNet-Lite0 up to its pooled features.
+/// EfficientNet-Lite0 as an image descriptor.
 #[derive(Debug)]
-struct LiteFeatures(EfficientNetLite0);
+struct LiteEmbedding(EfficientNetLite0);
 
-impl ModuleT for LiteFeatures {
+impl ModuleT for LiteEmbedding {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.0.features(x, train)
+        self.0.embedding(x, train)
     }
 }
 
