@@ -336,8 +336,8 @@ fn prune_by_noise_rate<T: Prob>(labels: &[usize], counts: &[usize], probs: Probs
             // worst; +inf where nothing is pruned. Rows come in ascending index order, so an
             // equal margin never beats an earlier one: strictly greater.
             let mut floor: Vec<f64> = size.iter().map(|&n| if n == 0 { f64::INFINITY } else { f64::NEG_INFINITY }).collect();
-            for i in start..(start + chunk).min(labels.len()) {
-                let c = labels[i];
+            let end = (start + chunk).min(labels.len());
+            for (i, &c) in labels.iter().enumerate().take(end).skip(start) {
                 let row = &probs.row(i)[..k];
                 let own: f64 = row[c].into();
                 let floor = &mut floor[c * k..(c + 1) * k];
