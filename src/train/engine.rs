@@ -439,6 +439,7 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
             Ok(false)
         })?;
         if cancelled {
+            writeln!(metrics_file, "{}", serde_json::json!({"kind": "end", "cancelled": true}))?;
             return finish(&vs, &run_dir, &policy, cfg.monitor, true, tx);
         }
         let (val_loss, positions, probs) = evaluate(net.as_ref(), val.as_ref(), device, norm, cfg.batch)?;
@@ -478,6 +479,7 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
             break;
         }
     }
+    writeln!(metrics_file, "{}", serde_json::json!({"kind": "end", "cancelled": false}))?;
     finish(&vs, &run_dir, &policy, cfg.monitor, false, tx)
 }
 

@@ -123,3 +123,100 @@ pub fn write_predictions(run_dir: &Path, ds: &Dataset, samples: &[usize], classe
     write_atomic(&run_dir.join("val_predictions.csv"), &w.into_inner()?)?;
     Ok(())
 }
+
+/// One training step as `metrics.jsonl` has it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepPoint {
+    /// Optimiser steps since the run began.
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+}
+
+/// What the runs list shows of a run folder, read from its files.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub config: TrainConfig,
+    /// `config.json` as written, for people to read.
+    pub config_text: String,
+    pub classes: Vec<String>,
+    pub epochs: Vec<EpochMetrics>,
+    pub steps: Vec<StepPoint>,
+    /// The run wrote its end: finished, stopped early or cancelled (`Some(cancelled)`); `None`
+    /// while it runs, or when its process died.
+    pub ended: Option<bool>,
+    /// When the folder was made (seconds since the epoch).
+    pub created: u64,
+}
+
+impl RunSummary {
+    pub fn name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    }
+
+    /// The best epoch by the run's monitored metric.
+    pub fn best(&self) -> Option<&EpochMetrics> {
+        let m = self.config.monitor;
+        self.epochs.iter().max_by(|a, b| m.score(a.macro_f1, a.accuracy, a.val_loss).total_cmp(&m.score(b.macro_f1, b.accuracy, b.val_loss)))
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.epochs.last().map_or(0.0, |e| e.seconds)
+    }
+
+    pub fn status(&self) -> String {
+        let done = self.epochs.last().map_or(0, |e| e.epoch);
+        match self.ended {
+            Some(true) => format!("cancelled at {done}/{}", self.config.epochs),
+            Some(false) if done < self.config.epochs => format!("stopped early at {done}/{}", self.config.epochs),
+            Some(false) => "finished".into(),
+            None => format!("running or interrupted ({done}/{})", self.config.epochs),
+        }
+    }
+}
+
+/// Reads a run folder: its config, epochs, steps and whether it ended.
+pub fn summarize(dir: &Path) -> anyhow::Result<RunSummary> {
+    let (config, doc) = read_config(dir)?;
+    let classes: Vec<String> = serde_json::from_value(doc["classes"].clone()).unwrap_or_default();
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+    let (mut steps, mut ended) = (Vec::new(), None);
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        match v["kind"].as_str() {
+            Some("step") => steps.push(StepPoint {
+                step: v["step"].as_u64().unwrap_or(0) as usize,
+                epoch: v["epoch"].as_u64().unwrap_or(0) as usize,
+                loss: v["loss"].as_f64().unwrap_or(f64::NAN),
+                lr: v["lr"].as_f64().unwrap_or(f64::NAN),
+                images_per_s: v["images_per_s"].as_f64().unwrap_or(f64::NAN),
+            }),
+            Some("end") => ended = Some(v["cancelled"].as_bool().unwrap_or(false)),
+            Some("resume") => ended = None,
+            _ => {}
+        }
+    }
+    // A resumed run counts its steps on from where it stopped: keep the later of duplicates.
+    steps.sort_by_key(|s| s.step);
+    steps.dedup_by(|later, earlier| {
+        let same = later.step == earlier.step;
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
+    let created = std::fs::metadata(dir).and_then(|m| m.created().or_else(|_| m.modified())).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    let config_text = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
+    Ok(RunSummary { dir: dir.to_path_buf(), config, config_text, classes, epochs: read_epochs(dir)?, steps, ended, created })
+}
+
+/// Every run under `runs_dir`, newest first; folders that are not runs are skipped.
+pub fn list_runs(runs_dir: &Path) -> Vec<RunSummary> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Vec::new() };
+    let mut runs: Vec<RunSummary> = entries.filter_map(|e| e.ok()).filter(|e| e.path().join("config.json").is_file()).filter_map(|e| summarize(&e.path()).ok()).collect();
+    runs.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name().cmp(&a.name())));
+    runs
+}

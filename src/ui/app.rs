@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::browse::Browse;
 use super::distribution::{Distribution, Show};
 use super::loading::Loader;
+use super::evaluate::Evaluate;
 use super::review::Review;
 use super::thumbs::{self, Thumbs};
+use super::train::TrainTab;
 use super::workspace::{LabelCmd, Workspace};
 use crate::dataset::{CsvSource, Source};
 
@@ -29,6 +31,8 @@ pub enum Tab {
     Browse,
     Distribution,
     Issues,
+    Train,
+    Evaluate,
 }
 
 /// What survives a restart (eframe storage). Dataset edits never go here: they live beside
@@ -76,6 +80,8 @@ pub struct LoupeApp {
     pub browse: Browse,
     distribution: Distribution,
     pub review: Review,
+    pub train: TrainTab,
+    pub evaluate: Evaluate,
     thumbs: Option<Thumbs>,
     cmds: Vec<LabelCmd>,
     message: Option<(Result<String, String>, Instant)>,
@@ -124,6 +130,8 @@ impl LoupeApp {
             browse: Browse::default(),
             distribution: Distribution::default(),
             review: Review::default(),
+            train: TrainTab::default(),
+            evaluate: Evaluate::default(),
             thumbs: None,
             cmds: Vec::new(),
             message: None,
@@ -196,6 +204,9 @@ impl LoupeApp {
                 Some(Ok(ws)) => {
                     self.review = Review::default();
                     self.review.reopen(ctx, &ws);
+                    self.train = TrainTab::default();
+                    self.train.open(ctx, &ws);
+                    self.evaluate = Evaluate::default();
                     self.state = State::Ready(Box::new(ws));
                 }
                 Some(Err(msg)) => self.state = State::Failed(msg),
@@ -224,6 +235,7 @@ impl LoupeApp {
             }
             // Polled here, not in its tab, so a search finishes while another tab is shown.
             self.review.poll(ws);
+            self.train.poll(ctx, ws);
         }
     }
 
@@ -257,6 +269,14 @@ impl LoupeApp {
         self.poll(&ctx);
         if ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::F12)) {
             self.debug_overlay = !self.debug_overlay;
+        }
+        // Closing during a run asks first; once answered, the run is cancelled and the window closes.
+        if ctx.input(|i| i.viewport().close_requested()) && self.train.running() && !self.train.close_confirmed {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.train.ask_to_close();
+        }
+        if std::mem::take(&mut self.train.close_confirmed) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
         self.menu(ui);
         self.status_bar(ui);
@@ -340,6 +360,8 @@ impl LoupeApp {
                 ui.selectable_value(&mut self.tab, Tab::Browse, "Browse");
                 ui.selectable_value(&mut self.tab, Tab::Distribution, "Distribution");
                 ui.selectable_value(&mut self.tab, Tab::Issues, if self.review.running() { "Issues (searching)" } else { "Issues" });
+                ui.selectable_value(&mut self.tab, Tab::Train, if self.train.running() { "Train (running)" } else { "Train" });
+                ui.selectable_value(&mut self.tab, Tab::Evaluate, "Evaluate");
                 ui.separator();
                 ui.toggle_value(&mut self.show_edits, "Edits");
             });
@@ -359,6 +381,11 @@ impl LoupeApp {
             Tab::Issues => {
                 let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
                 self.review.show(ui, ws, thumbs, &mut self.cmds);
+            }
+            Tab::Train => self.train.show(ui, ws),
+            Tab::Evaluate => {
+                let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
+                self.evaluate.show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
             }
             Tab::Distribution => match self.distribution.show(ui, ws) {
                 Some(Show::Class(c)) => {

@@ -4,10 +4,12 @@
 mod app;
 pub mod browse;
 pub mod distribution;
+pub mod evaluate;
 pub mod fonts;
 mod loading;
 pub mod review;
 pub mod thumbs;
+pub mod train;
 pub mod workspace;
 
 pub use app::{LoupeApp, Tab};

@@ -224,7 +224,7 @@ impl Review {
     pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs, cmds: &mut Vec<LabelCmd>) {
         ui.horizontal(|ui| {
             if let Some(job) = &self.job {
-                ui.spinner();
+                // Progress text, no spinner: a spinner repaints every frame, taking CPU from the search.
                 ui.label(&job.progress);
                 if ui.button("Cancel").clicked() {
                     job.cancel.store(true, Ordering::Relaxed);

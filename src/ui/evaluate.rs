@@ -1,0 +1,408 @@
+//! The Evaluate tab: a run's validation predictions (its best checkpoint's) as a confusion
+//! heatmap, a per-class table, and galleries: the images of a clicked cell, or the top losses.
+//! Images are relabelled right there with the Browse keys, through the same journal.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver};
+
+use egui::{Color32, Key, Modifiers, RichText, Sense, Vec2};
+
+use super::thumbs::Thumbs;
+use super::workspace::{LabelCmd, Workspace};
+
+/// One validation image as the run predicted it.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub path: String,
+    /// Class index of the label the run trained with.
+    pub label: usize,
+    pub predicted: usize,
+    pub probs: Vec<f32>,
+}
+
+impl Prediction {
+    /// Cross-entropy of the label: what "top losses" sorts by.
+    pub fn loss(&self) -> f32 {
+        -self.probs[self.label].max(1e-12).ln()
+    }
+}
+
+/// The classes of a predictions file (its header) and its rows.
+pub type Predictions = (Vec<String>, Vec<Prediction>);
+
+/// A run's `val_predictions.csv`.
+pub fn read_predictions(run_dir: &Path) -> anyhow::Result<Predictions> {
+    let path = run_dir.join("val_predictions.csv");
+    let mut r = csv::Reader::from_path(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e} (a run has predictions once an epoch finished)", path.display()))?;
+    let header = r.headers()?.clone();
+    anyhow::ensure!(header.len() > 3 && &header[0] == "path" && &header[1] == "label" && &header[2] == "predicted", "{} is not a predictions file", path.display());
+    let classes: Vec<String> = header.iter().skip(3).map(str::to_string).collect();
+    let index = |name: &str| classes.iter().position(|c| c == name);
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec?;
+        let (Some(label), Some(predicted)) = (index(&rec[1]), index(&rec[2])) else { continue };
+        let probs: Vec<f32> = rec.iter().skip(3).map(|v| v.parse().unwrap_or(0.0)).collect();
+        if probs.len() == classes.len() {
+            out.push(Prediction { path: rec[0].to_string(), label, predicted, probs });
+        }
+    }
+    Ok((classes, out))
+}
+
+/// Confusion counts: `[true][predicted]`.
+pub fn confusion(k: usize, preds: &[Prediction]) -> Vec<Vec<usize>> {
+    let mut m = vec![vec![0; k]; k];
+    for p in preds {
+        m[p.label][p.predicted] += 1;
+    }
+    m
+}
+
+/// Per class: (precision, recall, F1, support) from a confusion matrix.
+pub fn per_class(m: &[Vec<usize>]) -> Vec<(f64, f64, f64, usize)> {
+    let k = m.len();
+    (0..k)
+        .map(|c| {
+            let tp = m[c][c] as f64;
+            let predicted: usize = (0..k).map(|r| m[r][c]).sum();
+            let support: usize = m[c].iter().sum();
+            let p = if predicted == 0 { 0.0 } else { tp / predicted as f64 };
+            let r = if support == 0 { 0.0 } else { tp / support as f64 };
+            let f1 = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+            (p, r, f1, support)
+        })
+        .collect()
+}
+
+/// What the gallery shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Gallery {
+    /// True class, predicted class: sorted by the prediction's confidence.
+    Cell(usize, usize),
+    TopLosses,
+}
+
+struct Loaded {
+    classes: Vec<String>,
+    preds: Vec<Prediction>,
+    matrix: Vec<Vec<usize>>,
+}
+
+#[derive(Default)]
+pub struct Evaluate {
+    pub run: Option<PathBuf>,
+    loaded: Option<Loaded>,
+    rx: Option<Receiver<(PathBuf, Result<Predictions, String>)>>,
+    pub error: Option<String>,
+    pub gallery: Option<Gallery>,
+    pub normalized: bool,
+    /// Per-class table sort: column and descending.
+    sort: (usize, bool),
+    /// The gallery image the keys act on (a path relative to the dataset root).
+    pub selected: Option<String>,
+}
+
+impl Evaluate {
+    /// Shows `run` (loads its predictions in the background).
+    pub fn select(&mut self, ctx: &egui::Context, run: PathBuf) {
+        if self.run.as_ref() == Some(&run) && (self.loaded.is_some() || self.rx.is_some()) {
+            return;
+        }
+        self.run = Some(run.clone());
+        self.loaded = None;
+        self.gallery = None;
+        self.selected = None;
+        self.error = None;
+        let (tx, rx) = mpsc::channel();
+        let ctx = ctx.clone();
+        let _ = std::thread::Builder::new().name("loupe-eval-load".into()).spawn(move || {
+            let _ = tx.send((run.clone(), read_predictions(&run).map_err(|e| format!("{e:#}"))));
+            ctx.request_repaint();
+        });
+        self.rx = Some(rx);
+    }
+
+    pub fn loading(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    fn poll(&mut self) {
+        let Some(rx) = &self.rx else { return };
+        if let Ok((run, result)) = rx.try_recv() {
+            self.rx = None;
+            if self.run.as_ref() != Some(&run) {
+                return; // another run was chosen meanwhile
+            }
+            match result {
+                Ok((classes, preds)) => {
+                    let matrix = confusion(classes.len(), &preds);
+                    self.loaded = Some(Loaded { classes, preds, matrix });
+                }
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+
+    /// The gallery's images, in display order.
+    pub fn gallery_items(&self) -> Vec<&Prediction> {
+        let (Some(l), Some(g)) = (&self.loaded, self.gallery) else { return Vec::new() };
+        match g {
+            Gallery::Cell(t, p) => {
+                let mut v: Vec<&Prediction> = l.preds.iter().filter(|x| x.label == t && x.predicted == p).collect();
+                v.sort_by(|a, b| b.probs[p].total_cmp(&a.probs[p]));
+                v
+            }
+            Gallery::TopLosses => {
+                let mut v: Vec<&Prediction> = l.preds.iter().collect();
+                v.sort_by(|a, b| b.loss().total_cmp(&a.loss()));
+                v.truncate(60);
+                v
+            }
+        }
+    }
+
+    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, runs: &[crate::train::record::RunSummary], thumbs: &mut Thumbs, cmds: &mut Vec<LabelCmd>) {
+        self.poll();
+        ui.horizontal(|ui| {
+            ui.label("Run:");
+            let current = self.run.as_ref().and_then(|r| r.file_name()).map_or("choose a run".into(), |n| n.to_string_lossy().to_string());
+            let mut chosen = None;
+            egui::ComboBox::from_id_salt("eval-run").selected_text(current).show_ui(ui, |ui| {
+                for r in runs.iter().filter(|r| !r.epochs.is_empty()) {
+                    if ui.selectable_label(self.run.as_ref() == Some(&r.dir), r.name()).clicked() {
+                        chosen = Some(r.dir.clone());
+                    }
+                }
+            });
+            if let Some(run) = chosen {
+                self.select(ui.ctx(), run);
+            }
+            if self.loading() {
+                ui.spinner();
+            }
+            ui.checkbox(&mut self.normalized, "row-normalised");
+            if ui.selectable_label(self.gallery == Some(Gallery::TopLosses), "Top losses").clicked() {
+                self.gallery = Some(Gallery::TopLosses);
+                self.selected = None;
+            }
+        });
+        if let Some(e) = &self.error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        if self.loaded.is_none() {
+            if self.run.is_none() {
+                ui.label("Choose a run: its best checkpoint's validation predictions are shown here.");
+            }
+            return;
+        }
+        self.keys(ui.ctx(), ws, cmds);
+        egui::Panel::left("eval-matrix").resizable(true).default_size(520.0).show(ui, |ui| {
+            egui::ScrollArea::both().show(ui, |ui| {
+                self.heatmap(ui);
+                ui.separator();
+                self.table(ui);
+            });
+        });
+        egui::CentralPanel::default_margins().show(ui, |ui| self.gallery_ui(ui, ws, thumbs));
+    }
+
+    fn heatmap(&mut self, ui: &mut egui::Ui) {
+        let Some(l) = &self.loaded else { return };
+        let k = l.classes.len();
+        ui.label(RichText::new(format!("{} validation images · rows: label, columns: prediction", l.preds.len())).small());
+        let max = l.matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f32;
+        let mut clicked = None;
+        egui::Grid::new("confusion").spacing([2.0, 2.0]).show(ui, |ui| {
+            ui.label("");
+            for c in 0..k {
+                ui.label(RichText::new(short(&l.classes[c])).small()).on_hover_text(&l.classes[c]);
+            }
+            ui.end_row();
+            for r in 0..k {
+                ui.label(RichText::new(short(&l.classes[r])).small()).on_hover_text(&l.classes[r]);
+                let row_sum: usize = l.matrix[r].iter().sum();
+                for c in 0..k {
+                    let n = l.matrix[r][c];
+                    let share = if row_sum == 0 { 0.0 } else { n as f32 / row_sum as f32 };
+                    let strength = if self.normalized { share } else { n as f32 / max };
+                    let base = if r == c { Color32::from_rgb(40, 140, 90) } else { Color32::from_rgb(200, 80, 60) };
+                    let fill = Color32::from_gray(35).lerp_to_gamma(base, strength.sqrt());
+                    let text = if self.normalized { format!("{:.0}%", share * 100.0) } else { n.to_string() };
+                    let selected = self.gallery == Some(Gallery::Cell(r, c));
+                    let resp = ui.add(egui::Button::new(RichText::new(text).color(Color32::WHITE)).fill(fill).min_size(Vec2::new(44.0, 28.0)).selected(selected));
+                    let label = format!("{} → {}: {n}", l.classes[r], l.classes[c]);
+                    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &label));
+                    if resp.on_hover_text(&label).clicked() {
+                        clicked = Some(Gallery::Cell(r, c));
+                    }
+                }
+                ui.end_row();
+            }
+        });
+        if clicked.is_some() {
+            self.gallery = clicked;
+            self.selected = None;
+        }
+    }
+
+    fn table(&mut self, ui: &mut egui::Ui) {
+        let Some(l) = &self.loaded else { return };
+        let stats = per_class(&l.matrix);
+        let mut order: Vec<usize> = (0..stats.len()).collect();
+        let (col, desc) = self.sort;
+        let key = |c: usize| -> f64 {
+            match col {
+                1 => stats[c].0,
+                2 => stats[c].1,
+                3 => stats[c].2,
+                4 => stats[c].3 as f64,
+                _ => 0.0,
+            }
+        };
+        if col == 0 {
+            order.sort_by(|&a, &b| l.classes[a].cmp(&l.classes[b]));
+        } else {
+            order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        }
+        if desc {
+            order.reverse();
+        }
+        let mut sort = self.sort;
+        egui::Grid::new("per-class").striped(true).show(ui, |ui| {
+            for (i, name) in ["class", "precision", "recall", "F1", "images"].iter().enumerate() {
+                let arrow = if sort.0 == i { if sort.1 { " ↓" } else { " ↑" } } else { "" };
+                if ui.button(format!("{name}{arrow}")).clicked() {
+                    sort = if sort.0 == i { (i, !sort.1) } else { (i, i != 0) };
+                }
+            }
+            ui.end_row();
+            for c in order {
+                let (p, r, f1, n) = stats[c];
+                ui.label(&l.classes[c]);
+                ui.label(format!("{p:.3}"));
+                ui.label(format!("{r:.3}"));
+                ui.label(format!("{f1:.3}"));
+                ui.label(n.to_string());
+                ui.end_row();
+            }
+        });
+        self.sort = sort;
+    }
+
+    fn gallery_ui(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs) {
+        let Some(l) = &self.loaded else { return };
+        let title = match self.gallery {
+            Some(Gallery::Cell(r, c)) => format!("labelled {}, predicted {}: most confident first", l.classes[r], l.classes[c]),
+            Some(Gallery::TopLosses) => "top losses: the validation images the run found least likely under their label".into(),
+            None => {
+                ui.label("Click a cell of the matrix to see its images, or Top losses.");
+                return;
+            }
+        };
+        ui.label(RichText::new(title).strong());
+        ui.label(RichText::new("click an image, then 1-9 relabel · Space keep (checked) · X exclude · Ctrl+Z undo").small());
+        let items: Vec<(String, usize, usize, f32)> = self.gallery_items().into_iter().map(|p| (p.path.clone(), p.label, p.predicted, p.probs[p.predicted])).collect();
+        let classes = l.classes.clone();
+        if items.is_empty() {
+            ui.label("No images here.");
+            return;
+        }
+        let cell = Vec2::new(132.0, 150.0);
+        let per_row = ((ui.available_width() / (cell.x + 6.0)) as usize).max(1);
+        let wanted: Vec<(usize, PathBuf)> = items.iter().filter_map(|(p, ..)| ws.index_of(p).map(|i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))).collect();
+        thumbs.want(ui.ctx(), wanted);
+        let mut click = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for row in items.chunks(per_row) {
+                ui.horizontal(|ui| {
+                    for (path, label, predicted, conf) in row {
+                        let Some(i) = ws.index_of(path) else {
+                            ui.label(format!("{path}: no longer in the dataset"));
+                            continue;
+                        };
+                        let now = &ws.labels[i];
+                        let (rect, resp) = ui.allocate_exact_size(cell, Sense::click());
+                        let selected = self.selected.as_deref() == Some(path.as_str());
+                        resp.widget_info(|| egui::WidgetInfo::selected(egui::Role::Image, true, selected, format!("{path} [{now}]")));
+                        let img = egui::Rect::from_min_size(rect.min, Vec2::splat(cell.x));
+                        if let Some(t) = thumbs.get(i) {
+                            let size = t.size_vec2();
+                            let s = cell.x / size.x.max(size.y).max(1.0);
+                            ui.painter().image(t.id(), egui::Rect::from_center_size(img.center(), size * s), egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), Color32::WHITE);
+                        }
+                        if selected {
+                            ui.painter().rect_stroke(rect, 3.0, egui::Stroke::new(2.0, ui.visuals().selection.stroke.color), egui::StrokeKind::Inside);
+                        }
+                        let changed = now != &classes[*label];
+                        let f = ws.flags[i];
+                        let mark = if f.excluded { " ✗" } else if f.checked { " ✓" } else { "" };
+                        let text = format!("{}{} → {} {:.0}%{mark}", if changed { "now " } else { "" }, short(now), short(&classes[*predicted]), conf * 100.0);
+                        ui.painter().text(egui::pos2(rect.min.x + 2.0, rect.max.y - 2.0), egui::Align2::LEFT_BOTTOM, text, egui::FontId::proportional(11.0), if changed { ui.visuals().warn_fg_color } else { ui.visuals().text_color() });
+                        if resp.on_hover_text(path.as_str()).clicked() {
+                            click = Some(path.clone());
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(p) = click {
+            self.selected = Some(p);
+        }
+    }
+
+    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Vec<LabelCmd>) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let selected = self.selected.clone();
+        ctx.input_mut(|i| {
+            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y) {
+                cmds.push(LabelCmd::Redo);
+            }
+            if i.consume_key(Modifiers::COMMAND, Key::Z) {
+                cmds.push(LabelCmd::Undo);
+            }
+            let Some(path) = selected else { return };
+            let digits = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            for (k, key) in digits.iter().enumerate() {
+                if i.consume_key(Modifiers::NONE, *key) {
+                    if let Some(class) = ws.classes.get(k) {
+                        cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: class.clone() });
+                    }
+                }
+            }
+            if i.consume_key(Modifiers::NONE, Key::Space) {
+                cmds.push(LabelCmd::Check { paths: vec![path.clone()], checked: true });
+            }
+            if i.consume_key(Modifiers::NONE, Key::X) {
+                cmds.push(LabelCmd::Exclude { paths: vec![path], excluded: true });
+            }
+        });
+    }
+}
+
+/// A class name short enough for a matrix header.
+fn short(name: &str) -> String {
+    if name.chars().count() <= 10 {
+        name.to_string()
+    } else {
+        format!("{}…", name.chars().take(9).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_class_scores_from_a_confusion_matrix() {
+        // 3 classes; class 2 never predicted.
+        let m = vec![vec![8, 2, 0], vec![1, 9, 0], vec![3, 1, 0]];
+        let s = per_class(&m);
+        assert!((s[0].0 - 8.0 / 12.0).abs() < 1e-12);
+        assert!((s[0].1 - 0.8).abs() < 1e-12);
+        assert_eq!(s[2], (0.0, 0.0, 0.0, 4));
+        assert_eq!(s[1].3, 10);
+    }
+}

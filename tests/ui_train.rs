@@ -1,0 +1,117 @@
+//! The Train and Evaluate tabs on real (tiny) data: a CPU run started from the form sends curve
+//! points and stops on Stop; the runs list shows it; clicking a confusion cell shows exactly its
+//! images; relabelling from the gallery lands in the journal.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui::Key;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use loupe::dataset::{self, LabelStore, Progress, Source};
+use loupe::ui::evaluate::{self, Gallery};
+use loupe::ui::{LoupeApp, Tab};
+
+fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
+}
+
+fn settle(h: &mut Harness<'_, LoupeApp>, limit: Duration, done: impl Fn(&LoupeApp) -> bool) {
+    let t = Instant::now();
+    h.step();
+    while !done(h.state()) {
+        assert!(t.elapsed() < limit, "timed out waiting for the app");
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.step();
+    h.step();
+}
+
+fn idle(app: &LoupeApp) -> bool {
+    !app.is_loading() && app.workspace().is_some() && !app.review.running() && !app.train.loading_runs() && app.pending_writes() == 0
+}
+
+/// Two visually distinct classes (dark and bright noise), 24 images each.
+fn dataset(root: &Path) {
+    for (c, (class, base)) in [("dark", 40u8), ("bright", 200u8)].into_iter().enumerate() {
+        for i in 0..24u32 {
+            let img = image::RgbImage::from_fn(24, 24, |x, y| {
+                let n = ((x * 7 + y * 13 + i * 31 + c as u32 * 17) % 40) as u8;
+                image::Rgb([base.saturating_add(n), base.saturating_add(n / 2), base])
+            });
+            std::fs::create_dir_all(root.join(class)).unwrap();
+            img.save(root.join(format!("{class}/{i:02}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, Duration::from_secs(60), idle);
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    h.get_by_label("Quick, CPU").click();
+    h.step();
+    // Many short epochs so that Stop lands mid-run.
+    h.state_mut().train.cfg.epochs = 200;
+    h.state_mut().train.cfg.img_size = 16;
+    h.state_mut().train.cfg.batch = 8;
+    h.get_by_label("▶ Start").click();
+    settle(&mut h, Duration::from_secs(120), |a| a.train.live.as_ref().is_some_and(|l| l.epochs.len() >= 2));
+    let live = h.state().train.live.as_ref().unwrap();
+    assert!(live.steps.len() >= 2 * 5, "steps of two epochs arrived: {}", live.steps.len());
+    assert!(live.steps.iter().all(|(x, y)| *x > 0.0 && y.is_finite()));
+    h.get_by_label_contains("epoch ");
+    // The runs list shows the run while it runs.
+    settle(&mut h, Duration::from_secs(30), |a| !a.train.runs.is_empty() && !a.train.loading_runs());
+    h.get_by_label("■ Stop").click();
+    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
+    let live = h.state().train.live.as_ref().unwrap();
+    let outcome = live.outcome.clone().expect("the run reported its end").expect("it did not fail");
+    assert!(outcome.starts_with("stopped"), "{outcome}");
+    assert!(live.epochs.len() < 200);
+    let run = h.state().train.runs[0].clone();
+    assert!(run.status().starts_with("cancelled"), "{}", run.status());
+    assert!(run.steps.len() >= live.steps.len() - 1, "the steps on disk are the ones drawn");
+
+    // Evaluate: the run's predictions; a cell shows exactly its images.
+    h.state_mut().tab = Tab::Evaluate;
+    h.state_mut().evaluate.select(&egui::Context::default(), run.dir.clone());
+    settle(&mut h, Duration::from_secs(30), |a| !a.evaluate.loading());
+    let (classes, preds) = evaluate::read_predictions(&run.dir).unwrap();
+    assert_eq!(preds.len(), 10, "20% of 48 images, stratified");
+    let (t, p) = (0, 0);
+    let expected: std::collections::BTreeSet<String> = preds.iter().filter(|x| x.label == t && x.predicted == p).map(|x| x.path.clone()).collect();
+    h.get_by_role_and_label(Role::Button, &format!("{} → {}: {}", classes[t], classes[p], expected.len())).click();
+    h.step();
+    assert_eq!(h.state().evaluate.gallery, Some(Gallery::Cell(t, p)));
+    let shown: std::collections::BTreeSet<String> = h.state().evaluate.gallery_items().iter().map(|x| x.path.clone()).collect();
+    assert_eq!(shown, expected);
+    assert!(!shown.is_empty(), "a trained run predicts some of a class right");
+    // Each shown image is a tile; click one and relabel it with 2 (the second class).
+    let first = shown.iter().next().unwrap().clone();
+    h.get_by_label_contains(&format!("{first} [")).click();
+    h.step();
+    h.key_press(Key::Num2);
+    settle(&mut h, Duration::from_secs(10), |a| a.pending_writes() == 0);
+    let ds = dataset::open(&Source::ImageFolder { root: dir.path().to_path_buf() }, &Progress::default()).unwrap();
+    let store = LabelStore::open(&ds).unwrap();
+    let ws_classes = h.state().workspace().unwrap().classes.clone();
+    assert_eq!(store.label(&first).unwrap(), ws_classes[1]);
+    // Top losses lists every validation image, the worst first.
+    h.get_by_label("Top losses").click();
+    h.step();
+    let losses: Vec<f32> = h.state().evaluate.gallery_items().iter().map(|x| x.loss()).collect();
+    assert_eq!(losses.len(), 10);
+    assert!(losses.windows(2).all(|w| w[0] >= w[1]));
+}
