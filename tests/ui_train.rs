@@ -34,6 +34,17 @@ fn settle(h: &mut Harness<'_, LoupeApp>, limit: Duration, done: impl Fn(&LoupeAp
     h.step();
 }
 
+/// Steps until a widget labelled `label` is there (a modal takes a few frames to appear).
+fn shown(h: &mut Harness<'_, LoupeApp>, label: &str) {
+    for _ in 0..20 {
+        h.step();
+        if h.query_by_label(label).is_some() {
+            return;
+        }
+    }
+    panic!("{label} never appeared");
+}
+
 fn idle(app: &LoupeApp) -> bool {
     !app.is_loading() && app.workspace().is_some() && !app.review.running() && !app.train.loading_runs() && app.pending_writes() == 0
 }
@@ -84,6 +95,17 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     assert!(run.status().starts_with("cancelled"), "{}", run.status());
     assert!(run.steps.len() >= live.steps.len() - 1, "the steps on disk are the ones drawn");
 
+    // Resume from the list: the run goes on in its folder, then stops again.
+    let epochs_before = run.epochs.len();
+    h.get_by_label("resume").click();
+    settle(&mut h, Duration::from_secs(120), |a| a.train.live.as_ref().is_some_and(|l| l.epochs.last().is_some_and(|e| e.epoch > epochs_before)));
+    assert_eq!(h.state().train.live.as_ref().unwrap().run_dir.as_ref(), Some(&run.dir));
+    h.get_by_label("■ Stop").click();
+    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
+    assert_eq!(h.state().train.runs.len(), 1, "resumed in place, no new folder");
+    let run = h.state().train.runs[0].clone();
+    assert!(run.epochs.len() > epochs_before);
+
     // Evaluate: the run's predictions; a cell shows exactly its images.
     h.state_mut().tab = Tab::Evaluate;
     h.state_mut().evaluate.select(&egui::Context::default(), run.dir.clone());
@@ -114,4 +136,48 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     let losses: Vec<f32> = h.state().evaluate.gallery_items().iter().map(|x| x.loss()).collect();
     assert_eq!(losses.len(), 10);
     assert!(losses.windows(2).all(|w| w[0] >= w[1]));
+    let worst: Vec<String> = h.state().evaluate.gallery_items().iter().map(|x| x.path.clone()).collect();
+
+    // Browse sorts by that run's loss: its validation images first, worst first.
+    h.state_mut().tab = Tab::Browse;
+    h.state_mut().browse.sort = loupe::ui::browse::SortBy::RunLoss;
+    h.step();
+    let order = h.state_mut().browse_paths();
+    assert_eq!(order.len(), 48);
+    assert_eq!(&order[..10], &worst[..], "the validation images by loss, then the rest");
+}
+
+#[test]
+fn a_bad_weights_file_is_reported_in_the_window_and_a_run_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    dataset(&data);
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a safetensors file").unwrap();
+    let mut h = harness(LoupeApp::open(egui::Context::default(), data.clone()));
+    settle(&mut h, Duration::from_secs(60), idle);
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    h.state_mut().train.cfg.weights = Some(junk);
+    h.state_mut().train.cfg.img_size = 16;
+    h.get_by_label("▶ Start").click();
+    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
+    let outcome = h.state().train.live.as_ref().unwrap().outcome.clone().unwrap();
+    let err = outcome.expect_err("a junk weights file fails the run");
+    assert!(err.contains("junk.safetensors"), "the message names the file: {err}");
+    h.get_by_label_contains("the run failed");
+
+    // Delete asks first; keeping changes nothing, deleting removes the folder.
+    let runs = h.state().train.runs.clone();
+    assert_eq!(runs.len(), 1, "the failed run left its folder with its config");
+    h.get_by_label("delete").click();
+    shown(&mut h, "Keep");
+    h.get_by_label("Keep").click();
+    h.step();
+    assert!(runs[0].dir.exists());
+    h.get_by_label("delete").click();
+    shown(&mut h, "Delete");
+    h.get_by_label("Delete").click();
+    settle(&mut h, Duration::from_secs(30), |a| a.train.runs.is_empty() && !a.train.loading_runs());
+    assert!(!runs[0].dir.exists());
 }

@@ -185,6 +185,14 @@ impl LoupeApp {
         }
     }
 
+    /// The paths Browse shows, in its order.
+    pub fn browse_paths(&mut self) -> Vec<String> {
+        match &self.state {
+            State::Ready(ws) => self.browse.view(ws).iter().map(|&i| ws.path(i)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Puts a search's findings in the review queue and shows it.
     pub fn review_findings(&mut self, findings: &crate::quality::issues::Findings) {
         if let State::Ready(ws) = &self.state {
@@ -386,6 +394,9 @@ impl LoupeApp {
             Tab::Evaluate => {
                 let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
                 self.evaluate.show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
+                if self.evaluate.take_loaded() {
+                    self.browse.run_scores = self.evaluate.run_scores(ws);
+                }
             }
             Tab::Distribution => match self.distribution.show(ui, ws) {
                 Some(Show::Class(c)) => {

@@ -27,6 +27,18 @@ pub enum SortBy {
     Path,
     Class,
     Size,
+    /// The loss of the run chosen in Evaluate, highest first (its validation images only come
+    /// first; the others follow by path).
+    RunLoss,
+    /// That run's confidence in its prediction, lowest first.
+    RunConfidence,
+}
+
+/// Per sample, a run's (loss of the label, confidence of the prediction), from Evaluate.
+#[derive(Debug, Clone, Default)]
+pub struct RunScores {
+    pub run: String,
+    pub scores: std::collections::HashMap<usize, (f32, f32)>,
 }
 
 const LABEL_H: f32 = 18.0;
@@ -38,6 +50,8 @@ pub struct Browse {
     pub sort: SortBy,
     /// A set of samples chosen elsewhere (a duplicate group, ...), with a title.
     pub only: Option<(String, BTreeSet<usize>)>,
+    /// Scores of the run shown in Evaluate, for the run sorts.
+    pub run_scores: Option<RunScores>,
     pub tile: f32,
     view: Vec<usize>,
     view_key: Option<u64>,
@@ -64,6 +78,7 @@ impl Default for Browse {
             search: String::new(),
             sort: SortBy::Path,
             only: None,
+            run_scores: None,
             tile: 112.0,
             view: Vec::new(),
             view_key: None,
@@ -89,6 +104,7 @@ impl Browse {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (ws.generation, &self.class_filter, self.flag_filter, &self.search, self.sort).hash(&mut h);
             self.only.as_ref().map(|(t, s)| (t, s.len())).hash(&mut h);
+            self.run_scores.as_ref().map(|r| (&r.run, r.scores.len())).hash(&mut h);
             h.finish()
         };
         if self.view_key != Some(key) {
@@ -134,6 +150,14 @@ impl Browse {
             egui::ComboBox::new("sort", "order").selected_text(format!("by {:?}", self.sort).to_lowercase()).show_ui(ui, |ui| {
                 for s in [SortBy::Path, SortBy::Class, SortBy::Size] {
                     ui.selectable_value(&mut self.sort, s, format!("{s:?}"));
+                }
+                let run = self.run_scores.as_ref().map(|r| r.run.clone());
+                for (s, what) in [(SortBy::RunLoss, "loss"), (SortBy::RunConfidence, "confidence")] {
+                    let text = match &run {
+                        Some(r) => format!("{what} of run {r}"),
+                        None => format!("{what} of a run (choose one in Evaluate)"),
+                    };
+                    ui.add_enabled_ui(run.is_some(), |ui| ui.selectable_value(&mut self.sort, s, text));
                 }
             });
             ui.add(egui::Slider::new(&mut self.tile, 48.0..=256.0).text("tile"));
@@ -465,6 +489,19 @@ fn filtered(ws: &Workspace, b: &Browse) -> Vec<usize> {
         SortBy::Path => {}
         SortBy::Class => v.sort_by(|&a, &c| ws.labels[a].cmp(&ws.labels[c]).then(a.cmp(&c))),
         SortBy::Size => v.sort_by_key(|&i| (std::cmp::Reverse(u64::from(samples[i].info.width) * u64::from(samples[i].info.height)), i)),
+        SortBy::RunLoss | SortBy::RunConfidence => {
+            let empty = std::collections::HashMap::new();
+            let scores = b.run_scores.as_ref().map_or(&empty, |r| &r.scores);
+            // Scored images first, by the score; then the rest in path order.
+            let key = |i: usize| -> f32 {
+                match (scores.get(&i), b.sort) {
+                    (Some(&(loss, _)), SortBy::RunLoss) => -loss,
+                    (Some(&(_, conf)), _) => conf,
+                    (None, _) => f32::INFINITY,
+                }
+            };
+            v.sort_by(|&a, &c| key(a).total_cmp(&key(c)).then(a.cmp(&c)));
+        }
     }
     v
 }

@@ -101,6 +101,8 @@ pub struct Evaluate {
     sort: (usize, bool),
     /// The gallery image the keys act on (a path relative to the dataset root).
     pub selected: Option<String>,
+    /// A run was loaded and Browse has not taken its scores yet.
+    fresh: bool,
 }
 
 impl Evaluate {
@@ -138,10 +140,24 @@ impl Evaluate {
                 Ok((classes, preds)) => {
                     let matrix = confusion(classes.len(), &preds);
                     self.loaded = Some(Loaded { classes, preds, matrix });
+                    self.fresh = true;
                 }
                 Err(e) => self.error = Some(e),
             }
         }
+    }
+
+    /// The loaded run's scores per window sample, for Browse's run sorts.
+    pub fn run_scores(&self, ws: &Workspace) -> Option<super::browse::RunScores> {
+        let l = self.loaded.as_ref()?;
+        let run = self.run.as_ref()?.file_name()?.to_string_lossy().to_string();
+        let scores = l.preds.iter().filter_map(|p| ws.index_of(&p.path).map(|i| (i, (p.loss(), p.probs[p.predicted])))).collect();
+        Some(super::browse::RunScores { run, scores })
+    }
+
+    /// Whether a run was loaded since the last call (Browse then takes its scores).
+    pub fn take_loaded(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
     }
 
     /// The gallery's images, in display order.
