@@ -188,8 +188,9 @@ fn a_run_resumes_where_it_stopped_on_the_same_validation_images() {
     assert_eq!(config["config"]["epochs"], 4);
     let lines = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let kinds: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &serde_json::Value| v["kind"] != "step").collect();
-    let summary: Vec<String> = kinds.iter().map(|v| format!("{}{}", v["kind"].as_str().unwrap(), v["metrics"]["epoch"].as_u64().or(v["epoch"].as_u64()).unwrap())).collect();
-    assert_eq!(summary, ["epoch1", "epoch2", "resume3", "epoch3", "epoch4"]);
+    let summary: Vec<String> = kinds.iter().map(|v| format!("{}{}", v["kind"].as_str().unwrap(), v["metrics"]["epoch"].as_u64().or(v["epoch"].as_u64()).map_or(String::new(), |e| e.to_string()))).collect();
+    assert_eq!(summary, ["epoch1", "epoch2", "end", "resume3", "epoch3", "epoch4", "end"]);
+    assert!(kinds.iter().filter(|v| v["kind"] == "end").all(|v| v["cancelled"] == false));
 
     // Nothing left to do: said, not done.
     let h = engine::spawn(open(&data), more, Start::Resume(run_dir.clone()));

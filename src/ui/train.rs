@@ -49,6 +49,9 @@ pub struct Live {
     pub total_epochs: usize,
     pub started: Instant,
     pub outcome: Option<Result<String, String>>,
+    /// GPU memory in use, as nvidia-smi reports it while a CUDA run goes.
+    pub gpu_memory: Option<String>,
+    gpu_rx: Option<Receiver<String>>,
 }
 
 impl Live {
@@ -73,6 +76,9 @@ impl Live {
         while let Ok(ev) = h.rx.try_recv() {
             match ev {
                 Event::Started { run_dir, device, train, val, skipped, .. } => {
+                    if device.starts_with("Cuda") {
+                        self.gpu_rx = Some(watch_gpu_memory(h.cancel.clone()));
+                    }
                     self.run_dir = Some(run_dir);
                     self.device = device;
                     if skipped > 0 {
@@ -102,11 +108,35 @@ impl Live {
                 }
             }
         }
+        if let Some(rx) = &self.gpu_rx {
+            while let Ok(m) = rx.try_recv() {
+                self.gpu_memory = Some(m);
+            }
+        }
         if ended {
             // The worker sends its last event just before it returns: joining is immediate.
             self.handle = None;
+            self.gpu_rx = None;
         }
     }
+}
+
+/// Polls `nvidia-smi` every two seconds (libtorch does not report CUDA memory through tch) until
+/// the run is cancelled or the receiver is dropped. Without nvidia-smi nothing is sent.
+fn watch_gpu_memory(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let _ = std::thread::Builder::new().name("loupe-gpu-memory".into()).spawn(move || {
+        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=memory.used,memory.total", "--format=csv,noheader"]).output();
+            let Ok(out) = out else { return };
+            let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().replace(", ", " of ");
+            if !line.is_empty() && tx.send(format!("GPU memory {line}")).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    });
+    rx
 }
 
 impl Drop for Live {
@@ -308,6 +338,8 @@ impl TrainTab {
             total_epochs,
             started: Instant::now(),
             outcome: None,
+            gpu_memory: None,
+            gpu_rx: None,
         });
         self.message = None;
     }
@@ -627,7 +659,8 @@ impl TrainTab {
                 if live.running() {
                     let (e, s, n) = live.at;
                     let eta = live.eta().map_or(String::new(), |t| format!(" · ETA {}", fmt_secs(t)));
-                    ui.label(format!("epoch {e}/{} · step {s}/{n} · {:.0} img/s{eta} · {}", live.total_epochs, live.images_per_s, live.device));
+                    let gpu = live.gpu_memory.as_ref().map_or(String::new(), |m| format!(" · {m}"));
+                    ui.label(format!("epoch {e}/{} · step {s}/{n} · {:.0} img/s{eta} · {}{gpu}", live.total_epochs, live.images_per_s, live.device));
                 } else if let Some(o) = &live.outcome {
                     match o {
                         Ok(t) => ui.label(t.as_str()),
