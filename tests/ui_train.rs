@@ -181,3 +181,38 @@ fn a_bad_weights_file_is_reported_in_the_window_and_a_run_can_be_deleted() {
     settle(&mut h, Duration::from_secs(30), |a| a.train.runs.is_empty() && !a.train.loading_runs());
     assert!(!runs[0].dir.exists());
 }
+
+/// The window's close button, as the windowing system reports it.
+fn request_close(h: &mut Harness<'_, LoupeApp>) {
+    h.input_mut().viewports.entry(egui::ViewportId::ROOT).or_default().events.push(egui::ViewportEvent::Close);
+}
+
+#[test]
+fn closing_the_window_during_a_run_asks_then_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    settle(&mut h, Duration::from_secs(60), idle);
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    h.state_mut().train.cfg.epochs = 500;
+    h.state_mut().train.cfg.img_size = 16;
+    h.get_by_label("▶ Start").click();
+    settle(&mut h, Duration::from_secs(60), |a| a.train.live.as_ref().is_some_and(|l| !l.epochs.is_empty()));
+    // Keep training: the run goes on.
+    request_close(&mut h);
+    shown(&mut h, "Keep training");
+    h.get_by_label("Keep training").click();
+    h.step();
+    assert!(h.state().train.running());
+    let epochs = h.state().train.live.as_ref().unwrap().epochs.len();
+    settle(&mut h, Duration::from_secs(60), |a| a.train.live.as_ref().is_some_and(|l| l.epochs.len() > epochs));
+    // Stop and close: the run is cancelled (and says so on disk).
+    request_close(&mut h);
+    shown(&mut h, "Stop and close");
+    h.get_by_label("Stop and close").click();
+    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
+    let outcome = h.state().train.live.as_ref().unwrap().outcome.clone().unwrap().unwrap();
+    assert!(outcome.starts_with("stopped"), "{outcome}");
+    assert!(h.state().train.runs[0].status().starts_with("cancelled"));
+}
