@@ -21,12 +21,18 @@ fn generate(root: &Path) {
     if marker.exists() {
         return;
     }
-    eprintln!("generating {} PNGs under {} (once)...", CLASSES * PER_CLASS, root.display());
+    eprintln!(
+        "generating {} PNGs under {} (once)...",
+        CLASSES * PER_CLASS,
+        root.display()
+    );
     (0..CLASSES * PER_CLASS).into_par_iter().for_each(|i| {
         let (c, k) = (i / PER_CLASS, i % PER_CLASS);
         let dir = root.join(format!("class_{c}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let img = ImageBuffer::from_fn(28, 28, |x, y| Luma([((x * y + k as u32 * 7 + c as u32 * 31) % 256) as u8]));
+        let img = ImageBuffer::from_fn(28, 28, |x, y| {
+            Luma([((x * y + k as u32 * 7 + c as u32 * 31) % 256) as u8])
+        });
         img.save(dir.join(format!("{k:05}.png"))).unwrap();
     });
     std::fs::write(marker, "").unwrap();
@@ -40,20 +46,35 @@ fn drop_caches() -> bool {
 
 fn time_open(root: &Path) -> (f64, usize) {
     let t = Instant::now();
-    let ds = dataset::open(&Source::ImageFolder { root: root.to_path_buf() }, &Progress::default()).unwrap();
+    let ds = dataset::open(
+        &Source::ImageFolder {
+            root: root.to_path_buf(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
     (t.elapsed().as_secs_f64(), ds.samples.len())
 }
 
 fn main() {
     let root = std::env::var_os("LOUPE_BENCH_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/scan100k"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/scan100k")
+        });
     generate(&root);
-    println!("scan benchmark: {} ({} threads)", root.display(), rayon::current_num_threads());
+    println!(
+        "scan benchmark: {} ({} threads)",
+        root.display(),
+        rayon::current_num_threads()
+    );
 
     if drop_caches() {
         let (t, n) = time_open(&root);
-        println!("cold: {n} images indexed in {t:.3} s ({:.0} images/s)", n as f64 / t);
+        println!(
+            "cold: {n} images indexed in {t:.3} s ({:.0} images/s)",
+            n as f64 / t
+        );
     } else {
         println!("cold: skipped (dropping the page cache needs root)");
     }
@@ -61,12 +82,23 @@ fn main() {
     let mut warm: Vec<f64> = (0..5).map(|_| time_open(&root).0).collect();
     warm.sort_by(f64::total_cmp);
     let (n, median) = (time_open(&root).1, warm[2]);
-    println!("warm: {n} images indexed, median of 5 runs {median:.3} s (min {:.3}, max {:.3})", warm[0], warm[4]);
+    println!(
+        "warm: {n} images indexed, median of 5 runs {median:.3} s (min {:.3}, max {:.3})",
+        warm[0], warm[4]
+    );
 
     // Statistics need the content hash of every file on top of the index.
-    let ds = dataset::open(&Source::ImageFolder { root: root.clone() }, &Progress::default()).unwrap();
+    let ds = dataset::open(
+        &Source::ImageFolder { root: root.clone() },
+        &Progress::default(),
+    )
+    .unwrap();
     let t = Instant::now();
     let hashes = dataset::stats::hash_samples(&ds);
     let s = dataset::stats::compute_with_hashes(&ds, Some(&hashes));
-    println!("warm: statistics with content hashes in {:.3} s ({} duplicate groups)", t.elapsed().as_secs_f64(), s.duplicates.len());
+    println!(
+        "warm: statistics with content hashes in {:.3} s ({} duplicate groups)",
+        t.elapsed().as_secs_f64(),
+        s.duplicates.len()
+    );
 }

@@ -12,16 +12,23 @@ use crate::dataset::export::{self, ExportFormat};
 use crate::dataset::labels::{self, LabelStore, Step};
 use crate::dataset::stats::path_str;
 use crate::dataset::{self, stats, CsvSource, Dataset, Source};
-use crate::train::engine::{self, Balance, DeviceChoice, Event, LossKind, OptimizerKind, TrainConfig};
 use crate::quality::confident::{Method, RankBy};
 use crate::quality::issues;
 use crate::quality::oof::{self, OofConfig};
+use crate::train::engine::{
+    self, Balance, DeviceChoice, Event, LossKind, OptimizerKind, TrainConfig,
+};
 use crate::train::given_split::{self, GivenSplit};
 use crate::train::models::ModelKind;
 use crate::train::schedule::{Monitor, ScheduleKind};
 
 #[derive(Debug, Parser)]
-#[command(name = "loupe", version, about = "A desktop studio for image-classification datasets", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "loupe",
+    version,
+    about = "A desktop studio for image-classification datasets",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -45,7 +52,11 @@ pub enum Command {
         #[command(flatten)]
         dataset: DatasetArgs,
         /// The class to give every FILE (created if new).
-        #[arg(long, required_unless_present = "from_csv", conflicts_with = "from_csv")]
+        #[arg(
+            long,
+            required_unless_present = "from_csv",
+            conflicts_with = "from_csv"
+        )]
         to: Option<String>,
         /// A CSV with columns path,label: the way a teammate shares a list of fixes.
         #[arg(long)]
@@ -279,7 +290,10 @@ impl TrainArgs {
     fn config(&self) -> TrainConfig {
         TrainConfig {
             model: self.model,
-            weights: self.weights.clone().or_else(|| crate::train::models::default_weights(self.model)),
+            weights: self
+                .weights
+                .clone()
+                .or_else(|| crate::train::models::default_weights(self.model)),
             epochs: self.epochs,
             batch: self.batch,
             lr: self.lr,
@@ -308,24 +322,45 @@ impl TrainArgs {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Stats { dataset, json } => stats_cmd(&dataset, json),
-        Command::Relabel { dataset, to, from_csv, files } => {
+        Command::Relabel {
+            dataset,
+            to,
+            from_csv,
+            files,
+        } => {
             let (ds, mut store) = open_labeled(&dataset)?;
             let changes: Vec<(String, String)> = match (to, from_csv) {
-                (Some(to), _) => resolve_files(&ds, &files)?.into_iter().map(|p| (p, to.clone())).collect(),
+                (Some(to), _) => resolve_files(&ds, &files)?
+                    .into_iter()
+                    .map(|p| (p, to.clone()))
+                    .collect(),
                 (None, Some(csv)) => read_fixes(&ds, &csv)?,
                 (None, None) => unreachable!("clap requires --to or --from-csv"),
             };
             let note = match changes.first() {
-                Some((_, to)) if changes.iter().all(|(_, t)| t == to) => format!("relabel {} file(s) to {to}", changes.len()),
+                Some((_, to)) if changes.iter().all(|(_, t)| t == to) => {
+                    format!("relabel {} file(s) to {to}", changes.len())
+                }
                 _ => format!("relabel {} file(s) from a list", changes.len()),
             };
             report_step(store.relabel(&changes, &note)?.as_ref(), &store)
         }
-        Command::Exclude { dataset, include, files } => {
+        Command::Exclude {
+            dataset,
+            include,
+            files,
+        } => {
             let (ds, mut store) = open_labeled(&dataset)?;
             let paths = resolve_files(&ds, &files)?;
-            let note = format!("{} {} file(s)", if include { "include" } else { "exclude" }, paths.len());
-            report_step(store.set_excluded(&paths, !include, &note)?.as_ref(), &store)
+            let note = format!(
+                "{} {} file(s)",
+                if include { "include" } else { "exclude" },
+                paths.len()
+            );
+            report_step(
+                store.set_excluded(&paths, !include, &note)?.as_ref(),
+                &store,
+            )
         }
         Command::Undo { dataset } => {
             let (_, mut store) = open_labeled(&dataset)?;
@@ -343,7 +378,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let (_, store) = open_labeled(&dataset)?;
             print_history(&store, json)
         }
-        Command::Export { dataset, out, format } => {
+        Command::Export {
+            dataset,
+            out,
+            format,
+        } => {
             let (ds, store) = open_labeled(&dataset)?;
             let effective = store.effective(&ds);
             let r = export::export(&effective, &out, format)?;
@@ -358,7 +397,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Train { dataset, opts, val_dir, split_column, runs } => {
+        Command::Train {
+            dataset,
+            opts,
+            val_dir,
+            split_column,
+            runs,
+        } => {
             let (ds, store) = open_labeled(&dataset)?;
             let mut cfg = opts.config();
             if cfg.weights.is_none() && cfg.model == ModelKind::EfficientnetLite0 {
@@ -378,19 +423,62 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             if let Some(e) = epochs {
                 cfg.epochs = e;
             }
-            let source: Source = serde_json::from_value(doc["dataset"]["source"].clone()).context("the run's config does not say which dataset it trained on")?;
+            let source: Source = serde_json::from_value(doc["dataset"]["source"].clone())
+                .context("the run's config does not say which dataset it trained on")?;
             let opened = dataset::open(&source, &Default::default())?;
-            let ds = if labels::has_overlay(&opened) { LabelStore::open(&opened)?.effective(&opened) } else { opened };
+            let ds = if labels::has_overlay(&opened) {
+                LabelStore::open(&opened)?.effective(&opened)
+            } else {
+                opened
+            };
             let (ds, _) = given_split::prepare(ds, cfg.given_split.as_ref())?;
             train_cmd(ds, cfg, engine::Start::Resume(run))
         }
         Command::Eval { run, path } => eval_cmd(&run, path.as_deref()),
-        Command::Predict { run, folder, out, tta } => predict_cmd(&run, &folder, &out, tta),
-        Command::Issues { dataset, folds, model, weights, full, epochs, img_size, method, rank_by, pred_probs, out, json, seed, device } => {
+        Command::Predict {
+            run,
+            folder,
+            out,
+            tta,
+        } => predict_cmd(&run, &folder, &out, tta),
+        Command::Issues {
+            dataset,
+            folds,
+            model,
+            weights,
+            full,
+            epochs,
+            img_size,
+            method,
+            rank_by,
+            pred_probs,
+            out,
+            json,
+            seed,
+            device,
+        } => {
             let (ds, store) = open_labeled(&dataset)?;
             let ds = store.effective(&ds);
-            let cfg = OofConfig { folds, model, weights: weights.or_else(|| crate::train::models::default_weights(model)), img_size, full, epochs, seed, device };
-            issues_cmd(&ds, &store.dir().join("issues"), &cfg, pred_probs.as_deref(), method, rank_by, out.as_deref(), json)
+            let cfg = OofConfig {
+                folds,
+                model,
+                weights: weights.or_else(|| crate::train::models::default_weights(model)),
+                img_size,
+                full,
+                epochs,
+                seed,
+                device,
+            };
+            issues_cmd(
+                &ds,
+                &store.dir().join("issues"),
+                &cfg,
+                pred_probs.as_deref(),
+                method,
+                rank_by,
+                out.as_deref(),
+                json,
+            )
         }
         Command::Device { json } => {
             let info = crate::train::device::probe();
@@ -398,7 +486,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 println!("{info}");
-                let v = crate::train::device::smoke_test().context("libtorch failed a 64x64 matrix product")?;
+                let v = crate::train::device::smoke_test()
+                    .context("libtorch failed a 64x64 matrix product")?;
                 println!("libtorch smoke test on {}: ok ({v})", info.default_device);
             }
             Ok(())
@@ -432,9 +521,20 @@ fn resolve_files(ds: &Dataset, files: &[PathBuf]) -> anyhow::Result<Vec<String>>
     Ok(files
         .iter()
         .map(|f| {
-            let given: PathBuf = f.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
-            let inside = || f.canonicalize().ok().and_then(|abs| abs.strip_prefix(&root).ok().map(Path::to_path_buf));
-            let rel = if f.is_relative() && ds.root.join(f).exists() { given } else { inside().unwrap_or(given) };
+            let given: PathBuf = f
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            let inside = || {
+                f.canonicalize()
+                    .ok()
+                    .and_then(|abs| abs.strip_prefix(&root).ok().map(Path::to_path_buf))
+            };
+            let rel = if f.is_relative() && ds.root.join(f).exists() {
+                given
+            } else {
+                inside().unwrap_or(given)
+            };
             path_str(&rel)
         })
         .collect())
@@ -442,12 +542,20 @@ fn resolve_files(ds: &Dataset, files: &[PathBuf]) -> anyhow::Result<Vec<String>>
 
 /// A fixes CSV: columns `path,label` (header required), paths relative to the dataset root.
 fn read_fixes(ds: &Dataset, csv_path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let mut r = csv::Reader::from_path(csv_path).with_context(|| format!("cannot read {}", csv_path.display()))?;
+    let mut r = csv::Reader::from_path(csv_path)
+        .with_context(|| format!("cannot read {}", csv_path.display()))?;
     let headers = r.headers()?.clone();
     let col = |name: &str| {
-        headers.iter().position(|h| h.trim() == name).with_context(|| {
-            format!("{} needs the columns path,label; it has: {}", csv_path.display(), headers.iter().collect::<Vec<_>>().join(", "))
-        })
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| {
+                format!(
+                    "{} needs the columns path,label; it has: {}",
+                    csv_path.display(),
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                )
+            })
     };
     let (pi, li) = (col("path")?, col("label")?);
     let mut files = Vec::new();
@@ -471,12 +579,24 @@ fn report_step(step: Option<&Step>, store: &LabelStore) -> anyhow::Result<()> {
     for e in &step.edits {
         match e {
             dataset::journal::Edit::Label { path, from, to } => println!("{path}: {from} -> {to}"),
-            dataset::journal::Edit::Excluded { path, to, .. } => println!("{path}: {}", if *to { "excluded" } else { "included" }),
-            dataset::journal::Edit::Unsure { path, to, .. } => println!("{path}: {}", if *to { "unsure" } else { "sure" }),
-            dataset::journal::Edit::Checked { path, to, .. } => println!("{path}: {}", if *to { "checked, kept" } else { "unchecked" }),
+            dataset::journal::Edit::Excluded { path, to, .. } => {
+                println!("{path}: {}", if *to { "excluded" } else { "included" })
+            }
+            dataset::journal::Edit::Unsure { path, to, .. } => {
+                println!("{path}: {}", if *to { "unsure" } else { "sure" })
+            }
+            dataset::journal::Edit::Checked { path, to, .. } => println!(
+                "{path}: {}",
+                if *to { "checked, kept" } else { "unchecked" }
+            ),
         }
     }
-    println!("step {}: {} (saved in {})", step.seq, step.note, store.dir().display());
+    println!(
+        "step {}: {} (saved in {})",
+        step.seq,
+        step.note,
+        store.dir().display()
+    );
     Ok(())
 }
 
@@ -490,7 +610,16 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
             edits: usize,
             undone: bool,
         }
-        let h: Vec<H> = store.history().map(|s| H { seq: s.seq, time: s.time, note: &s.note, edits: s.edits.len(), undone: s.undone }).collect();
+        let h: Vec<H> = store
+            .history()
+            .map(|s| H {
+                seq: s.seq,
+                time: s.time,
+                note: &s.note,
+                edits: s.edits.len(),
+                undone: s.undone,
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&h)?);
         return Ok(());
     }
@@ -513,7 +642,6 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-
 fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
@@ -524,16 +652,31 @@ fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Res
     let mut first_epoch = None;
     for event in h.rx.iter() {
         match event {
-            Event::Started { run_dir, device, train, val, skipped, classes } => {
+            Event::Started {
+                run_dir,
+                device,
+                train,
+                val,
+                skipped,
+                classes,
+            } => {
                 println!("training on {device}: {train} training / {val} validation images, {} classes; run folder {}", classes.len(), run_dir.display());
                 if skipped > 0 {
                     println!("note: {skipped} image(s) could not be decoded and were skipped");
                 }
             }
-            Event::Step { epoch, step, steps, loss, images_per_s, .. } if tty => {
+            Event::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+                images_per_s,
+                ..
+            } if tty => {
                 // Counted from the first epoch of this process: a resumed run starts midway.
                 let first = *first_epoch.get_or_insert(epoch);
-                let done = ((epoch - first) * steps + step) as f64 / ((epochs + 1 - first) * steps).max(1) as f64;
+                let done = ((epoch - first) * steps + step) as f64
+                    / ((epochs + 1 - first) * steps).max(1) as f64;
                 let eta = started.elapsed().as_secs_f64() * (1.0 - done) / done.max(1e-9);
                 let acc = last_acc.map_or(String::new(), |a: f64| format!("  val acc {a:.3}"));
                 eprint!("\repoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4}{acc}  {images_per_s:.0} img/s  ETA {}   ", duration(eta));
@@ -554,8 +697,17 @@ fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Res
                 }
                 println!("note: {note}");
             }
-            Event::Finished { run_dir, best, monitor, cancelled } => {
-                println!("{} best {} {best:.3}; run folder:", if cancelled { "cancelled;" } else { "done;" }, monitor.name());
+            Event::Finished {
+                run_dir,
+                best,
+                monitor,
+                cancelled,
+            } => {
+                println!(
+                    "{} best {} {best:.3}; run folder:",
+                    if cancelled { "cancelled;" } else { "done;" },
+                    monitor.name()
+                );
                 println!("{}", run_dir.display());
             }
             Event::Failed(msg) => anyhow::bail!("training failed: {msg}"),
@@ -567,7 +719,16 @@ fn train_cmd(ds: Dataset, cfg: TrainConfig, start: engine::Start) -> anyhow::Res
 }
 
 #[allow(clippy::too_many_arguments)]
-fn issues_cmd(ds: &Dataset, issues_dir: &Path, cfg: &OofConfig, pred_probs: Option<&Path>, method: Method, rank_by: RankBy, out: Option<&Path>, json: bool) -> anyhow::Result<()> {
+fn issues_cmd(
+    ds: &Dataset,
+    issues_dir: &Path,
+    cfg: &OofConfig,
+    pred_probs: Option<&Path>,
+    method: Method,
+    rank_by: RankBy,
+    out: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (samples, probs) = match pred_probs {
         Some(file) => {
@@ -575,7 +736,8 @@ fn issues_cmd(ds: &Dataset, issues_dir: &Path, cfg: &OofConfig, pred_probs: Opti
             for p in problems.iter().take(5) {
                 eprintln!("note: {}: {p}", file.display());
             }
-            let by_path: std::collections::HashMap<&str, &Vec<f32>> = rows.iter().map(|(p, v)| (p.as_str(), v)).collect();
+            let by_path: std::collections::HashMap<&str, &Vec<f32>> =
+                rows.iter().map(|(p, v)| (p.as_str(), v)).collect();
             let (mut samples, mut probs) = (Vec::new(), Vec::new());
             for (i, s) in ds.samples.iter().enumerate() {
                 if let Some(p) = by_path.get(path_str(&s.path).as_str()) {
@@ -585,10 +747,16 @@ fn issues_cmd(ds: &Dataset, issues_dir: &Path, cfg: &OofConfig, pred_probs: Opti
             }
             let unknown = rows.len() - samples.len();
             if unknown > 0 {
-                eprintln!("note: {unknown} row(s) of {} name no image of the dataset", file.display());
+                eprintln!(
+                    "note: {unknown} row(s) of {} name no image of the dataset",
+                    file.display()
+                );
             }
             if samples.len() < ds.samples.len() {
-                eprintln!("note: {} image(s) of the dataset have no probabilities and are not examined", ds.samples.len() - samples.len());
+                eprintln!(
+                    "note: {} image(s) of the dataset have no probabilities and are not examined",
+                    ds.samples.len() - samples.len()
+                );
             }
             (samples, probs)
         }
@@ -596,34 +764,69 @@ fn issues_cmd(ds: &Dataset, issues_dir: &Path, cfg: &OofConfig, pred_probs: Opti
             let cancel = std::sync::atomic::AtomicBool::new(false);
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let progress = |p: oof::Progress| match p {
-                oof::Progress::Embedding { done, total } if tty => eprint!("\rembedding {done}/{total} images   "),
-                oof::Progress::Fold { fold, folds } => eprintln!("{}fold {fold}/{folds}", if tty { "\r" } else { "" }),
-                oof::Progress::Epoch { fold, epoch, epochs } => eprintln!("fold {fold}: epoch {epoch}/{epochs}"),
+                oof::Progress::Embedding { done, total } if tty => {
+                    eprint!("\rembedding {done}/{total} images   ")
+                }
+                oof::Progress::Fold { fold, folds } => {
+                    eprintln!("{}fold {fold}/{folds}", if tty { "\r" } else { "" })
+                }
+                oof::Progress::Epoch {
+                    fold,
+                    epoch,
+                    epochs,
+                } => eprintln!("fold {fold}: epoch {epoch}/{epochs}"),
                 _ => {}
             };
-            let oof = oof::out_of_fold(ds, cfg, issues_dir, &progress, &cancel)?.expect("nothing cancels the command line");
+            let oof = oof::out_of_fold(ds, cfg, issues_dir, &progress, &cancel)?
+                .expect("nothing cancels the command line");
             if !oof.skipped.is_empty() {
-                eprintln!("note: {} image(s) could not be decoded and were not examined", oof.skipped.len());
+                eprintln!(
+                    "note: {} image(s) could not be decoded and were not examined",
+                    oof.skipped.len()
+                );
             }
             (oof.samples, oof.probs)
         }
     };
     anyhow::ensure!(!samples.is_empty(), "no image has probabilities to examine");
     let findings = issues::find(ds, &samples, &probs, method, rank_by);
-    let name = if pred_probs.is_some() { "given-probs".to_string() } else { serde_json::to_value(cfg.model)?.as_str().unwrap_or("model").to_string() };
+    let name = if pred_probs.is_some() {
+        "given-probs".to_string()
+    } else {
+        serde_json::to_value(cfg.model)?
+            .as_str()
+            .unwrap_or("model")
+            .to_string()
+    };
     let how = serde_json::json!({ "oof": if pred_probs.is_some() { serde_json::Value::Null } else { serde_json::to_value(cfg)? }, "pred_probs": pred_probs, "seconds": started.elapsed().as_secs_f64() });
     let dir = issues::save_run(issues_dir, &name, ds, how, &samples, &probs, &findings)?;
     if let Some(out) = out {
         issues::write_csv(out, &findings)?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "folder": dir, "findings": findings }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "folder": dir, "findings": findings })
+            )?
+        );
         return Ok(());
     }
-    println!("{} suspected label errors among {} images ({:.1} s):", findings.issues.len(), findings.examined, started.elapsed().as_secs_f64());
-    println!("{:>5}  {:<40} {:<16} {:<16} {:>6}", "rank", "path", "given", "suggested", "p(given)");
+    println!(
+        "{} suspected label errors among {} images ({:.1} s):",
+        findings.issues.len(),
+        findings.examined,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:>5}  {:<40} {:<16} {:<16} {:>6}",
+        "rank", "path", "given", "suggested", "p(given)"
+    );
     for i in findings.issues.iter().take(20) {
-        println!("{:>5}  {:<40} {:<16} {:<16} {:>6.3}", i.rank, i.path, i.given, i.suggested, i.self_confidence);
+        println!(
+            "{:>5}  {:<40} {:<16} {:<16} {:>6.3}",
+            i.rank, i.path, i.given, i.suggested, i.self_confidence
+        );
     }
     if findings.issues.len() > 20 {
         println!("  ... {} more in the CSV", findings.issues.len() - 20);
@@ -653,14 +856,40 @@ fn eval_cmd(run_dir: &Path, path: Option<&Path>) -> anyhow::Result<()> {
         (None, None) => dataset::source_for(&run.dataset_root)?,
     };
     let opened = dataset::open(&source, &Default::default())?;
-    let ds = if labels::has_overlay(&opened) { LabelStore::open(&opened)?.effective(&opened) } else { opened };
+    let ds = if labels::has_overlay(&opened) {
+        LabelStore::open(&opened)?.effective(&opened)
+    } else {
+        opened
+    };
     let (ds, _) = given_split::prepare(ds, run.config.given_split.as_ref())?;
-    let by_path: std::collections::HashMap<String, usize> = ds.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
-    let picked: Vec<usize> = run.val_paths.iter().filter_map(|p| by_path.get(p).copied()).collect();
-    anyhow::ensure!(!picked.is_empty(), "none of the run's {} validation images is in {}", run.val_paths.len(), ds.root.display());
-    let files: Vec<PathBuf> = picked.iter().map(|&i| ds.abs_path(&ds.samples[i].path)).collect();
+    let by_path: std::collections::HashMap<String, usize> = ds
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (path_str(&s.path), i))
+        .collect();
+    let picked: Vec<usize> = run
+        .val_paths
+        .iter()
+        .filter_map(|p| by_path.get(p).copied())
+        .collect();
+    anyhow::ensure!(
+        !picked.is_empty(),
+        "none of the run's {} validation images is in {}",
+        run.val_paths.len(),
+        ds.root.display()
+    );
+    let files: Vec<PathBuf> = picked
+        .iter()
+        .map(|&i| ds.abs_path(&ds.samples[i].path))
+        .collect();
     let probs = run.predict(&files, run.config.batch, false);
-    let class_idx: std::collections::HashMap<&str, usize> = run.classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let class_idx: std::collections::HashMap<&str, usize> = run
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
     let (mut truth, mut preds) = (Vec::new(), Vec::new());
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["path".to_string(), "label".into(), "predicted".into()];
@@ -675,7 +904,11 @@ fn eval_cmd(run_dir: &Path, path: Option<&Path>) -> anyhow::Result<()> {
         let pred = crate::train::metrics::argmax(p);
         truth.push(t);
         preds.push(pred);
-        let mut rec = vec![path_str(&ds.samples[i].path), ds.samples[i].label.clone(), run.classes[pred].clone()];
+        let mut rec = vec![
+            path_str(&ds.samples[i].path),
+            ds.samples[i].label.clone(),
+            run.classes[pred].clone(),
+        ];
         rec.extend(p.iter().map(|v| format!("{v:.6}")));
         w.write_record(&rec)?;
     }
@@ -686,16 +919,31 @@ fn eval_cmd(run_dir: &Path, path: Option<&Path>) -> anyhow::Result<()> {
         println!("note: {unknown} image(s) skipped (unreadable, or a label the run does not know)");
     }
     println!("accuracy {:.4}  macro-F1 {:.4}\n", r.accuracy, r.macro_f1);
-    let width = run.classes.iter().map(|c| c.chars().count()).max().unwrap_or(5).max(5);
+    let width = run
+        .classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!("{:width$}  precision  recall     F1  support", "class");
     for (c, s) in run.classes.iter().zip(&r.per_class) {
-        println!("{c:width$}  {:>9.3}  {:>6.3}  {:>5.3}  {:>7}", s.precision, s.recall, s.f1, s.support);
+        println!(
+            "{c:width$}  {:>9.3}  {:>6.3}  {:>5.3}  {:>7}",
+            s.precision, s.recall, s.f1, s.support
+        );
     }
     println!("\nconfusion (rows: true, columns: predicted, in class order)");
     for (c, row) in run.classes.iter().zip(&r.confusion) {
-        println!("{c:width$}  {}", row.iter().map(|n| format!("{n:>5}")).collect::<String>());
+        println!(
+            "{c:width$}  {}",
+            row.iter().map(|n| format!("{n:>5}")).collect::<String>()
+        );
     }
-    println!("\npredictions written to {}", run.dir.join("eval_predictions.csv").display());
+    println!(
+        "\npredictions written to {}",
+        run.dir.join("eval_predictions.csv").display()
+    );
     Ok(())
 }
 
@@ -739,7 +987,16 @@ fn predict_cmd(run_dir: &Path, folder: &Path, out: &Path, tta: bool) -> anyhow::
         w.write_record(&rec)?;
     }
     crate::dataset::labels::write_atomic(out, &w.into_inner()?)?;
-    println!("{} predictions written to {}{}", files.len() - failed, out.display(), if failed > 0 { format!(" ({failed} unreadable, see the error column)") } else { String::new() });
+    println!(
+        "{} predictions written to {}{}",
+        files.len() - failed,
+        out.display(),
+        if failed > 0 {
+            format!(" ({failed} unreadable, see the error column)")
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 
@@ -776,7 +1033,11 @@ fn stats_cmd(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     let s = stats::compute_with_hashes(&ds, Some(&hashes));
     let mut out = std::io::stdout().lock();
     if json {
-        let report = StatsReport { root: ds.root.display().to_string(), label_columns: &ds.label_columns, stats: &s };
+        let report = StatsReport {
+            root: ds.root.display().to_string(),
+            label_columns: &ds.label_columns,
+            stats: &s,
+        };
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
@@ -785,7 +1046,12 @@ fn stats_cmd(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_summary(out: &mut impl Write, root: &Path, columns: &[String], s: &stats::Stats) -> std::io::Result<()> {
+fn write_summary(
+    out: &mut impl Write,
+    root: &Path,
+    columns: &[String],
+    s: &stats::Stats,
+) -> std::io::Result<()> {
     writeln!(
         out,
         "{}: {} images in {} classes ({} unreadable, {} ignored)",
@@ -796,28 +1062,67 @@ fn write_summary(out: &mut impl Write, root: &Path, columns: &[String], s: &stat
         s.ignored
     )?;
     writeln!(out, "\nClasses ({}):", columns.join(" / "))?;
-    let width = s.classes.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let width = s
+        .classes
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
     write_counts(out, &s.classes, s.images, width)?;
     match s.imbalance_ratio {
-        Some(r) => writeln!(out, "Imbalance: {r:.2}x (largest / smallest non-empty class)")?,
+        Some(r) => writeln!(
+            out,
+            "Imbalance: {r:.2}x (largest / smallest non-empty class)"
+        )?,
         None => writeln!(out, "Imbalance: n/a")?,
     }
-    let rarest: Vec<String> = s.rarest.iter().map(|c| format!("{} ({})", c.name, c.count)).collect();
+    let rarest: Vec<String> = s
+        .rarest
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.count))
+        .collect();
     writeln!(out, "Rarest: {}", rarest.join(", "))?;
     for col in &s.columns {
         writeln!(out, "\nColumn {}:", col.column)?;
-        let w = col.counts.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+        let w = col
+            .counts
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(0);
         write_counts(out, &col.counts, s.images, w)?;
     }
     if s.images > 0 {
         let z = &s.sizes;
         writeln!(out, "\nSizes:")?;
-        writeln!(out, "  width   {:>7.0} .. {:<7.0} median {:.0}", z.width.min, z.width.max, z.width.median)?;
-        writeln!(out, "  height  {:>7.0} .. {:<7.0} median {:.0}", z.height.min, z.height.max, z.height.median)?;
-        writeln!(out, "  aspect  {:>7.2} .. {:<7.2} median {:.2}", z.aspect.min, z.aspect.max, z.aspect.median)?;
-        let common: Vec<String> = z.common.iter().take(5).map(|c| format!("{} ({})", c.name, c.count)).collect();
+        writeln!(
+            out,
+            "  width   {:>7.0} .. {:<7.0} median {:.0}",
+            z.width.min, z.width.max, z.width.median
+        )?;
+        writeln!(
+            out,
+            "  height  {:>7.0} .. {:<7.0} median {:.0}",
+            z.height.min, z.height.max, z.height.median
+        )?;
+        writeln!(
+            out,
+            "  aspect  {:>7.2} .. {:<7.2} median {:.2}",
+            z.aspect.min, z.aspect.max, z.aspect.median
+        )?;
+        let common: Vec<String> = z
+            .common
+            .iter()
+            .take(5)
+            .map(|c| format!("{} ({})", c.name, c.count))
+            .collect();
         writeln!(out, "  most common: {}", common.join(", "))?;
-        let join = |v: &[stats::Count]| v.iter().map(|c| format!("{} {}", c.name, c.count)).collect::<Vec<_>>().join(", ");
+        let join = |v: &[stats::Count]| {
+            v.iter()
+                .map(|c| format!("{} {}", c.name, c.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         writeln!(out, "Formats: {}", join(&s.formats))?;
         writeln!(out, "Colour modes: {}", join(&s.color_modes))?;
     }
@@ -836,21 +1141,43 @@ fn write_summary(out: &mut impl Write, root: &Path, columns: &[String], s: &stat
     for g in s.duplicates.iter().take(10) {
         writeln!(out, "  {}", g.join("  =  "))?;
     }
-    writeln!(out, "Label conflicts: {} (identical files with different labels)", s.label_conflicts.len())?;
+    writeln!(
+        out,
+        "Label conflicts: {} (identical files with different labels)",
+        s.label_conflicts.len()
+    )?;
     for c in s.label_conflicts.iter().take(10) {
-        let pairs: Vec<String> = c.paths.iter().zip(&c.labels).map(|(p, l)| format!("{p} [{l}]")).collect();
+        let pairs: Vec<String> = c
+            .paths
+            .iter()
+            .zip(&c.labels)
+            .map(|(p, l)| format!("{p} [{l}]"))
+            .collect();
         writeln!(out, "  {}", pairs.join("  =  "))?;
     }
     Ok(())
 }
 
-fn write_counts(out: &mut impl Write, counts: &[stats::Count], total: usize, width: usize) -> std::io::Result<()> {
+fn write_counts(
+    out: &mut impl Write,
+    counts: &[stats::Count],
+    total: usize,
+    width: usize,
+) -> std::io::Result<()> {
     let max = counts.iter().map(|c| c.count).max().unwrap_or(0).max(1);
     for c in counts {
         let share = 100.0 * c.count as f64 / total.max(1) as f64;
         let bar = "#".repeat((30 * c.count).div_ceil(max));
         let pad = width.saturating_sub(c.name.chars().count());
-        writeln!(out, "  {}{} {:>7} {:>5.1}%  {}", c.name, " ".repeat(pad), c.count, share, bar)?;
+        writeln!(
+            out,
+            "  {}{} {:>7} {:>5.1}%  {}",
+            c.name,
+            " ".repeat(pad),
+            c.count,
+            share,
+            bar
+        )?;
     }
     Ok(())
 }

@@ -5,7 +5,10 @@ mod common;
 use std::process::Command;
 
 fn loupe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -13,7 +16,11 @@ fn stats_json_on_the_bad_collection() {
     let dir = tempfile::tempdir().unwrap();
     let expect = common::bad_collection(dir.path());
     let out = loupe(&["stats", dir.path().to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["images"], expect.samples.len());
     assert_eq!(v["ignored"], expect.ignored.len());
@@ -21,20 +28,39 @@ fn stats_json_on_the_bad_collection() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().to_string(), c["count"].as_u64().unwrap()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         classes,
-        vec![("dogs".into(), 8), ("cats".into(), 4), ("고양이".into(), 1), ("empty_class".into(), 0)]
+        vec![
+            ("dogs".into(), 8),
+            ("cats".into(), 4),
+            ("고양이".into(), 1),
+            ("empty_class".into(), 0)
+        ]
     );
     let mut unreadable: Vec<(String, String)> = v["unreadable"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| (u["path"].as_str().unwrap().to_string(), u["kind"].as_str().unwrap().to_string()))
+        .map(|u| {
+            (
+                u["path"].as_str().unwrap().to_string(),
+                u["kind"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     unreadable.sort();
-    let mut want: Vec<(String, String)> = expect.rejected.iter().map(|(p, k)| (p.to_string(), k.to_string())).collect();
+    let mut want: Vec<(String, String)> = expect
+        .rejected
+        .iter()
+        .map(|(p, k)| (p.to_string(), k.to_string()))
+        .collect();
     want.sort();
     assert_eq!(unreadable, want);
     assert!(v["unreadable"][0]["reason"].as_str().unwrap().len() > 10);
@@ -47,17 +73,43 @@ fn stats_json_on_the_bad_collection() {
 #[test]
 fn stats_readable_summary_on_a_csv_dataset() {
     let dir = tempfile::tempdir().unwrap();
-    for (i, (p, _)) in [("img/a.jpg", 0), ("img/b.jpg", 1), ("img/c.jpg", 2)].iter().enumerate() {
+    for (i, (p, _)) in [("img/a.jpg", 0), ("img/b.jpg", 1), ("img/c.jpg", 2)]
+        .iter()
+        .enumerate()
+    {
         common::write_jpeg(&dir.path().join(p), 10 + i as u32, 10, i as u8);
     }
-    std::fs::write(dir.path().join("labels.csv"), "file,mask,gender\nimg/a.jpg,wear,female\nimg/b.jpg,wear,male\nimg/c.jpg,off,male\n").unwrap();
+    std::fs::write(
+        dir.path().join("labels.csv"),
+        "file,mask,gender\nimg/a.jpg,wear,female\nimg/b.jpg,wear,male\nimg/c.jpg,off,male\n",
+    )
+    .unwrap();
     let root = dir.path().to_str().unwrap();
-    let out = loupe(&["stats", root, "--csv", "labels.csv", "--path-col", "file", "--label-col", "mask,gender"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = loupe(&[
+        "stats",
+        root,
+        "--csv",
+        "labels.csv",
+        "--path-col",
+        "file",
+        "--label-col",
+        "mask,gender",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("3 images in 3 classes"), "{text}");
-    assert!(text.contains("wear/female") && text.contains("off/male"), "{text}");
-    assert!(text.contains("Column mask:") && text.contains("Column gender:"), "{text}");
+    assert!(
+        text.contains("wear/female") && text.contains("off/male"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Column mask:") && text.contains("Column gender:"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -75,14 +127,24 @@ fn stats_on_a_folder_without_images_fails_clearly() {
     let out = loupe(&["stats", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("error: no images found in") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: no images found in") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
 fn device_probe_runs_libtorch() {
     let out = loupe(&["device"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     // 64x64 ones matrix squared: every entry 64, sum 64^3.
-    assert!(text.contains("smoke test") && text.contains("(262144)"), "{text}");
+    assert!(
+        text.contains("smoke test") && text.contains("(262144)"),
+        "{text}"
+    );
 }

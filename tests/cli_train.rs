@@ -8,18 +8,30 @@ use std::process::Command;
 use image::{ImageBuffer, Rgb};
 
 fn loupe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn colour_images(root: &Path, per_class: usize, offset: u32) {
-    for (name, c) in [("blue", [40u8, 40, 200]), ("green", [40, 200, 40]), ("red", [200, 40, 40])] {
+    for (name, c) in [
+        ("blue", [40u8, 40, 200]),
+        ("green", [40, 200, 40]),
+        ("red", [200, 40, 40]),
+    ] {
         std::fs::create_dir_all(root.join(name)).unwrap();
         for k in 0..per_class {
             let img = ImageBuffer::from_fn(16, 16, |x, y| {
                 let n = ((x * 31 + y * 17 + (k as u32 + offset) * 13) % 60) as u8;
-                Rgb([c[0].saturating_add(n), c[1].saturating_add(n), c[2].saturating_add(n)])
+                Rgb([
+                    c[0].saturating_add(n),
+                    c[1].saturating_add(n),
+                    c[2].saturating_add(n),
+                ])
             });
-            img.save(root.join(name).join(format!("{k:02}.png"))).unwrap();
+            img.save(root.join(name).join(format!("{k:02}.png")))
+                .unwrap();
         }
     }
 }
@@ -30,18 +42,56 @@ fn train_then_eval_then_predict() {
     let data = dir.path().join("data");
     colour_images(&data, 20, 0);
     let d = data.to_str().unwrap();
-    let out = loupe(&["train", d, "--model", "small-cnn", "--epochs", "3", "--img-size", "16", "--batch", "16", "--lr", "0.01", "--device", "cpu", "--seed", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = loupe(&[
+        "train",
+        d,
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "3",
+        "--img-size",
+        "16",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--seed",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().filter(|l| l.starts_with("epoch ")).count(), 3, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("epoch ")).count(),
+        3,
+        "{text}"
+    );
     let run = PathBuf::from(text.lines().last().unwrap());
-    assert!(run.starts_with(data.join(".loupe/runs")), "runs go beside the dataset by default: {}", run.display());
+    assert!(
+        run.starts_with(data.join(".loupe/runs")),
+        "runs go beside the dataset by default: {}",
+        run.display()
+    );
     assert!(run.join("best.safetensors").exists());
 
     let out = loupe(&["eval", run.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("accuracy") && text.contains("precision  recall") && text.contains("confusion"), "{text}");
+    assert!(
+        text.contains("accuracy")
+            && text.contains("precision  recall")
+            && text.contains("confusion"),
+        "{text}"
+    );
     assert!(run.join("eval_predictions.csv").exists());
 
     // New images of the same classes, plus one that cannot be read.
@@ -49,16 +99,41 @@ fn train_then_eval_then_predict() {
     colour_images(&fresh, 5, 100);
     std::fs::write(fresh.join("red/garbage.png"), b"not an image").unwrap();
     let preds = dir.path().join("preds.csv");
-    let out = loupe(&["predict", run.to_str().unwrap(), fresh.to_str().unwrap(), "--out", preds.to_str().unwrap(), "--tta"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = loupe(&[
+        "predict",
+        run.to_str().unwrap(),
+        fresh.to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+        "--tta",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut rdr = csv::Reader::from_path(&preds).unwrap();
     let headers = rdr.headers().unwrap().clone();
-    assert_eq!(headers.iter().collect::<Vec<_>>(), ["path", "predicted", "confidence", "blue", "green", "red", "error"]);
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        [
+            "path",
+            "predicted",
+            "confidence",
+            "blue",
+            "green",
+            "red",
+            "error"
+        ]
+    );
     let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 16);
     let bad = rows.iter().find(|r| &r[0] == "red/garbage.png").unwrap();
     assert!(bad[1].is_empty() && !bad[6].is_empty());
-    let right = rows.iter().filter(|r| r[0].split('/').next() == Some(&r[1])).count();
+    let right = rows
+        .iter()
+        .filter(|r| r[0].split('/').next() == Some(&r[1]))
+        .count();
     assert!(right >= 13, "{right}/15 new images predicted right");
 }
 
@@ -77,35 +152,93 @@ fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
     colour_images(&data, 12, 0);
     colour_images(&val, 3, 50);
     let out = loupe(&[
-        "train", data.to_str().unwrap(), "--val-dir", val.to_str().unwrap(), "--model", "small-cnn", "--epochs", "1", "--img-size", "16", "--batch", "8",
-        "--lr", "0.01", "--device", "cpu", "--schedule", "step", "--head-lr", "0.02",
+        "train",
+        data.to_str().unwrap(),
+        "--val-dir",
+        val.to_str().unwrap(),
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--img-size",
+        "16",
+        "--batch",
+        "8",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--schedule",
+        "step",
+        "--head-lr",
+        "0.02",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("36 training / 9 validation images"), "{text}");
     let run = PathBuf::from(text.lines().last().unwrap());
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     let val_paths: Vec<String> = serde_json::from_value(config["split"]["val"].clone()).unwrap();
     let val_root = val.canonicalize().unwrap();
-    assert!(val_paths.len() == 9 && val_paths.iter().all(|p| Path::new(p).starts_with(&val_root)), "{val_paths:?}");
+    assert!(
+        val_paths.len() == 9
+            && val_paths
+                .iter()
+                .all(|p| Path::new(p).starts_with(&val_root)),
+        "{val_paths:?}"
+    );
     assert_eq!(config["config"]["head_lr"], 0.02);
     assert_eq!(config["config"]["schedule"], "step");
 
     let out = loupe(&["resume", run.to_str().unwrap(), "--epochs", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("36 training / 9 validation images") && text.contains("resuming at epoch 2 of 2"), "{text}");
+    assert!(
+        text.contains("36 training / 9 validation images")
+            && text.contains("resuming at epoch 2 of 2"),
+        "{text}"
+    );
     assert!(text.lines().any(|l| l.starts_with("epoch 2/2")), "{text}");
     assert_eq!(PathBuf::from(text.lines().last().unwrap()), run);
 
     let out = loupe(&["eval", run.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("9 validation images"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("9 validation images"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // A validation folder with a class the training data lacks is refused in words.
     colour_images(&dir.path().join("odd"), 1, 0);
     std::fs::rename(dir.path().join("odd/red"), dir.path().join("odd/purple")).unwrap();
-    let out = loupe(&["train", data.to_str().unwrap(), "--val-dir", dir.path().join("odd").to_str().unwrap(), "--model", "small-cnn", "--device", "cpu"]);
+    let out = loupe(&[
+        "train",
+        data.to_str().unwrap(),
+        "--val-dir",
+        dir.path().join("odd").to_str().unwrap(),
+        "--model",
+        "small-cnn",
+        "--device",
+        "cpu",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("classes the training data lacks: purple"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("classes the training data lacks: purple"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -13,7 +13,10 @@ use std::collections::{HashMap, HashSet};
 
 fn fixtures() -> Vec<Value> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cleanlab");
-    let mut out: Vec<Value> = std::fs::read_dir(&dir).unwrap().map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap()).collect();
+    let mut out: Vec<Value> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
     out.sort_by_key(|f| f["name"].as_str().unwrap().to_string());
     assert_eq!(out.len(), 4, "fixtures in {}", dir.display());
     out
@@ -33,7 +36,10 @@ fn method(name: &str) -> Method {
 /// `got` and `want` rank the same examples in the same order, except at most one example in and
 /// one out per given class.
 fn same_up_to_rounding_ties(got: &[usize], want: &[usize], labels: &[usize], context: &str) {
-    let (g, w): (HashSet<usize>, HashSet<usize>) = (got.iter().copied().collect(), want.iter().copied().collect());
+    let (g, w): (HashSet<usize>, HashSet<usize>) = (
+        got.iter().copied().collect(),
+        want.iter().copied().collect(),
+    );
     let mut per_class: HashMap<usize, (usize, usize)> = HashMap::new();
     for &i in g.difference(&w) {
         per_class.entry(labels[i]).or_default().0 += 1;
@@ -41,14 +47,23 @@ fn same_up_to_rounding_ties(got: &[usize], want: &[usize], labels: &[usize], con
     for &i in w.difference(&g) {
         per_class.entry(labels[i]).or_default().1 += 1;
     }
-    assert!(per_class.values().all(|&(extra, missing)| extra <= 1 && missing <= 1), "{context}: extra/missing per class {per_class:?}");
+    assert!(
+        per_class
+            .values()
+            .all(|&(extra, missing)| extra <= 1 && missing <= 1),
+        "{context}: extra/missing per class {per_class:?}"
+    );
     let common_got: Vec<usize> = got.iter().copied().filter(|i| w.contains(i)).collect();
     let common_want: Vec<usize> = want.iter().copied().filter(|i| g.contains(i)).collect();
     assert_eq!(common_got, common_want, "{context}: order");
 }
 
 fn calibrated(labels: &[usize], probs: Probs) -> Vec<Vec<f64>> {
-    let (joint, _) = confident::confident_joint(labels, probs, &confident::confident_thresholds(labels, probs));
+    let (joint, _) = confident::confident_joint(
+        labels,
+        probs,
+        &confident::confident_thresholds(labels, probs),
+    );
     confident::calibrate(&joint, &confident::class_counts(labels, probs.k))
 }
 
@@ -60,13 +75,19 @@ fn flags_and_rankings_match_cleanlab() {
         let labels: Vec<usize> = serde_json::from_value(f["labels"].clone()).unwrap();
         let probs: Vec<f32> = serde_json::from_value(f["pred_probs"].clone()).unwrap();
         let probs = Probs::new(&probs, f["k"].as_u64().unwrap() as usize);
-        let joint_is_exact = calibrated(&labels, probs) == serde_json::from_value::<Vec<Vec<f64>>>(f["calibrated_confident_joint"].clone()).unwrap();
+        let joint_is_exact = calibrated(&labels, probs)
+            == serde_json::from_value::<Vec<Vec<f64>>>(f["calibrated_confident_joint"].clone())
+                .unwrap();
         tied += usize::from(!joint_is_exact);
         for (m, want) in f["methods"].as_object().unwrap() {
             let flags = confident::find_label_issues(&labels, probs, method(m));
-            for (rank_name, rank_by) in [("self_confidence", RankBy::SelfConfidence), ("normalized_margin", RankBy::NormalizedMargin)] {
+            for (rank_name, rank_by) in [
+                ("self_confidence", RankBy::SelfConfidence),
+                ("normalized_margin", RankBy::NormalizedMargin),
+            ] {
                 let want: Vec<usize> = serde_json::from_value(want[rank_name].clone()).unwrap();
-                let got = confident::rank(&flags, &confident::label_quality(&labels, probs, rank_by));
+                let got =
+                    confident::rank(&flags, &confident::label_quality(&labels, probs, rank_by));
                 let context = format!("{name}: {m} ranked by {rank_name}");
                 if joint_is_exact {
                     assert_eq!(got, want, "{context}");
@@ -76,7 +97,10 @@ fn flags_and_rankings_match_cleanlab() {
             }
         }
     }
-    assert!(tied <= 1, "{tied} of 4 fixtures met a rounding tie: ties should be rare");
+    assert!(
+        tied <= 1,
+        "{tied} of 4 fixtures met a rounding tie: ties should be rare"
+    );
 }
 
 #[test]
@@ -87,16 +111,31 @@ fn the_calibrated_confident_joint_matches_cleanlab() {
         let k = f["k"].as_u64().unwrap() as usize;
         let probs = Probs::new(&probs, k);
         let got = calibrated(&labels, probs);
-        let want: Vec<Vec<f64>> = serde_json::from_value(f["calibrated_confident_joint"].clone()).unwrap();
+        let want: Vec<Vec<f64>> =
+            serde_json::from_value(f["calibrated_confident_joint"].clone()).unwrap();
         for (c, (g, w)) in got.iter().zip(&want).enumerate() {
-            let off: Vec<f64> = g.iter().zip(w).map(|(a, b)| a - b).filter(|d| *d != 0.0).collect();
-            assert!(off.is_empty() || off.len() == 2 && off.iter().sum::<f64>() == 0.0 && off.iter().all(|d| d.abs() == 1.0), "{} row {c}: {g:?} vs {w:?}", f["name"]);
+            let off: Vec<f64> = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| a - b)
+                .filter(|d| *d != 0.0)
+                .collect();
+            assert!(
+                off.is_empty()
+                    || off.len() == 2
+                        && off.iter().sum::<f64>() == 0.0
+                        && off.iter().all(|d| d.abs() == 1.0),
+                "{} row {c}: {g:?} vs {w:?}",
+                f["name"]
+            );
         }
         // The estimate per class is that joint's off-diagonal row mass.
         let per_class = confident::estimated_errors_per_class(&labels, probs);
         for c in 0..k {
             assert_eq!(per_class[c] as f64, got[c].iter().sum::<f64>() - got[c][c]);
-            assert!((per_class[c] as f64 - (want[c].iter().sum::<f64>() - want[c][c])).abs() <= 1.0);
+            assert!(
+                (per_class[c] as f64 - (want[c].iter().sum::<f64>() - want[c][c])).abs() <= 1.0
+            );
         }
     }
 }

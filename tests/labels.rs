@@ -16,13 +16,24 @@ use loupe::dataset::{self, Dataset, LabelStore, Progress, Source};
 fn small_dataset(root: &Path) {
     for (c, class) in ["cats", "dogs", "birds"].iter().enumerate() {
         for i in 0..4 {
-            common::write_png(&root.join(class).join(format!("{i}.png")), 6, 6, (c * 10 + i) as u8);
+            common::write_png(
+                &root.join(class).join(format!("{i}.png")),
+                6,
+                6,
+                (c * 10 + i) as u8,
+            );
         }
     }
 }
 
 fn open(root: &Path) -> (Dataset, LabelStore) {
-    let ds = dataset::open(&Source::ImageFolder { root: root.to_path_buf() }, &Progress::default()).unwrap();
+    let ds = dataset::open(
+        &Source::ImageFolder {
+            root: root.to_path_buf(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
     let store = LabelStore::open(&ds).unwrap();
     (ds, store)
 }
@@ -38,12 +49,20 @@ fn checksums(root: &Path) -> BTreeMap<PathBuf, blake3::Hash> {
         .filter_entry(|e| e.file_name() != ".loupe")
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
-        .map(|e| (e.path().strip_prefix(root).unwrap().to_path_buf(), blake3::hash(&fs::read(e.path()).unwrap())))
+        .map(|e| {
+            (
+                e.path().strip_prefix(root).unwrap().to_path_buf(),
+                blake3::hash(&fs::read(e.path()).unwrap()),
+            )
+        })
         .collect()
 }
 
 fn loupe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -53,9 +72,18 @@ fn edits_persist_across_reopen_and_undo_redo_survive_restarts() {
     {
         let (_, mut st) = open(dir.path());
         // A batch of two is one step.
-        st.relabel(&[(s("cats/0.png"), s("dogs")), (s("cats/1.png"), s("dogs"))], "batch").unwrap().unwrap();
-        st.set_excluded(&[s("birds/3.png")], true, "exclude").unwrap().unwrap();
-        st.relabel(&[(s("dogs/2.png"), s("lizards"))], "new class").unwrap().unwrap();
+        st.relabel(
+            &[(s("cats/0.png"), s("dogs")), (s("cats/1.png"), s("dogs"))],
+            "batch",
+        )
+        .unwrap()
+        .unwrap();
+        st.set_excluded(&[s("birds/3.png")], true, "exclude")
+            .unwrap()
+            .unwrap();
+        st.relabel(&[(s("dogs/2.png"), s("lizards"))], "new class")
+            .unwrap()
+            .unwrap();
     }
     let (ds, mut st) = open(dir.path());
     assert!(st.warnings.is_empty(), "{:?}", st.warnings);
@@ -79,12 +107,16 @@ fn edits_persist_across_reopen_and_undo_redo_survive_restarts() {
     assert_eq!(st.label("cats/0.png"), Some("cats"));
     assert_eq!(st.label("cats/1.png"), Some("cats"));
     assert!(!st.is_excluded("birds/3.png"));
-    assert!(matches!(st.undo(), Err(dataset::labels::LabelError::NothingToUndo)));
+    assert!(matches!(
+        st.undo(),
+        Err(dataset::labels::LabelError::NothingToUndo)
+    ));
     let (_, mut st) = open(dir.path());
     assert_eq!(st.redo().unwrap().note, "batch");
     assert_eq!(st.label("cats/1.png"), Some("dogs"));
     // Something new ends the redo branch.
-    st.relabel(&[(s("birds/0.png"), s("cats"))], "fresh").unwrap();
+    st.relabel(&[(s("birds/0.png"), s("cats"))], "fresh")
+        .unwrap();
     assert!(!st.can_redo());
     let (_, st) = open(dir.path());
     assert!(!st.can_redo());
@@ -94,7 +126,11 @@ fn edits_persist_across_reopen_and_undo_redo_survive_restarts() {
     assert_eq!(notes, vec![(s("batch"), false), (s("fresh"), false)]);
     // The readable snapshot lists what differs from the original.
     let snapshot = fs::read_to_string(st.dir().join("labels.csv")).unwrap();
-    assert!(snapshot.contains("cats/1.png,cats,dogs,,") && snapshot.contains("birds/0.png,birds,cats,,"), "{snapshot}");
+    assert!(
+        snapshot.contains("cats/1.png,cats,dogs,,")
+            && snapshot.contains("birds/0.png,birds,cats,,"),
+        "{snapshot}"
+    );
 }
 
 #[test]
@@ -102,7 +138,15 @@ fn unknown_files_and_bad_classes_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     small_dataset(dir.path());
     let (_, mut st) = open(dir.path());
-    let err = st.relabel(&[(s("cats/0.png"), s("dogs")), (s("cats/nope.png"), s("dogs"))], "x").unwrap_err();
+    let err = st
+        .relabel(
+            &[
+                (s("cats/0.png"), s("dogs")),
+                (s("cats/nope.png"), s("dogs")),
+            ],
+            "x",
+        )
+        .unwrap_err();
     assert_eq!(err.to_string(), "not in the dataset: cats/nope.png");
     assert!(st.relabel(&[(s("cats/0.png"), s(" "))], "x").is_err());
     let (_, st) = open(dir.path());
@@ -114,13 +158,16 @@ fn unknown_files_and_bad_classes_change_nothing() {
 /// after another, printing an acknowledgement after each edit returns.
 #[test]
 fn child_relabel_forever() {
-    let Some(root) = std::env::var_os("LOUPE_TEST_CHILD_ROOT") else { return };
+    let Some(root) = std::env::var_os("LOUPE_TEST_CHILD_ROOT") else {
+        return;
+    };
     let (ds, mut st) = open(Path::new(&root));
     let mut out = std::io::stdout().lock();
     for (i, sample) in ds.samples.iter().enumerate() {
         let path = sample.path.to_string_lossy().replace('\\', "/");
         let to = format!("class{}", i % 7);
-        st.relabel(&[(path.clone(), to.clone())], "kill test").unwrap();
+        st.relabel(&[(path.clone(), to.clone())], "kill test")
+            .unwrap();
         writeln!(out, "ack {path} {to}").unwrap();
         out.flush().unwrap();
     }
@@ -131,10 +178,20 @@ fn child_relabel_forever() {
 fn sigkill_mid_run_keeps_every_acknowledged_edit() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..400 {
-        common::write_png(&dir.path().join(format!("c{}/{i:03}.png", i % 3)), 2, 2, i as u8);
+        common::write_png(
+            &dir.path().join(format!("c{}/{i:03}.png", i % 3)),
+            2,
+            2,
+            i as u8,
+        );
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_relabel_forever", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_relabel_forever",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("LOUPE_TEST_CHILD_ROOT", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -157,16 +214,35 @@ fn sigkill_mid_run_keeps_every_acknowledged_edit() {
             let (p, c) = rest.rsplit_once(' ').unwrap();
             acked.push((p.to_string(), c.to_string()));
         }
-        assert_ne!(line, "done", "the child finished before it was killed: the test proved nothing");
+        assert_ne!(
+            line, "done",
+            "the child finished before it was killed: the test proved nothing"
+        );
     }
     let (ds, st) = open(dir.path());
     for (p, c) in &acked {
-        assert_eq!(st.label(p), Some(c.as_str()), "acknowledged edit of {p} lost");
+        assert_eq!(
+            st.label(p),
+            Some(c.as_str()),
+            "acknowledged edit of {p} lost"
+        );
     }
     // At most the one edit being written when killed went beyond the acknowledgements.
-    let changed = ds.samples.iter().filter(|s| st.is_edited(&s.path.to_string_lossy())).count();
-    assert!(changed == acked.len() || changed == acked.len() + 1, "{changed} changed, {} acked", acked.len());
-    assert!(st.warnings.iter().all(|w| w.contains("cut off")), "{:?}", st.warnings);
+    let changed = ds
+        .samples
+        .iter()
+        .filter(|s| st.is_edited(&s.path.to_string_lossy()))
+        .count();
+    assert!(
+        changed == acked.len() || changed == acked.len() + 1,
+        "{changed} changed, {} acked",
+        acked.len()
+    );
+    assert!(
+        st.warnings.iter().all(|w| w.contains("cut off")),
+        "{:?}",
+        st.warnings
+    );
 }
 
 #[test]
@@ -177,27 +253,50 @@ fn a_torn_last_line_and_a_damaged_middle_line_are_recovered_from() {
         let (_, mut st) = open(dir.path());
         st.relabel(&[(s("cats/0.png"), s("dogs"))], "one").unwrap();
         st.relabel(&[(s("cats/1.png"), s("dogs"))], "two").unwrap();
-        st.relabel(&[(s("cats/2.png"), s("dogs"))], "three").unwrap();
+        st.relabel(&[(s("cats/2.png"), s("dogs"))], "three")
+            .unwrap();
         st.dir().join("journal.jsonl")
     };
     // Damage line 2 and leave a half-written entry at the end.
     let text = fs::read_to_string(&journal).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines[1] = lines[1].replace("\"op\"", "\"o#p\"");
-    fs::write(&journal, format!("{}\n{{\"seq\":4,\"time\":17", lines.join("\n"))).unwrap();
+    fs::write(
+        &journal,
+        format!("{}\n{{\"seq\":4,\"time\":17", lines.join("\n")),
+    )
+    .unwrap();
 
     let (_, mut st) = open(dir.path());
     assert_eq!(st.warnings.len(), 2, "{:?}", st.warnings);
-    assert!(st.warnings.iter().any(|w| w.contains("line 2 is damaged")), "{:?}", st.warnings);
-    assert!(st.warnings.iter().any(|w| w.contains("cut off")), "{:?}", st.warnings);
+    assert!(
+        st.warnings.iter().any(|w| w.contains("line 2 is damaged")),
+        "{:?}",
+        st.warnings
+    );
+    assert!(
+        st.warnings.iter().any(|w| w.contains("cut off")),
+        "{:?}",
+        st.warnings
+    );
     assert_eq!(st.label("cats/0.png"), Some("dogs"));
-    assert_eq!(st.label("cats/1.png"), Some("cats"), "the damaged step is lost, and only it");
+    assert_eq!(
+        st.label("cats/1.png"),
+        Some("cats"),
+        "the damaged step is lost, and only it"
+    );
     assert_eq!(st.label("cats/2.png"), Some("dogs"));
     // Appending after recovery gives a clean journal.
-    st.relabel(&[(s("cats/3.png"), s("birds"))], "four").unwrap();
+    st.relabel(&[(s("cats/3.png"), s("birds"))], "four")
+        .unwrap();
     let (_, st) = open(dir.path());
     assert_eq!(st.label("cats/3.png"), Some("birds"));
-    assert_eq!(st.warnings.len(), 1, "only the old damaged line remains: {:?}", st.warnings);
+    assert_eq!(
+        st.warnings.len(),
+        1,
+        "only the old damaged line remains: {:?}",
+        st.warnings
+    );
 }
 
 #[test]
@@ -213,7 +312,8 @@ fn two_writers_interleave_without_losing_edits() {
             std::thread::spawn(move || {
                 let (_, mut st) = open(&root);
                 for i in (w..80).step_by(2) {
-                    st.relabel(&[(format!("a/{i:02}.png"), format!("w{w}"))], "writer").unwrap();
+                    st.relabel(&[(format!("a/{i:02}.png"), format!("w{w}"))], "writer")
+                        .unwrap();
                 }
             })
         })
@@ -225,7 +325,10 @@ fn two_writers_interleave_without_losing_edits() {
     assert!(st.warnings.is_empty(), "{:?}", st.warnings);
     assert_eq!(st.history().count(), 80);
     for i in 0..80 {
-        assert_eq!(st.label(&format!("a/{i:02}.png")), Some(format!("w{}", i % 2).as_str()));
+        assert_eq!(
+            st.label(&format!("a/{i:02}.png")),
+            Some(format!("w{}", i % 2).as_str())
+        );
     }
 }
 
@@ -238,53 +341,141 @@ fn sources_stay_byte_identical_and_export_is_right() {
     let before = checksums(&data);
     let root = data.to_str().unwrap();
 
-    assert!(loupe(&["relabel", root, "--to", "dogs", "cats/0.png", "cats/deep/x.png"]).status.success());
+    assert!(loupe(&[
+        "relabel",
+        root,
+        "--to",
+        "dogs",
+        "cats/0.png",
+        "cats/deep/x.png"
+    ])
+    .status
+    .success());
     let cwd_path = data.join("birds/1.png");
-    assert!(loupe(&["exclude", root, cwd_path.to_str().unwrap()]).status.success());
-    fs::write(dir.path().join("fixes.csv"), "path,label\nbirds/2.png,cats\ndogs/3.png,birds\n").unwrap();
-    let out = loupe(&["relabel", root, "--from-csv", dir.path().join("fixes.csv").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(loupe(&["exclude", root, cwd_path.to_str().unwrap()])
+        .status
+        .success());
+    fs::write(
+        dir.path().join("fixes.csv"),
+        "path,label\nbirds/2.png,cats\ndogs/3.png,birds\n",
+    )
+    .unwrap();
+    let out = loupe(&[
+        "relabel",
+        root,
+        "--from-csv",
+        dir.path().join("fixes.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("birds/2.png: birds -> cats") && text.contains("dogs/3.png: dogs -> birds"), "{text}");
+    assert!(
+        text.contains("birds/2.png: birds -> cats") && text.contains("dogs/3.png: dogs -> birds"),
+        "{text}"
+    );
     assert!(loupe(&["undo", root]).status.success());
     assert!(loupe(&["redo", root]).status.success());
     let history = String::from_utf8(loupe(&["history", root]).stdout).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
 
     // Unknown files: non-zero, a clear message, nothing applied.
-    let out = loupe(&["relabel", root, "--to", "cats", "dogs/0.png", "dogs/missing.png"]);
+    let out = loupe(&[
+        "relabel",
+        root,
+        "--to",
+        "cats",
+        "dogs/0.png",
+        "dogs/missing.png",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the dataset: dogs/missing.png"));
 
     // Stats see the edits: 13 samples, one excluded; cats 5 - 2 + 1, dogs 4 + 2 - 1, birds 4 - 1 - 1 + 1.
-    let v: serde_json::Value = serde_json::from_slice(&loupe(&["stats", root, "--json"]).stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&loupe(&["stats", root, "--json"]).stdout).unwrap();
     assert_eq!(v["images"], 12);
-    let count = |name: &str| v["classes"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["count"].clone();
-    assert_eq!((count("cats"), count("dogs"), count("birds")), (4.into(), 5.into(), 3.into()));
+    let count = |name: &str| {
+        v["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["count"]
+            .clone()
+    };
+    assert_eq!(
+        (count("cats"), count("dogs"), count("birds")),
+        (4.into(), 5.into(), 3.into())
+    );
 
     let out_dir = dir.path().join("clean");
     let out = loupe(&["export", root, "--out", out_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported = checksums(&out_dir);
     assert_eq!(exported.len(), 12);
-    assert_eq!(exported[Path::new("dogs/0.png")], before[Path::new("cats/0.png")]);
-    assert_eq!(exported[Path::new("dogs/deep/x.png")], before[Path::new("cats/deep/x.png")]);
-    assert_eq!(exported[Path::new("cats/2.png")], before[Path::new("birds/2.png")]);
-    assert!(!exported.keys().any(|p| p.ends_with("birds/1.png")), "excluded file exported");
+    assert_eq!(
+        exported[Path::new("dogs/0.png")],
+        before[Path::new("cats/0.png")]
+    );
+    assert_eq!(
+        exported[Path::new("dogs/deep/x.png")],
+        before[Path::new("cats/deep/x.png")]
+    );
+    assert_eq!(
+        exported[Path::new("cats/2.png")],
+        before[Path::new("birds/2.png")]
+    );
+    assert!(
+        !exported.keys().any(|p| p.ends_with("birds/1.png")),
+        "excluded file exported"
+    );
     // Name clash: birds/3.png (original) and dogs/3.png (now birds) both want birds/3.png.
-    assert_eq!(exported[Path::new("birds/3.png")], before[Path::new("birds/3.png")]);
-    assert_eq!(exported[Path::new("birds/3~2.png")], before[Path::new("dogs/3.png")]);
+    assert_eq!(
+        exported[Path::new("birds/3.png")],
+        before[Path::new("birds/3.png")]
+    );
+    assert_eq!(
+        exported[Path::new("birds/3~2.png")],
+        before[Path::new("dogs/3.png")]
+    );
 
     // Refuses a non-empty folder and a folder inside the dataset.
-    assert!(!loupe(&["export", root, "--out", out_dir.to_str().unwrap()]).status.success());
-    assert!(!loupe(&["export", root, "--out", data.join("sub").to_str().unwrap()]).status.success());
+    assert!(
+        !loupe(&["export", root, "--out", out_dir.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(
+        !loupe(&["export", root, "--out", data.join("sub").to_str().unwrap()])
+            .status
+            .success()
+    );
 
     let csv_out = dir.path().join("clean_csv");
-    assert!(loupe(&["export", root, "--out", csv_out.to_str().unwrap(), "--format", "csv"]).status.success());
+    assert!(loupe(&[
+        "export",
+        root,
+        "--out",
+        csv_out.to_str().unwrap(),
+        "--format",
+        "csv"
+    ])
+    .status
+    .success());
     let labels = fs::read_to_string(csv_out.join("labels.csv")).unwrap();
     assert_eq!(labels.lines().count(), 13);
     assert!(labels.contains("images/cats/0.png,dogs\n"), "{labels}");
-    assert_eq!(checksums(&csv_out)[Path::new("images/dogs/3.png")], before[Path::new("dogs/3.png")]);
+    assert_eq!(
+        checksums(&csv_out)[Path::new("images/dogs/3.png")],
+        before[Path::new("dogs/3.png")]
+    );
 
     assert_eq!(checksums(&data), before, "a source file changed");
 }
@@ -294,8 +485,14 @@ fn export_api_counts() {
     let dir = tempfile::tempdir().unwrap();
     small_dataset(&dir.path().join("d"));
     let (ds, mut st) = open(&dir.path().join("d"));
-    st.set_excluded(&[s("cats/0.png"), s("cats/1.png")], true, "x").unwrap();
-    let r = export::export(&st.effective(&ds), &dir.path().join("o"), ExportFormat::Imagefolder).unwrap();
+    st.set_excluded(&[s("cats/0.png"), s("cats/1.png")], true, "x")
+        .unwrap();
+    let r = export::export(
+        &st.effective(&ds),
+        &dir.path().join("o"),
+        ExportFormat::Imagefolder,
+    )
+    .unwrap();
     assert_eq!((r.images, r.classes, r.hardlinked + r.copied), (10, 3, 10));
 }
 
@@ -311,7 +508,10 @@ fn a_read_only_dataset_keeps_edits_in_the_user_data_folder() {
     for d in [dir.path(), home.as_path()] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
-    for e in walkdir::WalkDir::new(&data).into_iter().filter_map(Result::ok) {
+    for e in walkdir::WalkDir::new(&data)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
         let mode = if e.file_type().is_dir() { 0o555 } else { 0o444 };
         fs::set_permissions(e.path(), fs::Permissions::from_mode(mode)).unwrap();
     }
@@ -329,12 +529,26 @@ fn a_read_only_dataset_keeps_edits_in_the_user_data_folder() {
     };
     let root = data.to_str().unwrap();
     let out = as_user(&["relabel", root, "--to", "birds", "cats/0.png"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("read-only") && err.contains(home.to_str().unwrap()), "the user is told where: {err}");
+    assert!(
+        err.contains("read-only") && err.contains(home.to_str().unwrap()),
+        "the user is told where: {err}"
+    );
     assert!(!data.join(".loupe").exists());
-    let v: serde_json::Value = serde_json::from_slice(&as_user(&["stats", root, "--json"]).stdout).unwrap();
-    let birds = v["classes"].as_array().unwrap().iter().find(|c| c["name"] == "birds").unwrap()["count"].clone();
+    let v: serde_json::Value =
+        serde_json::from_slice(&as_user(&["stats", root, "--json"]).stdout).unwrap();
+    let birds = v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "birds")
+        .unwrap()["count"]
+        .clone();
     assert_eq!(birds, 5);
     assert!(as_user(&["undo", root]).status.success());
     let history = String::from_utf8(as_user(&["history", root]).stdout).unwrap();
@@ -342,5 +556,9 @@ fn a_read_only_dataset_keeps_edits_in_the_user_data_folder() {
 }
 
 fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }

@@ -9,16 +9,28 @@ use tch::{Device, Kind, Tensor};
 
 fn lite_weights() -> std::path::PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights/efficientnet-lite0.safetensors");
-    assert!(p.exists(), "run scripts/bootstrap.sh test first (fetches the weights)");
+    assert!(
+        p.exists(),
+        "run scripts/bootstrap.sh test first (fetches the weights)"
+    );
     p
 }
 
 #[test]
 fn every_model_gives_one_logit_per_class() {
-    for (kind, size) in [(ModelKind::SmallCnn, 32), (ModelKind::EfficientnetLite0, 64), (ModelKind::Resnet18, 64)] {
+    for (kind, size) in [
+        (ModelKind::SmallCnn, 32),
+        (ModelKind::EfficientnetLite0, 64),
+        (ModelKind::Resnet18, 64),
+    ] {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = kind.build(&vs.root(), 7);
-        let out = tch::no_grad(|| net.forward_t(&Tensor::rand([2, 3, size, size], (Kind::Float, Device::Cpu)), false));
+        let out = tch::no_grad(|| {
+            net.forward_t(
+                &Tensor::rand([2, 3, size, size], (Kind::Float, Device::Cpu)),
+                false,
+            )
+        });
         assert_eq!(out.size(), vec![2, 7], "{kind:?}");
     }
 }
@@ -43,7 +55,10 @@ fn weights_of_another_network_are_refused_in_words() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.safetensors");
     std::fs::write(&bad, b"not safetensors at all").unwrap();
-    assert!(matches!(load_pretrained(&mut vs, ModelKind::Resnet18, &bad), Err(WeightsError::Read { .. })));
+    assert!(matches!(
+        load_pretrained(&mut vs, ModelKind::Resnet18, &bad),
+        Err(WeightsError::Read { .. })
+    ));
 }
 
 #[test]

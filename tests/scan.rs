@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 use loupe::dataset::{self, stats, CsvSource, OpenError, Progress, Source};
 
 fn open_folder(root: &Path) -> Result<dataset::Dataset, OpenError> {
-    dataset::open(&Source::ImageFolder { root: root.to_path_buf() }, &Progress::default())
+    dataset::open(
+        &Source::ImageFolder {
+            root: root.to_path_buf(),
+        },
+        &Progress::default(),
+    )
 }
 
 #[test]
@@ -18,12 +23,28 @@ fn bad_collection_every_file_is_a_sample_or_a_reason() {
     let expect = common::bad_collection(dir.path());
     let ds = open_folder(dir.path()).unwrap();
 
-    let samples: BTreeMap<PathBuf, &str> = ds.samples.iter().map(|s| (s.path.clone(), s.label.as_str())).collect();
-    let want: BTreeMap<PathBuf, &str> = expect.samples.iter().map(|(p, l)| (PathBuf::from(p), *l)).collect();
+    let samples: BTreeMap<PathBuf, &str> = ds
+        .samples
+        .iter()
+        .map(|s| (s.path.clone(), s.label.as_str()))
+        .collect();
+    let want: BTreeMap<PathBuf, &str> = expect
+        .samples
+        .iter()
+        .map(|(p, l)| (PathBuf::from(p), *l))
+        .collect();
     assert_eq!(samples, want);
 
-    let rejected: BTreeMap<PathBuf, &str> = ds.rejected.iter().map(|r| (r.path.clone(), r.reason.key())).collect();
-    let want: BTreeMap<PathBuf, &str> = expect.rejected.iter().map(|(p, k)| (PathBuf::from(p), *k)).collect();
+    let rejected: BTreeMap<PathBuf, &str> = ds
+        .rejected
+        .iter()
+        .map(|r| (r.path.clone(), r.reason.key()))
+        .collect();
+    let want: BTreeMap<PathBuf, &str> = expect
+        .rejected
+        .iter()
+        .map(|(p, k)| (PathBuf::from(p), *k))
+        .collect();
     assert_eq!(rejected, want);
 
     let mut ignored = ds.ignored.clone();
@@ -39,7 +60,13 @@ fn header_facts_are_right_and_exif_orientation_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     common::bad_collection(dir.path());
     let ds = open_folder(dir.path()).unwrap();
-    let info = |p: &str| ds.samples.iter().find(|s| s.path == Path::new(p)).unwrap().info;
+    let info = |p: &str| {
+        ds.samples
+            .iter()
+            .find(|s| s.path == Path::new(p))
+            .unwrap()
+            .info
+    };
 
     // Stored 40x20, EXIF orientation 6: displayed 20 wide, 40 high.
     let r = info("dogs/rotated.jpg");
@@ -47,21 +74,40 @@ fn header_facts_are_right_and_exif_orientation_is_honoured() {
     let pixels = dataset::probe::decode(&dir.path().join("dogs/rotated.jpg")).unwrap();
     assert_eq!((pixels.width(), pixels.height()), (20, 40));
 
-    assert_eq!((info("dogs/strip.png").width, info("dogs/strip.png").height), (1, 4000));
+    assert_eq!(
+        (info("dogs/strip.png").width, info("dogs/strip.png").height),
+        (1, 4000)
+    );
     assert_eq!(info("dogs/sixteen_bit.png").color, image::ColorType::Rgb16);
     assert_eq!(info("dogs/rgba.png").color, image::ColorType::Rgba8);
-    assert_eq!(info("dogs/actually_jpeg.png").format, image::ImageFormat::Jpeg);
+    assert_eq!(
+        info("dogs/actually_jpeg.png").format,
+        image::ImageFormat::Jpeg
+    );
     assert_eq!(info("dogs/lossless.webp").format, image::ImageFormat::WebP);
     assert_eq!(info("dogs/palette.gif").format, image::ImageFormat::Gif);
-    assert_eq!((info("dogs/one.png").width, info("dogs/one.png").height), (1, 1));
+    assert_eq!(
+        (info("dogs/one.png").width, info("dogs/one.png").height),
+        (1, 1)
+    );
 
     // CMYK JPEGs decode to RGB pixels.
     let cmyk = dataset::probe::decode(&dir.path().join("cats/cmyk.jpg")).unwrap();
     assert_eq!((cmyk.width(), cmyk.height()), (32, 16));
 
     // The bomb is refused from its header with its claimed size, and decoding refuses it too.
-    let bomb = ds.rejected.iter().find(|r| r.path == Path::new("dogs/bomb.png")).unwrap();
-    assert_eq!(bomb.reason, dataset::Reason::TooLarge { width: 100_000, height: 100_000 });
+    let bomb = ds
+        .rejected
+        .iter()
+        .find(|r| r.path == Path::new("dogs/bomb.png"))
+        .unwrap();
+    assert_eq!(
+        bomb.reason,
+        dataset::Reason::TooLarge {
+            width: 100_000,
+            height: 100_000
+        }
+    );
     assert!(dataset::probe::decode(&dir.path().join("dogs/bomb.png")).is_err());
 }
 
@@ -100,7 +146,10 @@ fn hidden_tool_folders_are_not_scanned() {
 }
 
 fn csv_dataset(dir: &Path) -> CsvSource {
-    for (i, name) in ["p1/a.jpg", "p1/b.jpg", "p2/c.jpg", "p3/d.jpg", "p3/e.jpg"].iter().enumerate() {
+    for (i, name) in ["p1/a.jpg", "p1/b.jpg", "p2/c.jpg", "p3/d.jpg", "p3/e.jpg"]
+        .iter()
+        .enumerate()
+    {
         common::write_jpeg(&dir.join("images").join(name), 16, 12, i as u8);
     }
     fs::write(
@@ -131,19 +180,44 @@ fn csv_with_composite_labels_and_groups() {
     let got: Vec<(String, String, Option<String>)> = ds
         .samples
         .iter()
-        .map(|s| (s.path.to_string_lossy().into_owned(), s.label.clone(), s.group.clone()))
+        .map(|s| {
+            (
+                s.path.to_string_lossy().into_owned(),
+                s.label.clone(),
+                s.group.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
         vec![
-            ("images/p1/a.jpg".into(), "wear/female/60+".into(), Some("p1".into())),
-            ("images/p1/b.jpg".into(), "incorrect/female/60+".into(), Some("p1".into())),
-            ("images/p2/c.jpg".into(), "wear/male/<30".into(), Some("p2".into())),
-            ("images/p3/d.jpg".into(), "not wear/male/30-60".into(), Some("p3".into())),
+            (
+                "images/p1/a.jpg".into(),
+                "wear/female/60+".into(),
+                Some("p1".into())
+            ),
+            (
+                "images/p1/b.jpg".into(),
+                "incorrect/female/60+".into(),
+                Some("p1".into())
+            ),
+            (
+                "images/p2/c.jpg".into(),
+                "wear/male/<30".into(),
+                Some("p2".into())
+            ),
+            (
+                "images/p3/d.jpg".into(),
+                "not wear/male/30-60".into(),
+                Some("p3".into())
+            ),
         ]
     );
-    let reasons: Vec<(String, &str)> =
-        ds.rejected.iter().map(|r| (r.path.to_string_lossy().into_owned(), r.reason.key())).collect();
+    let reasons: Vec<(String, &str)> = ds
+        .rejected
+        .iter()
+        .map(|r| (r.path.to_string_lossy().into_owned(), r.reason.key()))
+        .collect();
     assert_eq!(
         reasons,
         vec![
@@ -156,7 +230,11 @@ fn csv_with_composite_labels_and_groups() {
     assert_eq!(s.columns.len(), 3);
     let mask = &s.columns[0];
     assert_eq!(mask.column, "mask");
-    let counts: Vec<(&str, usize)> = mask.counts.iter().map(|c| (c.name.as_str(), c.count)).collect();
+    let counts: Vec<(&str, usize)> = mask
+        .counts
+        .iter()
+        .map(|c| (c.name.as_str(), c.count))
+        .collect();
     assert_eq!(counts, vec![("wear", 2), ("incorrect", 1), ("not wear", 1)]);
 }
 
@@ -165,8 +243,13 @@ fn csv_missing_column_names_the_columns_there_are() {
     let dir = tempfile::tempdir().unwrap();
     let mut src = csv_dataset(dir.path());
     src.label_cols = vec!["class".into()];
-    let err = dataset::open(&Source::Csv(src), &Progress::default()).unwrap_err().to_string();
-    assert!(err.contains("no column named 'class'") && err.contains("id, path, mask, gender, age"), "{err}");
+    let err = dataset::open(&Source::Csv(src), &Progress::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no column named 'class'") && err.contains("id, path, mask, gender, age"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -183,14 +266,29 @@ fn stats_find_duplicates_and_label_conflicts() {
     let s = stats::compute_with_hashes(&ds, Some(&hashes));
     let mut dups = s.duplicates.clone();
     dups.sort();
-    assert_eq!(dups, vec![vec!["a/1 copy.png", "a/1.png"], vec!["a/2.png", "b/2.png"]]);
+    assert_eq!(
+        dups,
+        vec![vec!["a/1 copy.png", "a/1.png"], vec!["a/2.png", "b/2.png"]]
+    );
     assert_eq!(s.label_conflicts.len(), 1);
     assert_eq!(s.label_conflicts[0].paths, vec!["a/2.png", "b/2.png"]);
     assert_eq!(s.label_conflicts[0].labels, vec!["a", "b"]);
     // Balance and sizes.
-    assert_eq!(s.classes.iter().map(|c| (c.name.as_str(), c.count)).collect::<Vec<_>>(), vec![("a", 3), ("b", 2)]);
+    assert_eq!(
+        s.classes
+            .iter()
+            .map(|c| (c.name.as_str(), c.count))
+            .collect::<Vec<_>>(),
+        vec![("a", 3), ("b", 2)]
+    );
     assert_eq!(s.imbalance_ratio, Some(1.5));
     assert_eq!(s.sizes.width.max, 30.0);
     assert_eq!(s.sizes.aspect.max, 3.0);
-    assert_eq!(s.formats.iter().map(|c| (c.name.as_str(), c.count)).collect::<Vec<_>>(), vec![("PNG", 4), ("JPEG", 1)]);
+    assert_eq!(
+        s.formats
+            .iter()
+            .map(|c| (c.name.as_str(), c.count))
+            .collect::<Vec<_>>(),
+        vec![("PNG", 4), ("JPEG", 1)]
+    );
 }

@@ -15,7 +15,11 @@ use loupe::ui::LoupeApp;
 fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
     Harness::builder()
         .with_size([1200.0, 800.0])
-        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .with_context_setup(|ctx| {
+            ctx.add_font_provider(std::sync::Arc::new(
+                egui_system_font_provider::SystemFontProvider::new(),
+            ))
+        })
         .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
 }
 
@@ -24,7 +28,10 @@ fn settle(h: &mut Harness<'_, LoupeApp>, done: impl Fn(&LoupeApp) -> bool) {
     let t = Instant::now();
     h.step();
     while !done(h.state()) {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for the app");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for the app"
+        );
         std::thread::sleep(Duration::from_millis(5));
         h.step();
     }
@@ -44,7 +51,10 @@ fn written(app: &LoupeApp) -> bool {
 fn opened() -> (tempfile::TempDir, Harness<'static, LoupeApp>) {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    let mut h = harness(LoupeApp::open(
+        egui::Context::default(),
+        dir.path().to_path_buf(),
+    ));
     settle(&mut h, loaded);
     (dir, h)
 }
@@ -67,8 +77,18 @@ fn label_of(app: &LoupeApp, path: &str) -> String {
 
 /// The label as the journal on disk has it, read by a fresh store.
 fn label_on_disk(root: &Path, path: &str) -> String {
-    let ds = dataset::open(&Source::ImageFolder { root: root.to_path_buf() }, &Progress::default()).unwrap();
-    LabelStore::open(&ds).unwrap().label(path).unwrap().to_string()
+    let ds = dataset::open(
+        &Source::ImageFolder {
+            root: root.to_path_buf(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
+    LabelStore::open(&ds)
+        .unwrap()
+        .label(path)
+        .unwrap()
+        .to_string()
 }
 
 /// Clicks the grid tile of `path` (tiles are labelled "path [label]").
@@ -116,12 +136,19 @@ fn shift_and_ctrl_click_select_and_delete_excludes_as_one_step() {
     assert_eq!(h.state().browse.selected.len(), 3);
     click_tile(&h, "cats/1.png", Modifiers::COMMAND);
     h.step();
-    assert_eq!(h.state().browse.selected.len(), 2, "ctrl-click toggles one out");
+    assert_eq!(
+        h.state().browse.selected.len(),
+        2,
+        "ctrl-click toggles one out"
+    );
 
     h.key_press(Key::Delete);
     settle(&mut h, written);
     let ws = h.state().workspace().unwrap();
-    let excluded: Vec<String> = (0..ws.flags.len()).filter(|&i| ws.flags[i].excluded).map(|i| ws.path(i)).collect();
+    let excluded: Vec<String> = (0..ws.flags.len())
+        .filter(|&i| ws.flags[i].excluded)
+        .map(|i| ws.path(i))
+        .collect();
     assert_eq!(excluded, vec!["cats/0.png", "cats/2.png"]);
     assert_eq!(ws.stats.images, 4);
     assert_eq!(ws.history.steps.len(), 1, "a batch is one step");
@@ -129,7 +156,13 @@ fn shift_and_ctrl_click_select_and_delete_excludes_as_one_step() {
     // One undo brings both back.
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     settle(&mut h, written);
-    assert!(h.state().workspace().unwrap().flags.iter().all(|f| !f.excluded));
+    assert!(h
+        .state()
+        .workspace()
+        .unwrap()
+        .flags
+        .iter()
+        .all(|f| !f.excluded));
 
     // Ctrl+A selects everything shown.
     h.key_press_modifiers(Modifiers::COMMAND, Key::A);
@@ -149,7 +182,11 @@ fn shortcuts_do_not_fire_while_typing_in_search() {
     h.key_press(Key::Num1);
     h.step();
     settle(&mut h, written);
-    assert_eq!(label_of(h.state(), "dogs/0.png"), "dogs", "typing '1' in search must not relabel");
+    assert_eq!(
+        label_of(h.state(), "dogs/0.png"),
+        "dogs",
+        "typing '1' in search must not relabel"
+    );
     // The search filters the grid: cats/1.png and dogs/1.png contain "1".
     h.get_by_label_contains("2 shown");
     assert!(h.query_by_label_contains("cats/0.png [").is_none());
@@ -172,11 +209,19 @@ fn clicking_a_class_and_a_bar_filters_browse() {
     settle(&mut h, |_| true);
     let above = h.get_by_label_contains("Imbalance ratio").rect();
     let below = h.get_by_label("Class table").rect();
-    let pos = egui::pos2(above.left() + 0.3 * (below.right() - above.left()).max(200.0), above.bottom() + 0.12 * (below.top() - above.bottom()));
+    let pos = egui::pos2(
+        above.left() + 0.3 * (below.right() - above.left()).max(200.0),
+        above.bottom() + 0.12 * (below.top() - above.bottom()),
+    );
     h.hover_at(pos);
     h.step();
     for pressed in [true, false] {
-        h.event(egui::Event::PointerButton { pos, button: egui::PointerButton::Primary, pressed, modifiers: Modifiers::NONE });
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
         h.step();
     }
     settle(&mut h, |_| true);
@@ -209,13 +254,19 @@ fn class_picker_creates_a_class_and_the_edits_list_reverts_one_edit() {
     h.step();
     h.key_press(Key::L);
     settle(&mut h, |_| true);
-    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Relabel as…").type_text("lions");
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Relabel as…")
+        .type_text("lions");
     h.step();
     h.get_by_label_contains("Enter creates the class “lions”");
     h.key_press(Key::Enter);
     settle(&mut h, written);
     assert_eq!(label_of(h.state(), "dogs/0.png"), "lions");
-    assert!(h.state().workspace().unwrap().classes.contains(&"lions".to_string()));
+    assert!(h
+        .state()
+        .workspace()
+        .unwrap()
+        .classes
+        .contains(&"lions".to_string()));
     assert_eq!(label_on_disk(dir.path(), "dogs/0.png"), "lions");
 
     // Typing filters the picker; Enter takes the first match.
@@ -223,7 +274,8 @@ fn class_picker_creates_a_class_and_the_edits_list_reverts_one_edit() {
     h.step();
     h.key_press(Key::L);
     settle(&mut h, |_| true);
-    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Relabel as…").type_text("ca");
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Relabel as…")
+        .type_text("ca");
     h.step();
     h.key_press(Key::Enter);
     settle(&mut h, written);
@@ -238,5 +290,9 @@ fn class_picker_creates_a_class_and_the_edits_list_reverts_one_edit() {
     settle(&mut h, written);
     assert_eq!(label_of(h.state(), "dogs/0.png"), "dogs");
     assert_eq!(label_on_disk(dir.path(), "dogs/0.png"), "dogs");
-    assert_eq!(label_of(h.state(), "dogs/1.png"), "cats", "revert touches only its image");
+    assert_eq!(
+        label_of(h.state(), "dogs/1.png"),
+        "cats",
+        "revert touches only its image"
+    );
 }

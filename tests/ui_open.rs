@@ -14,14 +14,21 @@ use loupe::ui::LoupeApp;
 fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
     Harness::builder()
         .with_size([1000.0, 700.0])
-        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .with_context_setup(|ctx| {
+            ctx.add_font_provider(std::sync::Arc::new(
+                egui_system_font_provider::SystemFontProvider::new(),
+            ))
+        })
         .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
 }
 
 fn wait_until_loaded(h: &mut Harness<'_, LoupeApp>) {
     let t = Instant::now();
     while h.state().is_loading() {
-        assert!(t.elapsed() < Duration::from_secs(60), "the dataset never finished loading");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the dataset never finished loading"
+        );
         std::thread::sleep(Duration::from_millis(10));
         h.step();
     }
@@ -37,8 +44,17 @@ fn frames_keep_coming_while_the_dataset_is_still_being_read() {
     }
     // The labels arrive through a pipe: reading them blocks the loader until we write.
     let fifo = dir.path().join("labels.csv");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let source = Source::Csv(CsvSource { csv: fifo.clone(), path_col: "path".into(), label_cols: vec!["label".into()], group_col: None });
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let source = Source::Csv(CsvSource {
+        csv: fifo.clone(),
+        path_col: "path".into(),
+        label_cols: vec!["label".into()],
+        group_col: None,
+    });
     let mut h = harness(LoupeApp::with_source(egui::Context::default(), source));
     for _ in 0..5 {
         h.step();
@@ -77,7 +93,10 @@ fn the_sample_data_shows_its_classes_and_problems() {
 
 #[test]
 fn a_missing_folder_shows_a_message_instead_of_crashing() {
-    let mut h = harness(LoupeApp::open(egui::Context::default(), "/no/such/dataset".into()));
+    let mut h = harness(LoupeApp::open(
+        egui::Context::default(),
+        "/no/such/dataset".into(),
+    ));
     h.run();
     h.get_by_label("This dataset could not be opened");
     h.get_by_label("/no/such/dataset does not exist");
@@ -90,12 +109,18 @@ fn class_names_in_korean_chinese_japanese_and_accents_have_glyphs() {
     for (i, n) in names.iter().enumerate() {
         common::write_png(&dir.path().join(n).join("x.png"), 4, 4, i as u8);
     }
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    let mut h = harness(LoupeApp::open(
+        egui::Context::default(),
+        dir.path().to_path_buf(),
+    ));
     wait_until_loaded(&mut h);
     for n in names {
         h.get_by_label(n);
         // Every character has a glyph in some installed font: no empty boxes.
         let font = egui::FontId::proportional(14.0);
-        assert!(h.ctx.fonts_mut(|f| f.has_glyphs(&font, n)), "no glyphs for {n}");
+        assert!(
+            h.ctx.fonts_mut(|f| f.has_glyphs(&font, n)),
+            "no glyphs for {n}"
+        );
     }
 }

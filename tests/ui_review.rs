@@ -18,7 +18,11 @@ use loupe::ui::{LoupeApp, Tab};
 fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
     Harness::builder()
         .with_size([1200.0, 800.0])
-        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .with_context_setup(|ctx| {
+            ctx.add_font_provider(std::sync::Arc::new(
+                egui_system_font_provider::SystemFontProvider::new(),
+            ))
+        })
         .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
 }
 
@@ -37,7 +41,10 @@ fn settle(h: &mut Harness<'_, LoupeApp>, limit: Duration, done: impl Fn(&LoupeAp
 
 /// Loaded, the last search (if any) reopened, every edit written.
 fn idle(app: &LoupeApp) -> bool {
-    !app.is_loading() && app.workspace().is_some() && !app.review.running() && app.pending_writes() == 0
+    !app.is_loading()
+        && app.workspace().is_some()
+        && !app.review.running()
+        && app.pending_writes() == 0
 }
 
 fn open(root: &Path) -> Harness<'static, LoupeApp> {
@@ -47,7 +54,13 @@ fn open(root: &Path) -> Harness<'static, LoupeApp> {
 }
 
 fn store(root: &Path) -> LabelStore {
-    let ds = dataset::open(&Source::ImageFolder { root: root.to_path_buf() }, &Progress::default()).unwrap();
+    let ds = dataset::open(
+        &Source::ImageFolder {
+            root: root.to_path_buf(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
     LabelStore::open(&ds).unwrap()
 }
 
@@ -55,10 +68,19 @@ fn store(root: &Path) -> LabelStore {
 fn flipped(root: &Path) -> Vec<(&'static str, &'static str)> {
     for (c, class) in ["cats", "dogs", "owls"].iter().enumerate() {
         for i in 0..6 {
-            common::write_png(&root.join(format!("{class}/{i}.png")), 8, 8, (c * 10 + i) as u8);
+            common::write_png(
+                &root.join(format!("{class}/{i}.png")),
+                8,
+                8,
+                (c * 10 + i) as u8,
+            );
         }
     }
-    vec![("cats/0.png", "dogs"), ("dogs/0.png", "owls"), ("owls/0.png", "cats")]
+    vec![
+        ("cats/0.png", "dogs"),
+        ("dogs/0.png", "owls"),
+        ("owls/0.png", "cats"),
+    ]
 }
 
 #[test]
@@ -72,14 +94,29 @@ fn queue_keys_decide_through_the_journal_and_undo() {
     let mut probs = Vec::new();
     for s in &ds.samples {
         let path = s.path.to_string_lossy().replace('\\', "/");
-        let truth = flips.iter().find(|f| f.0 == path).map_or(s.label.as_str(), |f| f.1);
+        let truth = flips
+            .iter()
+            .find(|f| f.0 == path)
+            .map_or(s.label.as_str(), |f| f.1);
         let t = ds.classes.iter().position(|c| c == truth).unwrap();
         // Confident about the true class; the first flip is the most confident one.
         let top = if path == flips[0].0 { 0.97 } else { 0.9 };
-        probs.extend((0..k).map(|j| if j == t { top } else { (1.0 - top) / (k - 1) as f32 }));
+        probs.extend((0..k).map(|j| {
+            if j == t {
+                top
+            } else {
+                (1.0 - top) / (k - 1) as f32
+            }
+        }));
     }
     let samples: Vec<usize> = (0..ds.samples.len()).collect();
-    let findings = issues::find(&ds, &samples, &probs, Method::PruneByNoiseRate, RankBy::SelfConfidence);
+    let findings = issues::find(
+        &ds,
+        &samples,
+        &probs,
+        Method::PruneByNoiseRate,
+        RankBy::SelfConfidence,
+    );
     let queue: Vec<&str> = findings.issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(queue.len(), 3, "{queue:?}");
     assert_eq!(queue[0], flips[0].0);
@@ -120,7 +157,8 @@ fn queue_keys_decide_through_the_journal_and_undo() {
     // The buttons do what the keys do: undo it, then accept with the button.
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     settle(&mut h, Duration::from_secs(10), idle);
-    h.get_by_label_contains(&format!("accept {}", flips[2].1)).click();
+    h.get_by_label_contains(&format!("accept {}", flips[2].1))
+        .click();
     settle(&mut h, Duration::from_secs(10), idle);
     assert_eq!(store(dir.path()).label(third).unwrap(), flips[2].1);
     h.get_by_label_contains("reviewed 3 / 3");
@@ -136,16 +174,34 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
     h.state_mut().review.img_size = 96;
     h.step();
     h.get_by_label_contains("No search yet");
-    h.get_by_role_and_label(egui::accesskit::Role::Button, "Find label issues").click();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "Find label issues")
+        .click();
     h.step();
     assert!(h.state().review.running());
     settle(&mut h, Duration::from_secs(300), idle);
     let status = h.state().review.status.clone().unwrap_or_default();
-    assert!(status.contains("suspected label errors among 60 images"), "{status}");
-    let queue: Vec<String> = h.state().review.queue.iter().map(|s| h.state().workspace().unwrap().path(s.sample)).collect();
-    let top: Vec<&str> = queue.iter().take(planted.len()).map(String::as_str).collect();
+    assert!(
+        status.contains("suspected label errors among 60 images"),
+        "{status}"
+    );
+    let queue: Vec<String> = h
+        .state()
+        .review
+        .queue
+        .iter()
+        .map(|s| h.state().workspace().unwrap().path(s.sample))
+        .collect();
+    let top: Vec<&str> = queue
+        .iter()
+        .take(planted.len())
+        .map(String::as_str)
+        .collect();
     for (path, _) in &planted {
-        assert!(top.contains(&path.as_str()), "{path} not among the first {}: {queue:?}", planted.len());
+        assert!(
+            top.contains(&path.as_str()),
+            "{path} not among the first {}: {queue:?}",
+            planted.len()
+        );
     }
     // The first suspect suggests its true class; keep the second as labelled.
     let first = &h.state().review.queue[0];
@@ -166,9 +222,19 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
     h.get_by_label_contains(&format!("reviewed 2 / {}", queue.len()));
     // Searching again (the embeddings are cached) does not ask about the kept image.
     h.state_mut().review.img_size = 96;
-    h.get_by_role_and_label(egui::accesskit::Role::Button, "Find label issues").click();
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "Find label issues")
+        .click();
     settle(&mut h, Duration::from_secs(120), idle);
-    let again: Vec<String> = h.state().review.queue.iter().map(|s| h.state().workspace().unwrap().path(s.sample)).collect();
+    let again: Vec<String> = h
+        .state()
+        .review
+        .queue
+        .iter()
+        .map(|s| h.state().workspace().unwrap().path(s.sample))
+        .collect();
     assert!(!again.contains(&queue[1]), "{again:?}");
-    assert!(!again.contains(&queue[0]), "the accepted fix is no longer suspect: {again:?}");
+    assert!(
+        !again.contains(&queue[0]),
+        "the accepted fix is no longer suspect: {again:?}"
+    );
 }

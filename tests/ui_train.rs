@@ -18,7 +18,11 @@ use loupe::ui::{LoupeApp, Tab};
 fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
     Harness::builder()
         .with_size([1400.0, 900.0])
-        .with_context_setup(|ctx| ctx.add_font_provider(std::sync::Arc::new(egui_system_font_provider::SystemFontProvider::new())))
+        .with_context_setup(|ctx| {
+            ctx.add_font_provider(std::sync::Arc::new(
+                egui_system_font_provider::SystemFontProvider::new(),
+            ))
+        })
         .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
 }
 
@@ -46,7 +50,11 @@ fn shown(h: &mut Harness<'_, LoupeApp>, label: &str) {
 }
 
 fn idle(app: &LoupeApp) -> bool {
-    !app.is_loading() && app.workspace().is_some() && !app.review.running() && !app.train.loading_runs() && app.pending_writes() == 0
+    !app.is_loading()
+        && app.workspace().is_some()
+        && !app.review.running()
+        && !app.train.loading_runs()
+        && app.pending_writes() == 0
 }
 
 /// Two visually distinct classes (dark and bright noise), 24 images each.
@@ -67,7 +75,10 @@ fn dataset(root: &Path) {
 fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    let mut h = harness(LoupeApp::open(
+        egui::Context::default(),
+        dir.path().to_path_buf(),
+    ));
     settle(&mut h, Duration::from_secs(60), idle);
     h.state_mut().tab = Tab::Train;
     h.step();
@@ -78,65 +89,133 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     h.state_mut().train.cfg.img_size = 16;
     h.state_mut().train.cfg.batch = 8;
     h.get_by_label("▶ Start").click();
-    settle(&mut h, Duration::from_secs(120), |a| a.train.live.as_ref().is_some_and(|l| l.epochs.len() >= 2));
+    settle(&mut h, Duration::from_secs(120), |a| {
+        a.train.live.as_ref().is_some_and(|l| l.epochs.len() >= 2)
+    });
     let live = h.state().train.live.as_ref().unwrap();
-    assert!(live.steps.len() >= 2 * 5, "steps of two epochs arrived: {}", live.steps.len());
+    assert!(
+        live.steps.len() >= 2 * 5,
+        "steps of two epochs arrived: {}",
+        live.steps.len()
+    );
     assert!(live.steps.iter().all(|(x, y)| *x > 0.0 && y.is_finite()));
     h.get_by_label_contains("epoch ");
     // The runs list shows the run while it runs.
-    settle(&mut h, Duration::from_secs(30), |a| !a.train.runs.is_empty() && !a.train.loading_runs());
+    settle(&mut h, Duration::from_secs(30), |a| {
+        !a.train.runs.is_empty() && !a.train.loading_runs()
+    });
     h.get_by_label("■ Stop").click();
-    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
+    settle(&mut h, Duration::from_secs(60), |a| {
+        !a.train.running() && !a.train.loading_runs()
+    });
     let live = h.state().train.live.as_ref().unwrap();
-    let outcome = live.outcome.clone().expect("the run reported its end").expect("it did not fail");
+    let outcome = live
+        .outcome
+        .clone()
+        .expect("the run reported its end")
+        .expect("it did not fail");
     assert!(outcome.starts_with("stopped"), "{outcome}");
     assert!(live.epochs.len() < 200);
     let run = h.state().train.runs[0].clone();
     assert!(run.status().starts_with("cancelled"), "{}", run.status());
-    assert!(run.steps.len() >= live.steps.len() - 1, "the steps on disk are the ones drawn");
+    assert!(
+        run.steps.len() >= live.steps.len() - 1,
+        "the steps on disk are the ones drawn"
+    );
 
     // Resume from the list: the run goes on in its folder, then stops again.
     let epochs_before = run.epochs.len();
     h.get_by_label("resume").click();
-    settle(&mut h, Duration::from_secs(120), |a| a.train.live.as_ref().is_some_and(|l| l.epochs.last().is_some_and(|e| e.epoch > epochs_before)));
-    assert_eq!(h.state().train.live.as_ref().unwrap().run_dir.as_ref(), Some(&run.dir));
+    settle(&mut h, Duration::from_secs(120), |a| {
+        a.train
+            .live
+            .as_ref()
+            .is_some_and(|l| l.epochs.last().is_some_and(|e| e.epoch > epochs_before))
+    });
+    assert_eq!(
+        h.state().train.live.as_ref().unwrap().run_dir.as_ref(),
+        Some(&run.dir)
+    );
     h.get_by_label("■ Stop").click();
-    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
-    assert_eq!(h.state().train.runs.len(), 1, "resumed in place, no new folder");
+    settle(&mut h, Duration::from_secs(60), |a| {
+        !a.train.running() && !a.train.loading_runs()
+    });
+    assert_eq!(
+        h.state().train.runs.len(),
+        1,
+        "resumed in place, no new folder"
+    );
     let run = h.state().train.runs[0].clone();
     assert!(run.epochs.len() > epochs_before);
 
     // Evaluate: the run's predictions; a cell shows exactly its images.
     h.state_mut().tab = Tab::Evaluate;
-    h.state_mut().evaluate.select(&egui::Context::default(), run.dir.clone());
+    h.state_mut()
+        .evaluate
+        .select(&egui::Context::default(), run.dir.clone());
     settle(&mut h, Duration::from_secs(30), |a| !a.evaluate.loading());
     let (classes, preds) = evaluate::read_predictions(&run.dir).unwrap();
     assert_eq!(preds.len(), 10, "20% of 48 images, stratified");
     let (t, p) = (0, 0);
-    let expected: std::collections::BTreeSet<String> = preds.iter().filter(|x| x.label == t && x.predicted == p).map(|x| x.path.clone()).collect();
-    h.get_by_role_and_label(Role::Button, &format!("{} → {}: {}", classes[t], classes[p], expected.len())).click();
+    let expected: std::collections::BTreeSet<String> = preds
+        .iter()
+        .filter(|x| x.label == t && x.predicted == p)
+        .map(|x| x.path.clone())
+        .collect();
+    h.get_by_role_and_label(
+        Role::Button,
+        &format!("{} → {}: {}", classes[t], classes[p], expected.len()),
+    )
+    .click();
     h.step();
     assert_eq!(h.state().evaluate.gallery, Some(Gallery::Cell(t, p)));
-    let shown: std::collections::BTreeSet<String> = h.state().evaluate.gallery_items().iter().map(|x| x.path.clone()).collect();
+    let shown: std::collections::BTreeSet<String> = h
+        .state()
+        .evaluate
+        .gallery_items()
+        .iter()
+        .map(|x| x.path.clone())
+        .collect();
     assert_eq!(shown, expected);
-    assert!(!shown.is_empty(), "a trained run predicts some of a class right");
+    assert!(
+        !shown.is_empty(),
+        "a trained run predicts some of a class right"
+    );
     // Each shown image is a tile; click one and relabel it with 2 (the second class).
     let first = shown.iter().next().unwrap().clone();
     h.get_by_label_contains(&format!("{first} [")).click();
     h.step();
     h.key_press(Key::Num2);
     settle(&mut h, Duration::from_secs(10), |a| a.pending_writes() == 0);
-    let ds = dataset::open(&Source::ImageFolder { root: dir.path().to_path_buf() }, &Progress::default()).unwrap();
+    let ds = dataset::open(
+        &Source::ImageFolder {
+            root: dir.path().to_path_buf(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
     let store = LabelStore::open(&ds).unwrap();
     let ws_classes = h.state().workspace().unwrap().classes.clone();
     assert_eq!(store.label(&first).unwrap(), ws_classes[1]);
     // Top losses lists every validation image, the worst first.
     h.get_by_label("Top losses").click();
     h.step();
-    let losses: Vec<f32> = h.state().evaluate.gallery_items().iter().map(|x| x.loss()).collect();
+    let losses: Vec<f32> = h
+        .state()
+        .evaluate
+        .gallery_items()
+        .iter()
+        .map(|x| x.loss())
+        .collect();
     assert_eq!(losses.len(), 10);
     assert!(losses.windows(2).all(|w| w[0] >= w[1]));
-    let worst: Vec<String> = h.state().evaluate.gallery_items().iter().map(|x| x.path.clone()).collect();
+    let worst: Vec<String> = h
+        .state()
+        .evaluate
+        .gallery_items()
+        .iter()
+        .map(|x| x.path.clone())
+        .collect();
 
     // Browse sorts by that run's loss: its validation images first, worst first.
     h.state_mut().tab = Tab::Browse;
@@ -144,7 +223,11 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     h.step();
     let order = h.state_mut().browse_paths();
     assert_eq!(order.len(), 48);
-    assert_eq!(&order[..10], &worst[..], "the validation images by loss, then the rest");
+    assert_eq!(
+        &order[..10],
+        &worst[..],
+        "the validation images by loss, then the rest"
+    );
 }
 
 #[test]
@@ -161,15 +244,32 @@ fn a_bad_weights_file_is_reported_in_the_window_and_a_run_can_be_deleted() {
     h.state_mut().train.cfg.weights = Some(junk);
     h.state_mut().train.cfg.img_size = 16;
     h.get_by_label("▶ Start").click();
-    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
-    let outcome = h.state().train.live.as_ref().unwrap().outcome.clone().unwrap();
+    settle(&mut h, Duration::from_secs(60), |a| {
+        !a.train.running() && !a.train.loading_runs()
+    });
+    let outcome = h
+        .state()
+        .train
+        .live
+        .as_ref()
+        .unwrap()
+        .outcome
+        .clone()
+        .unwrap();
     let err = outcome.expect_err("a junk weights file fails the run");
-    assert!(err.contains("junk.safetensors"), "the message names the file: {err}");
+    assert!(
+        err.contains("junk.safetensors"),
+        "the message names the file: {err}"
+    );
     h.get_by_label_contains("the run failed");
 
     // Delete asks first; keeping changes nothing, deleting removes the folder.
     let runs = h.state().train.runs.clone();
-    assert_eq!(runs.len(), 1, "the failed run left its folder with its config");
+    assert_eq!(
+        runs.len(),
+        1,
+        "the failed run left its folder with its config"
+    );
     h.get_by_label("delete").click();
     shown(&mut h, "Keep");
     h.get_by_label("Keep").click();
@@ -178,27 +278,39 @@ fn a_bad_weights_file_is_reported_in_the_window_and_a_run_can_be_deleted() {
     h.get_by_label("delete").click();
     shown(&mut h, "Delete");
     h.get_by_label("Delete").click();
-    settle(&mut h, Duration::from_secs(30), |a| a.train.runs.is_empty() && !a.train.loading_runs());
+    settle(&mut h, Duration::from_secs(30), |a| {
+        a.train.runs.is_empty() && !a.train.loading_runs()
+    });
     assert!(!runs[0].dir.exists());
 }
 
 /// The window's close button, as the windowing system reports it.
 fn request_close(h: &mut Harness<'_, LoupeApp>) {
-    h.input_mut().viewports.entry(egui::ViewportId::ROOT).or_default().events.push(egui::ViewportEvent::Close);
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
 }
 
 #[test]
 fn closing_the_window_during_a_run_asks_then_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut h = harness(LoupeApp::open(egui::Context::default(), dir.path().to_path_buf()));
+    let mut h = harness(LoupeApp::open(
+        egui::Context::default(),
+        dir.path().to_path_buf(),
+    ));
     settle(&mut h, Duration::from_secs(60), idle);
     h.state_mut().tab = Tab::Train;
     h.step();
     h.state_mut().train.cfg.epochs = 500;
     h.state_mut().train.cfg.img_size = 16;
     h.get_by_label("▶ Start").click();
-    settle(&mut h, Duration::from_secs(60), |a| a.train.live.as_ref().is_some_and(|l| !l.epochs.is_empty()));
+    settle(&mut h, Duration::from_secs(60), |a| {
+        a.train.live.as_ref().is_some_and(|l| !l.epochs.is_empty())
+    });
     // Keep training: the run goes on.
     request_close(&mut h);
     shown(&mut h, "Keep training");
@@ -206,13 +318,29 @@ fn closing_the_window_during_a_run_asks_then_stops_it() {
     h.step();
     assert!(h.state().train.running());
     let epochs = h.state().train.live.as_ref().unwrap().epochs.len();
-    settle(&mut h, Duration::from_secs(60), |a| a.train.live.as_ref().is_some_and(|l| l.epochs.len() > epochs));
+    settle(&mut h, Duration::from_secs(60), |a| {
+        a.train
+            .live
+            .as_ref()
+            .is_some_and(|l| l.epochs.len() > epochs)
+    });
     // Stop and close: the run is cancelled (and says so on disk).
     request_close(&mut h);
     shown(&mut h, "Stop and close");
     h.get_by_label("Stop and close").click();
-    settle(&mut h, Duration::from_secs(60), |a| !a.train.running() && !a.train.loading_runs());
-    let outcome = h.state().train.live.as_ref().unwrap().outcome.clone().unwrap().unwrap();
+    settle(&mut h, Duration::from_secs(60), |a| {
+        !a.train.running() && !a.train.loading_runs()
+    });
+    let outcome = h
+        .state()
+        .train
+        .live
+        .as_ref()
+        .unwrap()
+        .outcome
+        .clone()
+        .unwrap()
+        .unwrap();
     assert!(outcome.starts_with("stopped"), "{outcome}");
     assert!(h.state().train.runs[0].status().starts_with("cancelled"));
 }

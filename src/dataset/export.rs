@@ -36,33 +36,63 @@ pub enum ExportError {
     #[error("cannot create {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
     #[error("export stopped after {done} of {total} files: writing {path} failed: {source}. The partial export in {out} can be deleted; the dataset is untouched")]
-    Write { done: usize, total: usize, path: PathBuf, out: PathBuf, source: io::Error },
+    Write {
+        done: usize,
+        total: usize,
+        path: PathBuf,
+        out: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Exports `ds` (pass the *effective* dataset: labels edited, excluded samples removed) to `out`.
 pub fn export(ds: &Dataset, out: &Path, format: ExportFormat) -> Result<ExportReport, ExportError> {
-    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         return Err(ExportError::NotEmpty(out.to_path_buf()));
     }
-    let create = |p: &Path| std::fs::create_dir_all(p).map_err(|source| ExportError::Create { path: p.to_path_buf(), source });
+    let create = |p: &Path| {
+        std::fs::create_dir_all(p).map_err(|source| ExportError::Create {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     create(out)?;
-    let (abs_out, abs_root) = (out.canonicalize().unwrap_or(out.to_path_buf()), ds.root.canonicalize().unwrap_or(ds.root.clone()));
+    let (abs_out, abs_root) = (
+        out.canonicalize().unwrap_or(out.to_path_buf()),
+        ds.root.canonicalize().unwrap_or(ds.root.clone()),
+    );
     if abs_out.starts_with(&abs_root) {
         let _ = std::fs::remove_dir(out);
         return Err(ExportError::InsideDataset(out.to_path_buf()));
     }
 
-    let mut report = ExportReport { classes: ds.classes.len(), ..Default::default() };
+    let mut report = ExportReport {
+        classes: ds.classes.len(),
+        ..Default::default()
+    };
     let mut taken = HashSet::new();
     let mut rows = Vec::new();
     let total = ds.samples.len();
     for (done, s) in ds.samples.iter().enumerate() {
         let rel = match format {
-            ExportFormat::Imagefolder => unique(&mut taken, Path::new(&folder_name(&s.label)).join(below_class(&ds.source, &s.path))),
+            ExportFormat::Imagefolder => unique(
+                &mut taken,
+                Path::new(&folder_name(&s.label)).join(below_class(&ds.source, &s.path)),
+            ),
             ExportFormat::Csv => Path::new("images").join(&s.path),
         };
         let dst = out.join(&rel);
-        let write_err = |source| ExportError::Write { done, total, path: dst.clone(), out: out.to_path_buf(), source };
+        let write_err = |source| ExportError::Write {
+            done,
+            total,
+            path: dst.clone(),
+            out: out.to_path_buf(),
+            source,
+        };
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(write_err)?;
         }
@@ -80,7 +110,13 @@ pub fn export(ds: &Dataset, out: &Path, format: ExportFormat) -> Result<ExportRe
     }
     if format == ExportFormat::Csv {
         let path = out.join("labels.csv");
-        let csv_err = |e: csv::Error| ExportError::Write { done: total, total, path: path.clone(), out: out.to_path_buf(), source: e.into() };
+        let csv_err = |e: csv::Error| ExportError::Write {
+            done: total,
+            total,
+            path: path.clone(),
+            out: out.to_path_buf(),
+            source: e.into(),
+        };
         let mut w = csv::Writer::from_path(&path).map_err(csv_err)?;
         let composite = ds.label_columns.len() > 1;
         let has_group = ds.samples.iter().any(|s| s.group.is_some());
@@ -114,7 +150,16 @@ pub fn export(ds: &Dataset, out: &Path, format: ExportFormat) -> Result<ExportRe
 
 /// A class name as a folder name: composite labels joined with '-', nothing hidden or special.
 pub fn folder_name(label: &str) -> String {
-    let s: String = label.chars().map(|c| if matches!(c, '/' | '\\' | '\0') { '-' } else { c }).collect();
+    let s: String = label
+        .chars()
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '\0') {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
     match s.as_str() {
         "" | "." | ".." => format!("_{s}"),
         _ if s.starts_with('.') => format!("_{}", &s[1..]),
@@ -126,7 +171,10 @@ pub fn folder_name(label: &str) -> String {
 fn below_class(source: &Source, path: &Path) -> PathBuf {
     match source {
         Source::ImageFolder { .. } => path.components().skip(1).collect(),
-        Source::Csv(_) => path.components().filter(|c| matches!(c, Component::Normal(_))).collect(),
+        Source::Csv(_) => path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect(),
     }
 }
 
@@ -135,8 +183,14 @@ fn unique(taken: &mut HashSet<PathBuf>, rel: PathBuf) -> PathBuf {
     if taken.insert(rel.clone()) {
         return rel;
     }
-    let stem = rel.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = rel.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = rel
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = rel
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     (2..)
         .map(|n| rel.with_file_name(format!("{stem}~{n}{ext}")))
         .find(|p| taken.insert(p.clone()))
@@ -158,8 +212,17 @@ mod tests {
     #[test]
     fn colliding_names_get_a_counter() {
         let mut taken = HashSet::new();
-        assert_eq!(unique(&mut taken, "a/x.png".into()), PathBuf::from("a/x.png"));
-        assert_eq!(unique(&mut taken, "a/x.png".into()), PathBuf::from("a/x~2.png"));
-        assert_eq!(unique(&mut taken, "a/x.png".into()), PathBuf::from("a/x~3.png"));
+        assert_eq!(
+            unique(&mut taken, "a/x.png".into()),
+            PathBuf::from("a/x.png")
+        );
+        assert_eq!(
+            unique(&mut taken, "a/x.png".into()),
+            PathBuf::from("a/x~2.png")
+        );
+        assert_eq!(
+            unique(&mut taken, "a/x.png".into()),
+            PathBuf::from("a/x~3.png")
+        );
     }
 }

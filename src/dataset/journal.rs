@@ -17,17 +17,36 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "field", rename_all = "snake_case")]
 pub enum Edit {
-    Label { path: String, from: String, to: String },
-    Excluded { path: String, from: bool, to: bool },
-    Unsure { path: String, from: bool, to: bool },
+    Label {
+        path: String,
+        from: String,
+        to: String,
+    },
+    Excluded {
+        path: String,
+        from: bool,
+        to: bool,
+    },
+    Unsure {
+        path: String,
+        from: bool,
+        to: bool,
+    },
     /// Looked at in review and kept as labelled: the review queue does not ask again.
-    Checked { path: String, from: bool, to: bool },
+    Checked {
+        path: String,
+        from: bool,
+        to: bool,
+    },
 }
 
 impl Edit {
     pub fn path(&self) -> &str {
         match self {
-            Edit::Label { path, .. } | Edit::Excluded { path, .. } | Edit::Unsure { path, .. } | Edit::Checked { path, .. } => path,
+            Edit::Label { path, .. }
+            | Edit::Excluded { path, .. }
+            | Edit::Unsure { path, .. }
+            | Edit::Checked { path, .. } => path,
         }
     }
 }
@@ -42,8 +61,12 @@ pub enum Op {
         new_classes: Vec<String>,
         edits: Vec<Edit>,
     },
-    Undo { target: u64 },
-    Redo { target: u64 },
+    Undo {
+        target: u64,
+    },
+    Redo {
+        target: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +94,9 @@ impl std::fmt::Display for Damage {
             Damage::TornTail { bytes } => {
                 write!(f, "the last edit in the journal was cut off while being written ({bytes} bytes) and was dropped")
             }
-            Damage::BadLine { line, text } => write!(f, "journal line {line} is damaged and was skipped: {text}"),
+            Damage::BadLine { line, text } => {
+                write!(f, "journal line {line} is damaged and was skipped: {text}")
+            }
         }
     }
 }
@@ -97,9 +122,18 @@ impl Journal {
     pub fn open(dir: &Path) -> Result<(Journal, Vec<Entry>, Vec<Damage>), JournalError> {
         let path = dir.join("journal.jsonl");
         let lock_path = dir.join("journal.lock");
-        let io_err = |source| JournalError::Io { path: path.clone(), source };
+        let io_err = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io_err)?;
-        let mut j = Journal { path: path.clone(), lock_path, read_to: 0, lines_read: 0, last_seq: 0 };
+        let mut j = Journal {
+            path: path.clone(),
+            lock_path,
+            read_to: 0,
+            lines_read: 0,
+            last_seq: 0,
+        };
         let lock = j.lock().map_err(io_err)?;
         let (entries, damage) = j.read_new().map_err(io_err)?;
         drop(lock);
@@ -111,15 +145,25 @@ impl Journal {
     }
 
     fn lock(&self) -> io::Result<File> {
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock_path)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)?;
         f.lock()?;
         Ok(f)
     }
 
     /// Entries other processes appended since we last looked.
     pub fn refresh(&mut self) -> Result<(Vec<Entry>, Vec<Damage>), JournalError> {
-        let lock = self.lock().map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
-        let r = self.read_new().map_err(|source| JournalError::Io { path: self.path.clone(), source });
+        let lock = self.lock().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let r = self.read_new().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        });
         drop(lock);
         r
     }
@@ -128,13 +172,24 @@ impl Journal {
     /// applied before ours). Durable when this returns: written and fsynced.
     pub fn append(&mut self, op: Op) -> Result<(Vec<Entry>, Vec<Damage>, Entry), JournalError> {
         let path = self.path.clone();
-        let io_err = |source| JournalError::Io { path: path.clone(), source };
+        let io_err = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
         let lock = self.lock().map_err(io_err)?;
         let (others, damage) = self.read_new().map_err(io_err)?;
-        let entry = Entry { seq: self.last_seq + 1, time: now(), op };
+        let entry = Entry {
+            seq: self.last_seq + 1,
+            time: now(),
+            op,
+        };
         let mut line = serde_json::to_vec(&entry).expect("journal entries always serialize");
         line.push(b'\n');
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(io_err)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err)?;
         if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
             // Leave no half line behind for the next reader: cut back to where we started.
             let _ = f.set_len(self.read_to);
@@ -177,7 +232,10 @@ impl Journal {
                 // A torn tail: the write of this line never completed, so it was never acked.
                 damage.push(Damage::TornTail { bytes: n as u64 });
                 drop(reader);
-                OpenOptions::new().write(true).open(&self.path)?.set_len(self.read_to)?;
+                OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)?
+                    .set_len(self.read_to)?;
                 break;
             }
             self.read_to += n as u64;
@@ -186,9 +244,15 @@ impl Journal {
                     self.last_seq = e.seq;
                     entries.push(e);
                 }
-                Ok(e) => damage.push(Damage::BadLine { line: line_no, text: format!("sequence number {} out of order", e.seq) }),
+                Ok(e) => damage.push(Damage::BadLine {
+                    line: line_no,
+                    text: format!("sequence number {} out of order", e.seq),
+                }),
                 Err(_) if buf.iter().all(u8::is_ascii_whitespace) => {}
-                Err(err) => damage.push(Damage::BadLine { line: line_no, text: err.to_string() }),
+                Err(err) => damage.push(Damage::BadLine {
+                    line: line_no,
+                    text: err.to_string(),
+                }),
             }
         }
         self.lines_read = line_no;
@@ -197,5 +261,8 @@ impl Journal {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -42,7 +42,11 @@ pub enum LabelError {
     #[error("not in the dataset: {}", .0.join(", "))]
     UnknownFiles(Vec<String>),
     #[error("this dataset's labels have {columns} columns ({names}): give the class as {example}")]
-    WrongParts { columns: usize, names: String, example: String },
+    WrongParts {
+        columns: usize,
+        names: String,
+        example: String,
+    },
     #[error("a class name cannot be empty")]
     EmptyClass,
     #[error("nothing to undo")]
@@ -81,7 +85,11 @@ impl LabelStore {
             journal,
             dir,
             fallback,
-            base: ds.samples.iter().map(|s| (path_str(&s.path), s.label.clone())).collect(),
+            base: ds
+                .samples
+                .iter()
+                .map(|s| (path_str(&s.path), s.label.clone()))
+                .collect(),
             label_columns: ds.label_columns.clone(),
             steps: BTreeMap::new(),
             applied: Vec::new(),
@@ -91,12 +99,22 @@ impl LabelStore {
             warnings: Vec::new(),
         };
         store.absorb(entries, damage);
-        let stale = store.state.keys().filter(|p| !store.base.contains_key(*p)).count();
+        let stale = store
+            .state
+            .keys()
+            .filter(|p| !store.base.contains_key(*p))
+            .count();
         if stale > 0 {
             store.warnings.push(format!("{stale} edited file(s) are no longer in the dataset; their edits are kept but not shown"));
         }
         if fallback {
-            store.warnings.insert(0, format!("the dataset folder is read-only: label edits are kept in {}", store.dir.display()));
+            store.warnings.insert(
+                0,
+                format!(
+                    "the dataset folder is read-only: label edits are kept in {}",
+                    store.dir.display()
+                ),
+            );
         }
         store.write_snapshot_quietly();
         Ok(store)
@@ -112,12 +130,26 @@ impl LabelStore {
         let mut dirty = false;
         for e in entries {
             match e.op {
-                Op::Apply { note, new_classes, edits } => {
+                Op::Apply {
+                    note,
+                    new_classes,
+                    edits,
+                } => {
                     for edit in &edits {
                         apply_edit(&mut self.state, edit);
                     }
                     self.new_classes.extend(new_classes.iter().cloned());
-                    self.steps.insert(e.seq, Step { seq: e.seq, time: e.time, note, new_classes, edits, undone: false });
+                    self.steps.insert(
+                        e.seq,
+                        Step {
+                            seq: e.seq,
+                            time: e.time,
+                            note,
+                            new_classes,
+                            edits,
+                            undone: false,
+                        },
+                    );
                     self.applied.push(e.seq);
                     for s in self.redoable.drain(..) {
                         // Applying something new ends the redo branch.
@@ -187,7 +219,10 @@ impl LabelStore {
 
     /// The current label of a sample (by dataset-relative path).
     pub fn label(&self, path: &str) -> Option<&str> {
-        self.state.get(path).and_then(|s| s.label.as_deref()).or_else(|| self.base.get(path).map(String::as_str))
+        self.state
+            .get(path)
+            .and_then(|s| s.label.as_deref())
+            .or_else(|| self.base.get(path).map(String::as_str))
     }
 
     /// The label a sample has in the dataset itself, before any edit.
@@ -211,7 +246,11 @@ impl LabelStore {
     /// Whether the sample differs from the original in any way.
     pub fn is_edited(&self, path: &str) -> bool {
         self.state.get(path).is_some_and(|s| {
-            s.excluded || s.unsure || s.label.as_deref().is_some_and(|l| self.base.get(path).map(String::as_str) != Some(l))
+            s.excluded
+                || s.unsure
+                || s.label
+                    .as_deref()
+                    .is_some_and(|l| self.base.get(path).map(String::as_str) != Some(l))
         })
     }
 
@@ -237,9 +276,14 @@ impl LabelStore {
     /// created by edits added. What statistics, training and export see.
     pub fn effective(&self, ds: &Dataset) -> Dataset {
         let mut out = ds.clone();
-        out.samples.retain(|s| !self.is_excluded(&path_str(&s.path)));
+        out.samples
+            .retain(|s| !self.is_excluded(&path_str(&s.path)));
         for s in &mut out.samples {
-            if let Some(l) = self.state.get(&path_str(&s.path)).and_then(|st| st.label.as_ref()) {
+            if let Some(l) = self
+                .state
+                .get(&path_str(&s.path))
+                .and_then(|st| st.label.as_ref())
+            {
                 s.label = l.clone();
                 s.parts = label_parts(l, ds.label_columns.len());
             }
@@ -254,7 +298,11 @@ impl LabelStore {
     // ---- editing -------------------------------------------------------------------------
 
     fn check_known<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<(), LabelError> {
-        let unknown: Vec<String> = paths.into_iter().filter(|p| !self.base.contains_key(*p)).map(str::to_string).collect();
+        let unknown: Vec<String> = paths
+            .into_iter()
+            .filter(|p| !self.base.contains_key(*p))
+            .map(str::to_string)
+            .collect();
         if unknown.is_empty() {
             Ok(())
         } else {
@@ -267,7 +315,10 @@ impl LabelStore {
         if class.trim().is_empty() {
             return Err(LabelError::EmptyClass);
         }
-        if n > 1 && (class.split(COMPOSITE_SEP).count() != n || class.split(COMPOSITE_SEP).any(|p| p.trim().is_empty())) {
+        if n > 1
+            && (class.split(COMPOSITE_SEP).count() != n
+                || class.split(COMPOSITE_SEP).any(|p| p.trim().is_empty()))
+        {
             return Err(LabelError::WrongParts {
                 columns: n,
                 names: self.label_columns.join(", "),
@@ -280,7 +331,8 @@ impl LabelStore {
     /// Every class some sample has or an edit created. Built once per edit: a batch of 100,000
     /// relabels must not scan all labels for each file.
     fn known_classes(&self) -> std::collections::HashSet<&str> {
-        let mut known: std::collections::HashSet<&str> = self.base.values().map(String::as_str).collect();
+        let mut known: std::collections::HashSet<&str> =
+            self.base.values().map(String::as_str).collect();
         known.extend(self.new_classes.iter().map(String::as_str));
         known.extend(self.state.values().filter_map(|s| s.label.as_deref()));
         known
@@ -289,7 +341,11 @@ impl LabelStore {
     /// Relabels many samples as one undo step. `(path, class)` pairs; all are checked before
     /// anything is written, so nothing is half-applied. Returns the step, or `None` when nothing
     /// would change.
-    pub fn relabel(&mut self, changes: &[(String, String)], note: &str) -> Result<Option<Step>, LabelError> {
+    pub fn relabel(
+        &mut self,
+        changes: &[(String, String)],
+        note: &str,
+    ) -> Result<Option<Step>, LabelError> {
         self.refresh()?;
         self.check_known(changes.iter().map(|(p, _)| p.as_str()))?;
         for (_, c) in changes {
@@ -304,25 +360,71 @@ impl LabelStore {
                 if !known.contains(to.as_str()) {
                     new_classes.insert(to.clone());
                 }
-                edits.push(Edit::Label { path: path.clone(), from, to: to.clone() });
+                edits.push(Edit::Label {
+                    path: path.clone(),
+                    from,
+                    to: to.clone(),
+                });
             }
         }
         self.commit_edits(note, new_classes.into_iter().collect(), edits)
     }
 
     /// Marks samples excluded (or back in); kept on disk, left out of training and export.
-    pub fn set_excluded(&mut self, paths: &[String], excluded: bool, note: &str) -> Result<Option<Step>, LabelError> {
-        self.set_flag(paths, note, |st| st.excluded == excluded, |path| Edit::Excluded { path, from: !excluded, to: excluded })
+    pub fn set_excluded(
+        &mut self,
+        paths: &[String],
+        excluded: bool,
+        note: &str,
+    ) -> Result<Option<Step>, LabelError> {
+        self.set_flag(
+            paths,
+            note,
+            |st| st.excluded == excluded,
+            |path| Edit::Excluded {
+                path,
+                from: !excluded,
+                to: excluded,
+            },
+        )
     }
 
     /// Marks samples as unsure (a reminder to look again), or clears the mark.
-    pub fn set_unsure(&mut self, paths: &[String], unsure: bool, note: &str) -> Result<Option<Step>, LabelError> {
-        self.set_flag(paths, note, |st| st.unsure == unsure, |path| Edit::Unsure { path, from: !unsure, to: unsure })
+    pub fn set_unsure(
+        &mut self,
+        paths: &[String],
+        unsure: bool,
+        note: &str,
+    ) -> Result<Option<Step>, LabelError> {
+        self.set_flag(
+            paths,
+            note,
+            |st| st.unsure == unsure,
+            |path| Edit::Unsure {
+                path,
+                from: !unsure,
+                to: unsure,
+            },
+        )
     }
 
     /// Marks samples as reviewed and kept, or clears the mark.
-    pub fn set_checked(&mut self, paths: &[String], checked: bool, note: &str) -> Result<Option<Step>, LabelError> {
-        self.set_flag(paths, note, |st| st.checked == checked, |path| Edit::Checked { path, from: !checked, to: checked })
+    pub fn set_checked(
+        &mut self,
+        paths: &[String],
+        checked: bool,
+        note: &str,
+    ) -> Result<Option<Step>, LabelError> {
+        self.set_flag(
+            paths,
+            note,
+            |st| st.checked == checked,
+            |path| Edit::Checked {
+                path,
+                from: !checked,
+                to: checked,
+            },
+        )
     }
 
     pub fn is_checked(&self, path: &str) -> bool {
@@ -339,7 +441,11 @@ impl LabelStore {
     ) -> Result<Option<Step>, LabelError> {
         self.refresh()?;
         self.check_known(paths.iter().map(String::as_str))?;
-        let edits = paths.iter().filter(|p| !already(&self.sample_state(p))).map(|p| edit(p.clone())).collect();
+        let edits = paths
+            .iter()
+            .filter(|p| !already(&self.sample_state(p)))
+            .map(|p| edit(p.clone()))
+            .collect();
         self.commit_edits(note, Vec::new(), edits)
     }
 
@@ -350,14 +456,27 @@ impl LabelStore {
         if self.known_classes().contains(class) {
             return Ok(None);
         }
-        self.commit_edits(&format!("add class {class}"), vec![class.to_string()], Vec::new())
+        self.commit_edits(
+            &format!("add class {class}"),
+            vec![class.to_string()],
+            Vec::new(),
+        )
     }
 
-    fn commit_edits(&mut self, note: &str, new_classes: Vec<String>, edits: Vec<Edit>) -> Result<Option<Step>, LabelError> {
+    fn commit_edits(
+        &mut self,
+        note: &str,
+        new_classes: Vec<String>,
+        edits: Vec<Edit>,
+    ) -> Result<Option<Step>, LabelError> {
         if edits.is_empty() && new_classes.is_empty() {
             return Ok(None);
         }
-        let entry = self.commit(Op::Apply { note: note.to_string(), new_classes, edits })?;
+        let entry = self.commit(Op::Apply {
+            note: note.to_string(),
+            new_classes,
+            edits,
+        })?;
         Ok(self.steps.get(&entry.seq).cloned())
     }
 
@@ -369,16 +488,32 @@ impl LabelStore {
         let mut edits = Vec::new();
         let original = self.base[path].clone();
         if let Some(label) = st.label.filter(|l| *l != original) {
-            edits.push(Edit::Label { path: path.to_string(), from: label, to: original });
+            edits.push(Edit::Label {
+                path: path.to_string(),
+                from: label,
+                to: original,
+            });
         }
         if st.excluded {
-            edits.push(Edit::Excluded { path: path.to_string(), from: true, to: false });
+            edits.push(Edit::Excluded {
+                path: path.to_string(),
+                from: true,
+                to: false,
+            });
         }
         if st.unsure {
-            edits.push(Edit::Unsure { path: path.to_string(), from: true, to: false });
+            edits.push(Edit::Unsure {
+                path: path.to_string(),
+                from: true,
+                to: false,
+            });
         }
         if st.checked {
-            edits.push(Edit::Checked { path: path.to_string(), from: true, to: false });
+            edits.push(Edit::Checked {
+                path: path.to_string(),
+                from: true,
+                to: false,
+            });
         }
         self.commit_edits(&format!("revert {path}"), Vec::new(), edits)
     }
@@ -405,7 +540,10 @@ impl LabelStore {
     /// tools. Derived from the journal; a failure to write it loses nothing.
     fn write_snapshot_quietly(&mut self) {
         if let Err(e) = self.write_snapshot() {
-            self.warnings.push(format!("could not update {}: {e}", self.dir.join("labels.csv").display()));
+            self.warnings.push(format!(
+                "could not update {}: {e}",
+                self.dir.join("labels.csv").display()
+            ));
         }
     }
 
@@ -420,7 +558,13 @@ impl LabelStore {
                 }
                 let original = self.base.get(path).map(String::as_str).unwrap_or("");
                 let label = self.label(path).unwrap_or("");
-                w.write_record([path.as_str(), original, label, bool_str(st.excluded), bool_str(st.unsure)])?;
+                w.write_record([
+                    path.as_str(),
+                    original,
+                    label,
+                    bool_str(st.excluded),
+                    bool_str(st.unsure),
+                ])?;
             }
             w.flush()?;
         }
@@ -450,7 +594,10 @@ fn apply_edit(state: &mut BTreeMap<String, SampleState>, edit: &Edit) {
 /// temp file in the same folder, fsync, rename, fsync the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -480,9 +627,15 @@ fn overlay_dir(ds: &Dataset) -> Result<(PathBuf, bool), LabelError> {
     if std::fs::create_dir_all(&local).is_ok() && writable(&local) {
         return Ok((local, false));
     }
-    std::fs::create_dir_all(&user).map_err(|source| LabelError::Overlay { path: user.clone(), source })?;
+    std::fs::create_dir_all(&user).map_err(|source| LabelError::Overlay {
+        path: user.clone(),
+        source,
+    })?;
     // Which dataset this folder belongs to, for a person looking around in there.
-    let _ = std::fs::write(user_root.join("dataset.txt"), format!("{}\n", ds.root.display()));
+    let _ = std::fs::write(
+        user_root.join("dataset.txt"),
+        format!("{}\n", ds.root.display()),
+    );
     Ok((user, true))
 }
 
@@ -490,18 +643,36 @@ fn overlay_dir(ds: &Dataset) -> Result<(PathBuf, bool), LabelError> {
 /// `stats` look, but leave no `.loupe/` behind in a dataset that was never edited.
 pub fn has_overlay(ds: &Dataset) -> bool {
     let sub = overlay_sub(ds);
-    ds.root.join(".loupe").join(&sub).join("journal.jsonl").exists() || user_overlay_dir(ds).join(&sub).join("journal.jsonl").exists()
+    ds.root
+        .join(".loupe")
+        .join(&sub)
+        .join("journal.jsonl")
+        .exists()
+        || user_overlay_dir(ds)
+            .join(&sub)
+            .join("journal.jsonl")
+            .exists()
 }
 
 fn overlay_sub(ds: &Dataset) -> PathBuf {
     match &ds.source {
         Source::ImageFolder { .. } => PathBuf::new(),
-        Source::Csv(c) => PathBuf::from(format!("csv-{}", c.csv.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default())),
+        Source::Csv(c) => PathBuf::from(format!(
+            "csv-{}",
+            c.csv
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default()
+        )),
     }
 }
 
 fn writable(dir: &Path) -> bool {
-    std::fs::OpenOptions::new().create(true).append(true).open(dir.join("journal.jsonl")).is_ok()
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("journal.jsonl"))
+        .is_ok()
 }
 
 /// `$XDG_DATA_HOME/loupe/overlays/<folder name>-<hash of the absolute path>`.
@@ -513,6 +684,11 @@ fn user_overlay_dir(ds: &Dataset) -> PathBuf {
         .unwrap_or_else(std::env::temp_dir);
     let abs = ds.root.canonicalize().unwrap_or_else(|_| ds.root.clone());
     let hash = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dataset".into());
-    base.join("loupe").join("overlays").join(format!("{name}-{}", &hash[..16]))
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    base.join("loupe")
+        .join("overlays")
+        .join(format!("{name}-{}", &hash[..16]))
 }

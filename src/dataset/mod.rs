@@ -9,4 +9,6 @@ pub mod stats;
 
 pub use labels::LabelStore;
 pub use probe::{ImageInfo, Reason};
-pub use scan::{open, source_for, CsvSource, Dataset, OpenError, Progress, Rejected, Sample, Source};
+pub use scan::{
+    open, source_for, CsvSource, Dataset, OpenError, Progress, Rejected, Sample, Source,
+};

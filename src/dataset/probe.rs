@@ -203,7 +203,9 @@ pub fn probe(path: &Path) -> Result<ImageInfo, Reason> {
         }
         let info = probe_bytes(buf, format, len)?;
         let mut tail = [0u8; TAIL_LEN];
-        file.seek(SeekFrom::End(-(TAIL_LEN as i64))).and_then(|_| file.read_exact(&mut tail)).map_err(io_reason)?;
+        file.seek(SeekFrom::End(-(TAIL_LEN as i64)))
+            .and_then(|_| file.read_exact(&mut tail))
+            .map_err(io_reason)?;
         if is_truncated(format, buf, &tail, len) {
             return Err(Reason::Truncated);
         }
@@ -216,7 +218,12 @@ fn probe_whole(bytes: &[u8], path: &Path) -> Result<ImageInfo, Reason> {
     let format = image::guess_format(bytes).map_err(|_| unknown_content(path))?;
     let len = bytes.len() as u64;
     let info = probe_bytes(bytes, format, len)?;
-    if is_truncated(format, bytes, &bytes[bytes.len().saturating_sub(TAIL_LEN)..], len) {
+    if is_truncated(
+        format,
+        bytes,
+        &bytes[bytes.len().saturating_sub(TAIL_LEN)..],
+        len,
+    ) {
         return Err(Reason::Truncated);
     }
     Ok(info)
@@ -246,19 +253,35 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// The header facts from the first bytes of a file whose format is known.
 fn probe_bytes(head: &[u8], format: ImageFormat, len: u64) -> Result<ImageInfo, Reason> {
     let reader = ImageReader::with_format(Cursor::new(head), format);
-    let mut decoder = reader.into_decoder().map_err(|e| decoder_reason(format, e, head.len() as u64 == len))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| decoder_reason(format, e, head.len() as u64 == len))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(Reason::Corrupt(format!("{w}x{h} image")));
     }
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(Reason::TooLarge { width: w, height: h });
+        return Err(Reason::TooLarge {
+            width: w,
+            height: h,
+        });
     }
     // A broken EXIF block must not make an otherwise fine image unusable.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let exif = orientation_to_exif(orientation);
-    let (width, height) = if matches!(exif, 5..=8) { (h, w) } else { (w, h) };
-    Ok(ImageInfo { format, width, height, color: decoder.color_type(), orientation: exif, bytes: len })
+    let (width, height) = if matches!(exif, 5..=8) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+        color: decoder.color_type(),
+        orientation: exif,
+        bytes: len,
+    })
 }
 
 fn orientation_to_exif(o: Orientation) -> u8 {
@@ -282,9 +305,13 @@ fn is_truncated(format: ImageFormat, head: &[u8], tail: &[u8], len: u64) -> bool
         ImageFormat::Png => !tail.windows(4).any(|w| w == b"IEND"),
         ImageFormat::Gif => !tail.contains(&0x3B),
         // RIFF and BMP headers state the file size.
-        ImageFormat::WebP => head.len() >= 8 && u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]])) + 8 > len,
+        ImageFormat::WebP => {
+            head.len() >= 8
+                && u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]])) + 8 > len
+        }
         ImageFormat::Bmp => {
-            head.len() >= 6 && u64::from(u32::from_le_bytes([head[2], head[3], head[4], head[5]])) > len
+            head.len() >= 6
+                && u64::from(u32::from_le_bytes([head[2], head[3], head[4], head[5]])) > len
         }
         _ => false,
     }
@@ -293,11 +320,14 @@ fn is_truncated(format: ImageFormat, head: &[u8], tail: &[u8], len: u64) -> bool
 /// The content matched no format: say "unsupported" for image types we know we cannot read,
 /// "not an image" for the rest.
 fn unknown_content(path: &Path) -> Reason {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
-        "heic" | "heif" | "jxl" | "svg" | "psd" | "raw" | "cr2" | "nef" | "arw" | "dng" | "jp2" | "avif" => {
-            Reason::Unsupported(ext.to_ascii_uppercase())
-        }
+        "heic" | "heif" | "jxl" | "svg" | "psd" | "raw" | "cr2" | "nef" | "arw" | "dng" | "jp2"
+        | "avif" => Reason::Unsupported(ext.to_ascii_uppercase()),
         _ => Reason::NotAnImage,
     }
 }
@@ -306,8 +336,13 @@ fn decoder_reason(format: ImageFormat, err: image::ImageError, whole_file: bool)
     use image::ImageError as E;
     match err {
         E::Unsupported(u) => Reason::Unsupported(format!("{} ({u})", format_name(format))),
-        E::Limits(_) => Reason::TooLarge { width: 0, height: 0 },
-        E::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof && whole_file => Reason::Truncated,
+        E::Limits(_) => Reason::TooLarge {
+            width: 0,
+            height: 0,
+        },
+        E::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof && whole_file => {
+            Reason::Truncated
+        }
         E::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
             Reason::Corrupt("header larger than expected".into())
         }
@@ -335,13 +370,19 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DynamicImage, Reason> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 4);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| decoder_reason(format, e, true))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| decoder_reason(format, e, true))?;
     let (w, h) = decoder.dimensions();
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(Reason::TooLarge { width: w, height: h });
+        return Err(Reason::TooLarge {
+            width: w,
+            height: h,
+        });
     }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decoder_reason(format, e, true))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| decoder_reason(format, e, true))?;
     img.apply_orientation(orientation);
     Ok(img)
 }
@@ -365,7 +406,13 @@ mod tests {
 
     #[test]
     fn unknown_content_is_unsupported_only_for_known_image_types() {
-        assert_eq!(unknown_content(Path::new("a/photo.HEIC")), Reason::Unsupported("HEIC".into()));
-        assert_eq!(unknown_content(Path::new("a/photo.jpg")), Reason::NotAnImage);
+        assert_eq!(
+            unknown_content(Path::new("a/photo.HEIC")),
+            Reason::Unsupported("HEIC".into())
+        );
+        assert_eq!(
+            unknown_content(Path::new("a/photo.jpg")),
+            Reason::NotAnImage
+        );
     }
 }

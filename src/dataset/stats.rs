@@ -43,8 +43,17 @@ impl Summary {
         }
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Summary { min: v[0], median, mean: v.iter().sum::<f64>() / n as f64, max: v[n - 1] }
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Summary {
+            min: v[0],
+            median,
+            mean: v.iter().sum::<f64>() / n as f64,
+            max: v[n - 1],
+        }
     }
 }
 
@@ -101,7 +110,10 @@ pub fn path_str(p: &std::path::Path) -> String {
 
 /// Counts sorted by count, largest first, then by name.
 fn sorted_counts(map: HashMap<String, usize>) -> Vec<Count> {
-    let mut v: Vec<Count> = map.into_iter().map(|(name, count)| Count { name, count }).collect();
+    let mut v: Vec<Count> = map
+        .into_iter()
+        .map(|(name, count)| Count { name, count })
+        .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     v
 }
@@ -117,7 +129,13 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) ->
     for s in &ds.samples {
         *per_class.entry(&s.label).or_default() += 1;
     }
-    let mut classes: Vec<Count> = per_class.iter().map(|(n, c)| Count { name: n.to_string(), count: *c }).collect();
+    let mut classes: Vec<Count> = per_class
+        .iter()
+        .map(|(n, c)| Count {
+            name: n.to_string(),
+            count: *c,
+        })
+        .collect();
     classes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     let nonzero: Vec<usize> = classes.iter().map(|c| c.count).filter(|&c| c > 0).collect();
     let imbalance_ratio = match (nonzero.iter().max(), nonzero.iter().min()) {
@@ -135,7 +153,10 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) ->
                 for s in &ds.samples {
                     *m.entry(s.parts[i].clone()).or_default() += 1;
                 }
-                ColumnCounts { column: col.clone(), counts: sorted_counts(m) }
+                ColumnCounts {
+                    column: col.clone(),
+                    counts: sorted_counts(m),
+                }
             })
             .collect()
     } else {
@@ -149,16 +170,31 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) ->
     for s in &ds.samples {
         *formats.entry(s.info.format_name().to_string()).or_default() += 1;
         *colors.entry(s.info.color_name().to_string()).or_default() += 1;
-        *common.entry(format!("{}x{}", s.info.width, s.info.height)).or_default() += 1;
+        *common
+            .entry(format!("{}x{}", s.info.width, s.info.height))
+            .or_default() += 1;
         let a = f64::from(s.info.width) / f64::from(s.info.height);
-        aspect_histogram[ASPECT_BINS.iter().position(|&e| a < e).unwrap_or(ASPECT_BINS.len())] += 1;
+        aspect_histogram[ASPECT_BINS
+            .iter()
+            .position(|&e| a < e)
+            .unwrap_or(ASPECT_BINS.len())] += 1;
     }
     let mut common = sorted_counts(common);
     common.truncate(10);
     let sizes = SizeStats {
         width: Summary::of(ds.samples.iter().map(|s| f64::from(s.info.width)).collect()),
-        height: Summary::of(ds.samples.iter().map(|s| f64::from(s.info.height)).collect()),
-        aspect: Summary::of(ds.samples.iter().map(|s| f64::from(s.info.width) / f64::from(s.info.height)).collect()),
+        height: Summary::of(
+            ds.samples
+                .iter()
+                .map(|s| f64::from(s.info.height))
+                .collect(),
+        ),
+        aspect: Summary::of(
+            ds.samples
+                .iter()
+                .map(|s| f64::from(s.info.width) / f64::from(s.info.height))
+                .collect(),
+        ),
         aspect_histogram,
         common,
     };
@@ -166,7 +202,11 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) ->
     let unreadable: Vec<Unreadable> = ds
         .rejected
         .iter()
-        .map(|r| Unreadable { path: path_str(&r.path), reason: r.reason.to_string(), kind: r.reason.key() })
+        .map(|r| Unreadable {
+            path: path_str(&r.path),
+            reason: r.reason.to_string(),
+            kind: r.reason.key(),
+        })
         .collect();
     let mut by_reason = HashMap::new();
     for u in &unreadable {
@@ -197,13 +237,17 @@ pub fn hash_samples(ds: &Dataset) -> Vec<Option<[u8; 32]>> {
         .par_iter()
         .map(|s| {
             let mut h = blake3::Hasher::new();
-            h.update_reader(std::fs::File::open(ds.abs_path(&s.path)).ok()?).ok()?;
+            h.update_reader(std::fs::File::open(ds.abs_path(&s.path)).ok()?)
+                .ok()?;
             Some(*h.finalize().as_bytes())
         })
         .collect()
 }
 
-fn duplicate_groups(ds: &Dataset, hashes: &[Option<[u8; 32]>]) -> (Vec<Vec<String>>, Vec<Conflict>) {
+fn duplicate_groups(
+    ds: &Dataset,
+    hashes: &[Option<[u8; 32]>],
+) -> (Vec<Vec<String>>, Vec<Conflict>) {
     let mut groups: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
     for (i, h) in hashes.iter().enumerate() {
         if let Some(h) = h {
@@ -212,11 +256,21 @@ fn duplicate_groups(ds: &Dataset, hashes: &[Option<[u8; 32]>]) -> (Vec<Vec<Strin
     }
     let mut dups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     dups.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a[0].cmp(&b[0])));
-    let paths = |g: &[usize]| g.iter().map(|&i| path_str(&ds.samples[i].path)).collect::<Vec<_>>();
+    let paths = |g: &[usize]| {
+        g.iter()
+            .map(|&i| path_str(&ds.samples[i].path))
+            .collect::<Vec<_>>()
+    };
     let conflicts = dups
         .iter()
-        .filter(|g| g.iter().any(|&i| ds.samples[i].label != ds.samples[g[0]].label))
-        .map(|g| Conflict { paths: paths(g), labels: g.iter().map(|&i| ds.samples[i].label.clone()).collect() })
+        .filter(|g| {
+            g.iter()
+                .any(|&i| ds.samples[i].label != ds.samples[g[0]].label)
+        })
+        .map(|g| Conflict {
+            paths: paths(g),
+            labels: g.iter().map(|&i| ds.samples[i].label.clone()).collect(),
+        })
         .collect();
     (dups.iter().map(|g| paths(g)).collect(), conflicts)
 }
@@ -227,7 +281,15 @@ mod tests {
 
     #[test]
     fn summary_median_of_odd_and_even_counts() {
-        assert_eq!(Summary::of(vec![3.0, 1.0, 2.0]), Summary { min: 1.0, median: 2.0, mean: 2.0, max: 3.0 });
+        assert_eq!(
+            Summary::of(vec![3.0, 1.0, 2.0]),
+            Summary {
+                min: 1.0,
+                median: 2.0,
+                mean: 2.0,
+                max: 3.0
+            }
+        );
         assert_eq!(Summary::of(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
         assert_eq!(Summary::of(Vec::new()), Summary::default());
     }

@@ -62,7 +62,11 @@ pub struct Probs<'a, T: Prob = f32> {
 
 impl<'a, T: Prob> Probs<'a, T> {
     pub fn new(data: &'a [T], k: usize) -> Probs<'a, T> {
-        assert!(k > 0 && data.len().is_multiple_of(k), "{} probabilities do not make rows of {k}", data.len());
+        assert!(
+            k > 0 && data.len().is_multiple_of(k),
+            "{} probabilities do not make rows of {k}",
+            data.len()
+        );
         Probs { data, k }
     }
 
@@ -109,19 +113,34 @@ pub fn confident_thresholds<T: Prob>(labels: &[usize], probs: Probs<T>) -> Vec<f
                 (s, c)
             },
         )
-        .reduce(|| (vec![0.0; k], vec![0; k]), |(mut s, mut c), (s2, c2)| {
-            for j in 0..k {
-                s[j] += s2[j];
-                c[j] += c2[j];
+        .reduce(
+            || (vec![0.0; k], vec![0; k]),
+            |(mut s, mut c), (s2, c2)| {
+                for j in 0..k {
+                    s[j] += s2[j];
+                    c[j] += c2[j];
+                }
+                (s, c)
+            },
+        );
+    (0..k)
+        .map(|j| {
+            if count[j] == 0 {
+                ABSENT_CLASS_THRESHOLD
+            } else {
+                (sum[j] / count[j] as f64).max(THRESHOLD_FLOOR)
             }
-            (s, c)
-        });
-    (0..k).map(|j| if count[j] == 0 { ABSENT_CLASS_THRESHOLD } else { (sum[j] / count[j] as f64).max(THRESHOLD_FLOOR) }).collect()
+        })
+        .collect()
 }
 
 /// The confident joint C (k x k, row = given label, column = the confident guess of the true
 /// label), before calibration, and the examples off its diagonal (ascending).
-pub fn confident_joint<T: Prob>(labels: &[usize], probs: Probs<T>, thresholds: &[f64]) -> (Vec<Vec<f64>>, Vec<usize>) {
+pub fn confident_joint<T: Prob>(
+    labels: &[usize],
+    probs: Probs<T>,
+    thresholds: &[f64],
+) -> (Vec<Vec<f64>>, Vec<usize>) {
     let k = probs.k;
     let cut: Vec<f64> = thresholds.iter().map(|&t| t - EPS).collect();
     let guesses: Vec<Option<usize>> = (0..labels.len())
@@ -173,7 +192,15 @@ pub fn calibrate(joint: &[Vec<f64>], counts: &[usize]) -> Vec<Vec<f64>> {
         .collect();
     let total: f64 = rows.iter().flatten().sum();
     let n: usize = counts.iter().sum();
-    rows.iter().map(|row| round_preserving_sum(&row.iter().map(|v| v / total.max(TINY) * n as f64).collect::<Vec<_>>())).collect()
+    rows.iter()
+        .map(|row| {
+            round_preserving_sum(
+                &row.iter()
+                    .map(|v| v / total.max(TINY) * n as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect()
 }
 
 /// Rounds each value so that the rounded values sum to the rounded sum, moving the values with
@@ -205,7 +232,11 @@ pub fn round_preserving_sum(values: &[f64]) -> Vec<f64> {
 /// The prune-count matrix: `P[j][k]` examples labelled k to flag as truly j, from the calibrated
 /// joint, keeping at least `min_per_class` per class on the diagonal; `frac_noise` scales the
 /// off-diagonal counts (1.0 flags all estimated issues).
-pub fn prune_counts(calibrated: &[Vec<f64>], min_per_class: usize, frac_noise: f64) -> Vec<Vec<i64>> {
+pub fn prune_counts(
+    calibrated: &[Vec<f64>],
+    min_per_class: usize,
+    frac_noise: f64,
+) -> Vec<Vec<i64>> {
     let k = calibrated.len();
     let m = |j: usize, c: usize| calibrated[c][j]; // the transpose
     let mut out = vec![vec![0.0f64; k]; k];
@@ -215,26 +246,50 @@ pub fn prune_counts(calibrated: &[Vec<f64>], min_per_class: usize, frac_noise: f
         let nonzero = (0..k).filter(|&j| m(j, c) != 0.0).count();
         let spread = (new_diag - diag) / (nonzero as f64 - 1.0).max(1.0);
         for j in 0..k {
-            out[j][c] = if j == c { new_diag } else { (m(j, c) - spread).max(0.0) };
+            out[j][c] = if j == c {
+                new_diag
+            } else {
+                (m(j, c) - spread).max(0.0)
+            };
         }
     }
     // Scale the noise by `frac_noise`, the removed part going back to the diagonal; cast to
     // integers by truncation.
-    let mut scaled: Vec<Vec<f64>> = out.iter().map(|r| r.iter().map(|v| v * frac_noise).collect()).collect();
+    let mut scaled: Vec<Vec<f64>> = out
+        .iter()
+        .map(|r| r.iter().map(|v| v * frac_noise).collect())
+        .collect();
     for c in 0..k {
-        let removed: f64 = (0..k).filter(|&j| j != c).map(|j| out[j][c] - scaled[j][c]).sum();
+        let removed: f64 = (0..k)
+            .filter(|&j| j != c)
+            .map(|j| out[j][c] - scaled[j][c])
+            .sum();
         scaled[c][c] = out[c][c] + removed;
     }
-    scaled.iter().map(|r| round_preserving_sum(&r.iter().map(|v| v.trunc()).collect::<Vec<_>>()).iter().map(|&v| v as i64).collect()).collect()
+    scaled
+        .iter()
+        .map(|r| {
+            round_preserving_sum(&r.iter().map(|v| v.trunc()).collect::<Vec<_>>())
+                .iter()
+                .map(|&v| v as i64)
+                .collect()
+        })
+        .collect()
 }
 
 /// The label issues: one flag per example.
 pub fn find_label_issues<T: Prob>(labels: &[usize], probs: Probs<T>, method: Method) -> Vec<bool> {
     let (k, n) = (probs.k, probs.n());
     assert_eq!(labels.len(), n, "one label per row of probabilities");
-    assert!(labels.iter().all(|&l| l < k), "labels must be class indices below {k}");
+    assert!(
+        labels.iter().all(|&l| l < k),
+        "labels must be class indices below {k}"
+    );
     let mut flags = match method {
-        Method::PredictedNeqGiven => (0..n).into_par_iter().map(|i| argmax(probs.row(i)) != labels[i]).collect(),
+        Method::PredictedNeqGiven => (0..n)
+            .into_par_iter()
+            .map(|i| argmax(probs.row(i)) != labels[i])
+            .collect(),
         Method::ConfidentLearning => {
             let (_, off) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
             let mut f = vec![false; n];
@@ -254,16 +309,28 @@ pub fn find_label_issues<T: Prob>(labels: &[usize], probs: Probs<T>, method: Met
                 for (i, &l) in labels.iter().enumerate() {
                     members[l].push(i);
                 }
-                let per_class: Vec<Vec<usize>> = (0..k).into_par_iter().map(|c| prune_by_class(&members[c], c, probs, &prune)).collect();
-                per_class.into_iter().flatten().for_each(|i| by_class[i] = true);
+                let per_class: Vec<Vec<usize>> = (0..k)
+                    .into_par_iter()
+                    .map(|c| prune_by_class(&members[c], c, probs, &prune))
+                    .collect();
+                per_class
+                    .into_iter()
+                    .flatten()
+                    .for_each(|i| by_class[i] = true);
             }
             if method != Method::PruneByClass {
-                prune_by_noise_rate(labels, &counts, probs, &prune).into_iter().for_each(|i| by_rate[i] = true);
+                prune_by_noise_rate(labels, &counts, probs, &prune)
+                    .into_iter()
+                    .for_each(|i| by_rate[i] = true);
             }
             match method {
                 Method::PruneByClass => by_class,
                 Method::PruneByNoiseRate => by_rate,
-                _ => by_class.iter().zip(&by_rate).map(|(a, b)| *a && *b).collect(),
+                _ => by_class
+                    .iter()
+                    .zip(&by_rate)
+                    .map(|(a, b)| *a && *b)
+                    .collect(),
             }
         }
     };
@@ -279,7 +346,14 @@ pub fn find_label_issues<T: Prob>(labels: &[usize], probs: Probs<T>, method: Met
 /// numpy's `argmax(p + EPS at the given label) == given`.
 fn given_is_argmax<T: Prob>(row: &[T], given: usize) -> bool {
     let p = row[given].into() + EPS;
-    row.iter().enumerate().all(|(j, &v)| j == given || if j < given { v.into() < p } else { v.into() <= p })
+    row.iter().enumerate().all(|(j, &v)| {
+        j == given
+            || if j < given {
+                v.into() < p
+            } else {
+                v.into() <= p
+            }
+    })
 }
 
 /// The `n` positions of `idx` with the largest `key`, ties to the earlier position.
@@ -294,7 +368,12 @@ fn top_n(idx: &[usize], n: usize, key: impl Fn(usize) -> f64) -> Vec<usize> {
 }
 
 /// Class `c`'s examples (`members`) with the lowest p_c: n_c - P[c][c] of them.
-fn prune_by_class<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
+fn prune_by_class<T: Prob>(
+    members: &[usize],
+    c: usize,
+    probs: Probs<T>,
+    prune: &[Vec<i64>],
+) -> Vec<usize> {
     if members.len() <= 1 {
         return Vec::new();
     }
@@ -312,7 +391,12 @@ fn prune_by_class<T: Prob>(members: &[usize], c: usize, probs: Probs<T>, prune: 
 /// all over it), split into one chunk per thread. Each chunk keeps a bounded heap per (c, j)
 /// cell; most margins fall below their cell's floor and cost one comparison. The chunks' heaps
 /// are then merged per cell under the same order, which gives the same examples as one pass.
-fn prune_by_noise_rate<T: Prob>(labels: &[usize], counts: &[usize], probs: Probs<T>, prune: &[Vec<i64>]) -> Vec<usize> {
+fn prune_by_noise_rate<T: Prob>(
+    labels: &[usize],
+    counts: &[usize],
+    probs: Probs<T>,
+    prune: &[Vec<i64>],
+) -> Vec<usize> {
     let k = probs.k;
     // Heap size per cell (c, j) at c * k + j; 0 = nothing to prune.
     let size: Vec<usize> = (0..k * k)
@@ -325,17 +409,31 @@ fn prune_by_noise_rate<T: Prob>(labels: &[usize], counts: &[usize], probs: Probs
             }
         })
         .collect();
-    let chunk = labels.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let chunk = labels
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
     let per_chunk: Vec<Vec<std::collections::BinaryHeap<Worst>>> = (0..labels.len())
         .step_by(chunk)
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|start| {
-            let mut heaps: Vec<std::collections::BinaryHeap<Worst>> = (0..k * k).map(|_| std::collections::BinaryHeap::new()).collect();
+            let mut heaps: Vec<std::collections::BinaryHeap<Worst>> = (0..k * k)
+                .map(|_| std::collections::BinaryHeap::new())
+                .collect();
             // The margin a candidate must beat: -inf while its heap is not full, then the heap's
             // worst; +inf where nothing is pruned. Rows come in ascending index order, so an
             // equal margin never beats an earlier one: strictly greater.
-            let mut floor: Vec<f64> = size.iter().map(|&n| if n == 0 { f64::INFINITY } else { f64::NEG_INFINITY }).collect();
+            let mut floor: Vec<f64> = size
+                .iter()
+                .map(|&n| {
+                    if n == 0 {
+                        f64::INFINITY
+                    } else {
+                        f64::NEG_INFINITY
+                    }
+                })
+                .collect();
             let end = (start + chunk).min(labels.len());
             for (i, &c) in labels.iter().enumerate().take(end).skip(start) {
                 let row = &probs.row(i)[..k];
@@ -362,7 +460,10 @@ fn prune_by_noise_rate<T: Prob>(labels: &[usize], counts: &[usize], probs: Probs
         .into_par_iter()
         .flat_map_iter(|cell| {
             // Worst orders the best candidates first.
-            let mut all: Vec<Worst> = per_chunk.iter().flat_map(|h| h[cell].iter().copied()).collect();
+            let mut all: Vec<Worst> = per_chunk
+                .iter()
+                .flat_map(|h| h[cell].iter().copied())
+                .collect();
             all.sort_unstable();
             all.truncate(size[cell]);
             all.into_iter().map(|x| x.1)
@@ -408,7 +509,12 @@ pub fn label_quality<T: Prob>(labels: &[usize], probs: Probs<T>, rank_by: RankBy
             match rank_by {
                 RankBy::SelfConfidence => sc,
                 RankBy::NormalizedMargin => {
-                    let other = row.iter().enumerate().filter(|(j, _)| *j != labels[i]).map(|(_, &v)| v.into()).fold(f64::NEG_INFINITY, f64::max);
+                    let other = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != labels[i])
+                        .map(|(_, &v)| v.into())
+                        .fold(f64::NEG_INFINITY, f64::max);
                     (sc - other + 1.0) / 2.0
                 }
             }
@@ -428,7 +534,17 @@ pub fn rank(flags: &[bool], quality: &[f64]) -> Vec<usize> {
 pub fn estimated_errors_per_class<T: Prob>(labels: &[usize], probs: Probs<T>) -> Vec<usize> {
     let counts = class_counts(labels, probs.k);
     let (joint, _) = confident_joint(labels, probs, &confident_thresholds(labels, probs));
-    calibrate(&joint, &counts).iter().enumerate().map(|(c, row)| row.iter().enumerate().filter(|(j, _)| *j != c).map(|(_, v)| *v).sum::<f64>() as usize).collect()
+    calibrate(&joint, &counts)
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
+            row.iter()
+                .enumerate()
+                .filter(|(j, _)| *j != c)
+                .map(|(_, v)| *v)
+                .sum::<f64>() as usize
+        })
+        .collect()
 }
 
 #[cfg(test)]

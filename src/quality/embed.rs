@@ -41,8 +41,17 @@ struct FileKey {
 
 fn file_key(abs: &Path, rel: &str) -> Option<FileKey> {
     let meta = std::fs::metadata(abs).ok()?;
-    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    Some(FileKey { path: rel.to_string(), len: meta.len(), mtime })
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(FileKey {
+        path: rel.to_string(),
+        len: meta.len(),
+        mtime,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,30 +65,63 @@ struct CacheHeader {
 
 /// The cache file of one (model, size): a JSON header line, then `dim` little-endian f32 per entry.
 fn cache_path(dir: &Path, model: ModelKind, size: u32) -> PathBuf {
-    let name = serde_json::to_value(model).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let name = serde_json::to_value(model)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     dir.join(format!("{name}-{size}.emb"))
 }
 
-fn load_cache(path: &Path, model: ModelKind, size: u32, blocks: &[usize]) -> Option<HashMap<FileKey, Vec<f32>>> {
+fn load_cache(
+    path: &Path,
+    model: ModelKind,
+    size: u32,
+    blocks: &[usize],
+) -> Option<HashMap<FileKey, Vec<f32>>> {
     let bytes = std::fs::read(path).ok()?;
     let nl = bytes.iter().position(|&b| b == b'\n')?;
     let header: CacheHeader = serde_json::from_slice(&bytes[..nl]).ok()?;
     let body = &bytes[nl + 1..];
     let dim: usize = blocks.iter().sum();
-    if header.model != model || header.size != size || header.blocks != blocks || body.len() != header.entries.len() * dim * 4 {
+    if header.model != model
+        || header.size != size
+        || header.blocks != blocks
+        || body.len() != header.entries.len() * dim * 4
+    {
         return None; // damaged, another model or another layout: rebuilt
     }
-    let floats: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    Some(header.entries.into_iter().enumerate().map(|(i, k)| (k, floats[i * dim..(i + 1) * dim].to_vec())).collect())
+    let floats: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some(
+        header
+            .entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, floats[i * dim..(i + 1) * dim].to_vec()))
+            .collect(),
+    )
 }
 
-fn save_cache(path: &Path, model: ModelKind, size: u32, blocks: &[usize], entries: &[(FileKey, &[f32])]) -> std::io::Result<()> {
+fn save_cache(
+    path: &Path,
+    model: ModelKind,
+    size: u32,
+    blocks: &[usize],
+    entries: &[(FileKey, &[f32])],
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("emb.tmp");
     let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-    let header = CacheHeader { model, size, blocks: blocks.to_vec(), entries: entries.iter().map(|(k, _)| k.clone()).collect() };
+    let header = CacheHeader {
+        model,
+        size,
+        blocks: blocks.to_vec(),
+        entries: entries.iter().map(|(k, _)| k.clone()).collect(),
+    };
     serde_json::to_writer(&mut w, &header)?;
     w.write_all(b"\n")?;
     for (_, v) in entries {
@@ -104,17 +146,44 @@ pub struct EmbedConfig {
 
 /// Embeds `samples` of `ds`, reusing and updating the cache in `cache_dir` (when given).
 /// `progress(done, total)` is called after each batch; `None` when `cancel` was set.
-pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Option<&Path>, progress: &dyn Fn(usize, usize), cancel: &AtomicBool) -> anyhow::Result<Option<Embeddings>> {
+pub fn embed(
+    ds: &Dataset,
+    samples: &[usize],
+    cfg: &EmbedConfig,
+    cache_dir: Option<&Path>,
+    progress: &dyn Fn(usize, usize),
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Embeddings>> {
     let mut vs = nn::VarStore::new(cfg.device);
     let (net, blocks) = cfg.model.build_embedder(&vs.root())?;
     let dim: usize = blocks.iter().sum();
     let report = models::load_pretrained(&mut vs, cfg.model, &cfg.weights)?;
-    anyhow::ensure!(report.complete(), "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}", cfg.weights.display(), cfg.model, report.missing, report.mismatched);
+    anyhow::ensure!(
+        report.complete(),
+        "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}",
+        cfg.weights.display(),
+        cfg.model,
+        report.missing,
+        report.mismatched
+    );
     let file = cache_dir.map(|d| cache_path(d, cfg.model, cfg.size));
-    let mut cache = file.as_deref().and_then(|f| load_cache(f, cfg.model, cfg.size, &blocks)).unwrap_or_default();
+    let mut cache = file
+        .as_deref()
+        .and_then(|f| load_cache(f, cfg.model, cfg.size, &blocks))
+        .unwrap_or_default();
 
-    let keys: Vec<Option<FileKey>> = samples.iter().map(|&i| file_key(&ds.abs_path(&ds.samples[i].path), &path_str(&ds.samples[i].path))).collect();
-    let todo: Vec<usize> = (0..samples.len()).filter(|&k| keys[k].as_ref().is_none_or(|key| !cache.contains_key(key))).collect();
+    let keys: Vec<Option<FileKey>> = samples
+        .iter()
+        .map(|&i| {
+            file_key(
+                &ds.abs_path(&ds.samples[i].path),
+                &path_str(&ds.samples[i].path),
+            )
+        })
+        .collect();
+    let todo: Vec<usize> = (0..samples.len())
+        .filter(|&k| keys[k].as_ref().is_none_or(|key| !cache.contains_key(key)))
+        .collect();
     let cached = samples.len() - todo.len();
     let (mean, std) = cfg.model.normalization();
     let mut fresh: HashMap<usize, Vec<f32>> = HashMap::new();
@@ -125,7 +194,14 @@ pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Opti
             return Ok(None);
         }
         let decoded: Vec<Result<Tensor, String>> = io_pool().install(|| {
-            chunk.par_iter().map(|&k| probe::decode(&ds.abs_path(&ds.samples[samples[k]].path)).map(|img| eval_tensor(&img, cfg.size, mean, std)).map_err(|e| e.to_string())).collect()
+            chunk
+                .par_iter()
+                .map(|&k| {
+                    probe::decode(&ds.abs_path(&ds.samples[samples[k]].path))
+                        .map(|img| eval_tensor(&img, cfg.size, mean, std))
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
         });
         let mut ok = Vec::new();
         let mut xs = Vec::new();
@@ -139,18 +215,33 @@ pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Opti
             }
         }
         if !xs.is_empty() {
-            let feats = tch::no_grad(|| net.forward_t(&Tensor::stack(&xs, 0).to_device(cfg.device), false)).to_device(Device::Cpu).contiguous();
+            let feats =
+                tch::no_grad(|| net.forward_t(&Tensor::stack(&xs, 0).to_device(cfg.device), false))
+                    .to_device(Device::Cpu)
+                    .contiguous();
             let flat = Vec::<f32>::try_from(feats.view([-1]))?;
             for (r, &k) in ok.iter().enumerate() {
                 fresh.insert(k, flat[r * dim..(r + 1) * dim].to_vec());
             }
         }
-        progress(cached + (b * cfg.batch.max(1) + chunk.len()).min(todo.len()), samples.len());
+        progress(
+            cached + (b * cfg.batch.max(1) + chunk.len()).min(todo.len()),
+            samples.len(),
+        );
     }
 
-    let mut out = Embeddings { dim, blocks: blocks.clone(), samples: Vec::new(), data: Vec::new(), skipped, cached };
+    let mut out = Embeddings {
+        dim,
+        blocks: blocks.clone(),
+        samples: Vec::new(),
+        data: Vec::new(),
+        skipped,
+        cached,
+    };
     for (k, &i) in samples.iter().enumerate() {
-        let v = fresh.get(&k).or_else(|| keys[k].as_ref().and_then(|key| cache.get(key)));
+        let v = fresh
+            .get(&k)
+            .or_else(|| keys[k].as_ref().and_then(|key| cache.get(key)));
         if let Some(v) = v {
             out.samples.push(i);
             out.data.extend_from_slice(v);
@@ -162,7 +253,10 @@ pub fn embed(ds: &Dataset, samples: &[usize], cfg: &EmbedConfig, cache_dir: Opti
                 cache.insert(key, v);
             }
         }
-        let entries: Vec<(FileKey, &[f32])> = cache.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
+        let entries: Vec<(FileKey, &[f32])> = cache
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_slice()))
+            .collect();
         // A cache that cannot be written (read-only folder) only costs time next run.
         let _ = save_cache(file, cfg.model, cfg.size, &blocks, &entries);
     }

@@ -40,10 +40,24 @@ pub struct Findings {
 
 /// Runs confident learning on `probs` (one row per entry of `samples`, classes in `ds.classes`
 /// order) against the labels of `ds`.
-pub fn find(ds: &Dataset, samples: &[usize], probs: &[f32], method: Method, rank_by: RankBy) -> Findings {
+pub fn find(
+    ds: &Dataset,
+    samples: &[usize],
+    probs: &[f32],
+    method: Method,
+    rank_by: RankBy,
+) -> Findings {
     let k = ds.classes.len();
-    let class_of: HashMap<&str, usize> = ds.classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let labels: Vec<usize> = samples.iter().map(|&i| class_of[ds.samples[i].label.as_str()]).collect();
+    let class_of: HashMap<&str, usize> = ds
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let labels: Vec<usize> = samples
+        .iter()
+        .map(|&i| class_of[ds.samples[i].label.as_str()])
+        .collect();
     let p = Probs::new(probs, k);
     let flags = confident::find_label_issues(&labels, p, method);
     let quality = confident::label_quality(&labels, p, rank_by);
@@ -67,8 +81,16 @@ pub fn find(ds: &Dataset, samples: &[usize], probs: &[f32], method: Method, rank
         .collect();
     let counts = confident::class_counts(&labels, k);
     let estimates = confident::estimated_errors_per_class(&labels, p);
-    let per_class = (0..k).map(|c| (ds.classes[c].clone(), counts[c], estimates[c])).collect();
-    Findings { method, rank_by, examined: samples.len(), issues, per_class }
+    let per_class = (0..k)
+        .map(|c| (ds.classes[c].clone(), counts[c], estimates[c]))
+        .collect();
+    Findings {
+        method,
+        rank_by,
+        examined: samples.len(),
+        issues,
+        per_class,
+    }
 }
 
 impl Findings {
@@ -88,15 +110,27 @@ pub fn write_csv(path: &Path, findings: &Findings) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["path", "given", "suggested", "self_confidence", "rank"])?;
     for i in &findings.issues {
-        w.write_record([i.path.as_str(), &i.given, &i.suggested, &format!("{:.6}", i.self_confidence), &i.rank.to_string()])?;
+        w.write_record([
+            i.path.as_str(),
+            &i.given,
+            &i.suggested,
+            &format!("{:.6}", i.self_confidence),
+            &i.rank.to_string(),
+        ])?;
     }
-    crate::dataset::labels::write_atomic(path, &w.into_inner()?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    crate::dataset::labels::write_atomic(path, &w.into_inner()?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
 
 /// Probabilities as CSV: a `path` column and one column per class name (other columns, e.g.
 /// `label` or `predicted`, are ignored).
-pub fn write_probs_csv(path: &Path, ds: &Dataset, samples: &[usize], probs: &[f32]) -> anyhow::Result<()> {
+pub fn write_probs_csv(
+    path: &Path,
+    ds: &Dataset,
+    samples: &[usize],
+    probs: &[f32],
+) -> anyhow::Result<()> {
     let k = ds.classes.len();
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["path".to_string()];
@@ -107,7 +141,8 @@ pub fn write_probs_csv(path: &Path, ds: &Dataset, samples: &[usize], probs: &[f3
         rec.extend(probs[r * k..(r + 1) * k].iter().map(|v| format!("{v:.6}")));
         w.write_record(&rec)?;
     }
-    crate::dataset::labels::write_atomic(path, &w.into_inner()?).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    crate::dataset::labels::write_atomic(path, &w.into_inner()?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -117,13 +152,27 @@ pub type ProbRow = (String, Vec<f32>);
 /// Reads a probabilities CSV: rows of (path, probabilities in `classes` order). Every class must
 /// have a column; rows are renormalised to sum to 1 (CSV rounding). Also returns the rows that
 /// could not be read, in words.
-pub fn read_probs_csv(path: &Path, classes: &[String]) -> anyhow::Result<(Vec<ProbRow>, Vec<String>)> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+pub fn read_probs_csv(
+    path: &Path,
+    classes: &[String],
+) -> anyhow::Result<(Vec<ProbRow>, Vec<String>)> {
+    let mut r = csv::Reader::from_path(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let headers = r.headers()?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let path_col = col("path").ok_or_else(|| anyhow::anyhow!("{} has no `path` column", path.display()))?;
-    let missing: Vec<&str> = classes.iter().filter(|c| col(c).is_none()).map(String::as_str).collect();
-    anyhow::ensure!(missing.is_empty(), "{} has no column for the classes {} (it needs a path column and one per class)", path.display(), missing.join(", "));
+    let path_col =
+        col("path").ok_or_else(|| anyhow::anyhow!("{} has no `path` column", path.display()))?;
+    let missing: Vec<&str> = classes
+        .iter()
+        .filter(|c| col(c).is_none())
+        .map(String::as_str)
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} has no column for the classes {} (it needs a path column and one per class)",
+        path.display(),
+        missing.join(", ")
+    );
     let cols: Vec<usize> = classes.iter().map(|c| col(c).unwrap_or(0)).collect();
     let mut rows = Vec::new();
     let mut problems = Vec::new();
@@ -136,14 +185,23 @@ pub fn read_probs_csv(path: &Path, classes: &[String]) -> anyhow::Result<(Vec<Pr
                 continue;
             }
         };
-        let p: Result<Vec<f32>, _> = cols.iter().map(|&c| rec.get(c).unwrap_or("").trim().parse::<f32>()).collect();
+        let p: Result<Vec<f32>, _> = cols
+            .iter()
+            .map(|&c| rec.get(c).unwrap_or("").trim().parse::<f32>())
+            .collect();
         match p {
-            Ok(p) if p.iter().all(|v| v.is_finite() && *v >= 0.0) && p.iter().sum::<f32>() > 0.0 => {
+            Ok(p)
+                if p.iter().all(|v| v.is_finite() && *v >= 0.0) && p.iter().sum::<f32>() > 0.0 =>
+            {
                 let s: f32 = p.iter().sum();
-                let rel = crate::dataset::scan::normalize(Path::new(rec.get(path_col).unwrap_or("").trim()));
+                let rel = crate::dataset::scan::normalize(Path::new(
+                    rec.get(path_col).unwrap_or("").trim(),
+                ));
                 rows.push((path_str(&rel), p.iter().map(|v| v / s).collect()));
             }
-            _ => problems.push(format!("line {line}: not a row of non-negative probabilities")),
+            _ => problems.push(format!(
+                "line {line}: not a row of non-negative probabilities"
+            )),
         }
     }
     Ok((rows, problems))
@@ -152,7 +210,15 @@ pub fn read_probs_csv(path: &Path, classes: &[String]) -> anyhow::Result<(Vec<Pr
 /// Keeps a finished search in a new folder under `issues_dir`: `config.json` (how it was made,
 /// the data fingerprint, the classes), `pred_probs.csv`, the ranked `issues.csv` and
 /// `findings.json` (what the review queue reopens).
-pub fn save_run(issues_dir: &Path, name: &str, ds: &Dataset, how: serde_json::Value, samples: &[usize], probs: &[f32], findings: &Findings) -> anyhow::Result<std::path::PathBuf> {
+pub fn save_run(
+    issues_dir: &Path,
+    name: &str,
+    ds: &Dataset,
+    how: serde_json::Value,
+    samples: &[usize],
+    probs: &[f32],
+    findings: &Findings,
+) -> anyhow::Result<std::path::PathBuf> {
     let dir = crate::train::record::new_dir(issues_dir, name)?;
     let config = serde_json::json!({
         "how": how,
@@ -161,7 +227,10 @@ pub fn save_run(issues_dir: &Path, name: &str, ds: &Dataset, how: serde_json::Va
         "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": crate::train::record::fingerprint(ds) },
         "classes": ds.classes,
     });
-    crate::dataset::labels::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+    crate::dataset::labels::write_atomic(
+        &dir.join("config.json"),
+        &serde_json::to_vec_pretty(&config)?,
+    )?;
     write_probs_csv(&dir.join("pred_probs.csv"), ds, samples, probs)?;
     write_csv(&dir.join("issues.csv"), findings)?;
     crate::dataset::labels::write_atomic(&dir.join(FINDINGS), &serde_json::to_vec(findings)?)?;
@@ -180,13 +249,19 @@ pub fn latest(issues_dir: &Path) -> anyhow::Result<Option<(Findings, std::path::
     let newest = entries
         .filter_map(|e| {
             let dir = e.ok()?.path();
-            let written = std::fs::metadata(dir.join(FINDINGS)).and_then(|m| m.modified()).ok()?;
+            let written = std::fs::metadata(dir.join(FINDINGS))
+                .and_then(|m| m.modified())
+                .ok()?;
             Some((written, dir))
         })
         .max();
-    let Some((_, dir)) = newest else { return Ok(None) };
+    let Some((_, dir)) = newest else {
+        return Ok(None);
+    };
     let path = dir.join(FINDINGS);
-    let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let findings = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let findings = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
     Ok(Some((findings, dir)))
 }

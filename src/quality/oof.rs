@@ -33,17 +33,36 @@ pub struct OofConfig {
 
 impl Default for OofConfig {
     fn default() -> Self {
-        OofConfig { folds: 5, model: ModelKind::EfficientnetLite0, weights: None, img_size: 0, full: false, epochs: 5, seed: 0, device: DeviceChoice::Auto }
+        OofConfig {
+            folds: 5,
+            model: ModelKind::EfficientnetLite0,
+            weights: None,
+            img_size: 0,
+            full: false,
+            epochs: 5,
+            seed: 0,
+            device: DeviceChoice::Auto,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
-    Embedding { done: usize, total: usize },
+    Embedding {
+        done: usize,
+        total: usize,
+    },
     /// Fold `fold` (1-based) of `folds` started.
-    Fold { fold: usize, folds: usize },
+    Fold {
+        fold: usize,
+        folds: usize,
+    },
     /// Within a fold of the full path: epoch `epoch` of `epochs` done.
-    Epoch { fold: usize, epoch: usize, epochs: usize },
+    Epoch {
+        fold: usize,
+        epoch: usize,
+        epochs: usize,
+    },
 }
 
 /// Probabilities for the samples that could be used.
@@ -62,29 +81,67 @@ fn device(choice: DeviceChoice) -> anyhow::Result<Device> {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => Ok(Device::cuda_if_available()),
         DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceChoice::Cuda => anyhow::bail!("--device cuda was asked for, but libtorch sees no CUDA GPU"),
+        DeviceChoice::Cuda => {
+            anyhow::bail!("--device cuda was asked for, but libtorch sees no CUDA GPU")
+        }
     }
 }
 
 /// Cross-validated probabilities for every sample of `ds` (the effective dataset). `work_dir`
 /// holds the embedding cache and, for the full path, the per-fold runs. `None` when cancelled.
-pub fn out_of_fold(ds: &Dataset, cfg: &OofConfig, work_dir: &Path, progress: &dyn Fn(Progress), cancel: &AtomicBool) -> anyhow::Result<Option<Oof>> {
+pub fn out_of_fold(
+    ds: &Dataset,
+    cfg: &OofConfig,
+    work_dir: &Path,
+    progress: &dyn Fn(Progress),
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Oof>> {
     let k = ds.classes.len();
-    anyhow::ensure!(k >= 2, "finding label issues needs at least two classes; this dataset has {k}");
+    anyhow::ensure!(
+        k >= 2,
+        "finding label issues needs at least two classes; this dataset has {k}"
+    );
     anyhow::ensure!(cfg.folds >= 2, "cross-validation needs at least 2 folds");
     if cfg.full {
         return full(ds, cfg, work_dir, progress, cancel);
     }
     let weights = cfg.weights.clone().ok_or_else(|| anyhow::anyhow!("embedding needs pretrained weights for {:?} (--weights FILE), or use the full path (--full)", cfg.model))?;
-    let size = if cfg.img_size == 0 { EMBED_SIZE } else { cfg.img_size };
-    let ecfg = EmbedConfig { model: cfg.model, weights, size, device: device(cfg.device)?, batch: embed_batch(size) };
+    let size = if cfg.img_size == 0 {
+        EMBED_SIZE
+    } else {
+        cfg.img_size
+    };
+    let ecfg = EmbedConfig {
+        model: cfg.model,
+        weights,
+        size,
+        device: device(cfg.device)?,
+        batch: embed_batch(size),
+    };
     let all: Vec<usize> = (0..ds.samples.len()).collect();
-    let Some(emb) = embed::embed(ds, &all, &ecfg, Some(&work_dir.join("embeddings")), &|done, total| progress(Progress::Embedding { done, total }), cancel)? else {
+    let Some(emb) = embed::embed(
+        ds,
+        &all,
+        &ecfg,
+        Some(&work_dir.join("embeddings")),
+        &|done, total| progress(Progress::Embedding { done, total }),
+        cancel,
+    )?
+    else {
         return Ok(None);
     };
-    let class_of = |i: usize| ds.classes.iter().position(|c| *c == ds.samples[i].label).expect("a sample's class is in the class list");
+    let class_of = |i: usize| {
+        ds.classes
+            .iter()
+            .position(|c| *c == ds.samples[i].label)
+            .expect("a sample's class is in the class list")
+    };
     let labels: Vec<usize> = emb.samples.iter().map(|&i| class_of(i)).collect();
-    let groups: Vec<Option<String>> = emb.samples.iter().map(|&i| ds.samples[i].group.clone()).collect();
+    let groups: Vec<Option<String>> = emb
+        .samples
+        .iter()
+        .map(|&i| ds.samples[i].group.clone())
+        .collect();
     let folds = split::kfold(&labels, Some(&groups), cfg.folds, cfg.seed);
     let x = Tensor::from_slice(&emb.data).view([emb.samples.len() as i64, emb.dim as i64]);
     let mut probs = vec![0f32; emb.samples.len() * k];
@@ -93,8 +150,12 @@ pub fn out_of_fold(ds: &Dataset, cfg: &OofConfig, work_dir: &Path, progress: &dy
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        progress(Progress::Fold { fold: f + 1, folds: cfg.folds });
-        let (train, held): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&r| folds[r] != f);
+        progress(Progress::Fold {
+            fold: f + 1,
+            folds: cfg.folds,
+        });
+        let (train, held): (Vec<usize>, Vec<usize>) =
+            (0..labels.len()).partition(|&r| folds[r] != f);
         if held.is_empty() {
             continue;
         }
@@ -103,7 +164,12 @@ pub fn out_of_fold(ds: &Dataset, cfg: &OofConfig, work_dir: &Path, progress: &dy
             probs[r * k..(r + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
         }
     }
-    Ok(Some(Oof { samples: emb.samples, probs, skipped: emb.skipped, cached: emb.cached }))
+    Ok(Some(Oof {
+        samples: emb.samples,
+        probs,
+        skipped: emb.skipped,
+        cached: emb.cached,
+    }))
 }
 
 /// Default input resolution of the embeddings: on the planted-noise benchmark 128 px finds more
@@ -123,26 +189,46 @@ fn embed_batch(size: u32) -> usize {
 /// Features are standardised on the training rows, and each group of `blocks` scaled by
 /// 1/sqrt(its size) so that every group weighs the same whatever its width (the 1280 final
 /// features would otherwise drown the mid-level ones).
-fn fit_predict(x: &Tensor, blocks: &[usize], labels: &[usize], train: &[usize], held: &[usize], k: usize) -> anyhow::Result<Vec<f32>> {
-    let idx = |rows: &[usize]| Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
+fn fit_predict(
+    x: &Tensor,
+    blocks: &[usize],
+    labels: &[usize],
+    train: &[usize],
+    held: &[usize],
+    k: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let idx =
+        |rows: &[usize]| Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>());
     let xt = x.index_select(0, &idx(train));
     let mean = xt.mean_dim([0i64].as_slice(), true, Kind::Float);
     let std = xt.std_dim([0i64].as_slice(), true, true);
     // A feature (almost) constant on the training rows must not blow up on the held-out ones.
     let std = std.clamp_min(std.mean(Kind::Float).double_value(&[]) * 0.1 + 1e-6);
-    let weight: Vec<f32> = blocks.iter().flat_map(|&b| std::iter::repeat_n(1.0 / (b as f32).sqrt(), b)).collect();
+    let weight: Vec<f32> = blocks
+        .iter()
+        .flat_map(|&b| std::iter::repeat_n(1.0 / (b as f32).sqrt(), b))
+        .collect();
     let scale = Tensor::from_slice(&weight).view([1, -1]) / std;
     let xt = (xt - &mean) * &scale;
     let xh = (x.index_select(0, &idx(held)) - &mean) * &scale;
     let y = Tensor::from_slice(&train.iter().map(|&r| labels[r] as i64).collect::<Vec<_>>());
     let vs = nn::VarStore::new(Device::Cpu);
-    let head = nn::linear(vs.root(), xt.size()[1], k as i64, nn::LinearConfig { ws_init: nn::Init::Const(0.0), ..Default::default() });
+    let head = nn::linear(
+        vs.root(),
+        xt.size()[1],
+        k as i64,
+        nn::LinearConfig {
+            ws_init: nn::Init::Const(0.0),
+            ..Default::default()
+        },
+    );
     let mut opt = nn::adam(0.9, 0.999, 0.0).build(&vs, HEAD_LR)?;
     // Mean cross-entropy + |W|^2 / (2 C n): the objective of scikit-learn's LogisticRegression(C).
     let l2 = 1.0 / (2.0 * HEAD_C * train.len() as f64);
     for _ in 0..HEAD_STEPS {
         let logits = xt.apply(&head);
-        let loss = logits.cross_entropy_for_logits(&y) + head.ws.pow_tensor_scalar(2).sum(Kind::Float) * l2;
+        let loss = logits.cross_entropy_for_logits(&y)
+            + head.ws.pow_tensor_scalar(2).sum(Kind::Float) * l2;
         opt.backward_step(&loss);
     }
     let p = tch::no_grad(|| xh.apply(&head).softmax(1, Kind::Float)).contiguous();
@@ -157,27 +243,68 @@ const HEAD_LR: f64 = 0.01;
 
 /// The full path: one engine run per fold, each holding that fold out as its validation set;
 /// the probabilities are those of each run's best checkpoint on its held-out fold.
-fn full(ds: &Dataset, cfg: &OofConfig, work_dir: &Path, progress: &dyn Fn(Progress), cancel: &AtomicBool) -> anyhow::Result<Option<Oof>> {
+fn full(
+    ds: &Dataset,
+    cfg: &OofConfig,
+    work_dir: &Path,
+    progress: &dyn Fn(Progress),
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Oof>> {
     let k = ds.classes.len();
-    let labels: Vec<usize> = ds.samples.iter().map(|s| ds.classes.iter().position(|c| *c == s.label).unwrap_or(0)).collect();
+    let labels: Vec<usize> = ds
+        .samples
+        .iter()
+        .map(|s| ds.classes.iter().position(|c| *c == s.label).unwrap_or(0))
+        .collect();
     let groups: Vec<Option<String>> = ds.samples.iter().map(|s| s.group.clone()).collect();
     let folds = split::kfold(&labels, Some(&groups), cfg.folds, cfg.seed);
-    let by_path: std::collections::HashMap<String, usize> = ds.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
+    let by_path: std::collections::HashMap<String, usize> = ds
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (path_str(&s.path), i))
+        .collect();
     let mut probs: Vec<Option<Vec<f32>>> = vec![None; ds.samples.len()];
     let mut skipped = Vec::new();
     for f in 0..cfg.folds {
-        progress(Progress::Fold { fold: f + 1, folds: cfg.folds });
-        let tcfg = TrainConfig { model: cfg.model, weights: cfg.weights.clone(), epochs: cfg.epochs, img_size: cfg.img_size, seed: cfg.seed, device: cfg.device, ..Default::default() };
+        progress(Progress::Fold {
+            fold: f + 1,
+            folds: cfg.folds,
+        });
+        let tcfg = TrainConfig {
+            model: cfg.model,
+            weights: cfg.weights.clone(),
+            epochs: cfg.epochs,
+            img_size: cfg.img_size,
+            seed: cfg.seed,
+            device: cfg.device,
+            ..Default::default()
+        };
         let val: Vec<bool> = folds.iter().map(|&x| x == f).collect();
-        let h = engine::spawn(ds.clone(), tcfg, Start::New { runs_dir: work_dir.join("folds"), val: Some(val) });
+        let h = engine::spawn(
+            ds.clone(),
+            tcfg,
+            Start::New {
+                runs_dir: work_dir.join("folds"),
+                val: Some(val),
+            },
+        );
         let mut run_dir = None;
         loop {
             if cancel.load(Ordering::Relaxed) {
                 h.cancel();
             }
             match h.rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(Event::Epoch(m)) => progress(Progress::Epoch { fold: f + 1, epoch: m.epoch, epochs: cfg.epochs }),
-                Ok(Event::Finished { run_dir: d, cancelled, .. }) => {
+                Ok(Event::Epoch(m)) => progress(Progress::Epoch {
+                    fold: f + 1,
+                    epoch: m.epoch,
+                    epochs: cfg.epochs,
+                }),
+                Ok(Event::Finished {
+                    run_dir: d,
+                    cancelled,
+                    ..
+                }) => {
                     if cancelled {
                         return Ok(None);
                     }
@@ -189,15 +316,22 @@ fn full(ds: &Dataset, cfg: &OofConfig, work_dir: &Path, progress: &dyn Fn(Progre
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        let run_dir = run_dir.ok_or_else(|| anyhow::anyhow!("fold {} ended without a result", f + 1))?;
-        let (rows, _) = super::issues::read_probs_csv(&run_dir.join("val_predictions.csv"), &ds.classes)?;
+        let run_dir =
+            run_dir.ok_or_else(|| anyhow::anyhow!("fold {} ended without a result", f + 1))?;
+        let (rows, _) =
+            super::issues::read_probs_csv(&run_dir.join("val_predictions.csv"), &ds.classes)?;
         for (path, p) in rows {
             if let Some(&i) = by_path.get(&path) {
                 probs[i] = Some(p);
             }
         }
     }
-    let mut out = Oof { samples: Vec::new(), probs: Vec::with_capacity(ds.samples.len() * k), skipped: Vec::new(), cached: 0 };
+    let mut out = Oof {
+        samples: Vec::new(),
+        probs: Vec::with_capacity(ds.samples.len() * k),
+        skipped: Vec::new(),
+        cached: 0,
+    };
     for (i, p) in probs.into_iter().enumerate() {
         match p {
             Some(p) => {

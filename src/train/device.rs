@@ -20,7 +20,11 @@ pub fn probe() -> DeviceInfo {
         cuda_available,
         cuda_devices: tch::Cuda::device_count(),
         cudnn_available: tch::Cuda::cudnn_is_available(),
-        default_device: if cuda_available { "cuda:0".into() } else { "cpu".into() },
+        default_device: if cuda_available {
+            "cuda:0".into()
+        } else {
+            "cpu".into()
+        },
         cpu_threads: tch::get_num_threads(),
     }
 }
@@ -36,10 +40,19 @@ pub fn smoke_test() -> anyhow::Result<f64> {
 impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.cuda_available {
-            write!(f, "CUDA: {} device(s), cuDNN {}", self.cuda_devices, if self.cudnn_available { "yes" } else { "no" })?;
+            write!(
+                f,
+                "CUDA: {} device(s), cuDNN {}",
+                self.cuda_devices,
+                if self.cudnn_available { "yes" } else { "no" }
+            )?;
         } else {
             write!(f, "CUDA: not available (training runs on the CPU)")?;
         }
-        write!(f, "; default device {}; {} CPU threads", self.default_device, self.cpu_threads)
+        write!(
+            f,
+            "; default device {}; {} CPU threads",
+            self.default_device, self.cpu_threads
+        )
     }
 }

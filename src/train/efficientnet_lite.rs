@@ -12,8 +12,15 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 /// Per stage: kernel, stride, expansion, output channels, repeats (EfficientNet-B0's stages).
-const STAGES: [(i64, i64, i64, i64, usize); 7] =
-    [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)];
+const STAGES: [(i64, i64, i64, i64, usize); 7] = [
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+];
 const STEM: i64 = 32;
 const HEAD: i64 = 1280;
 /// TensorFlow's BatchNorm epsilon, which the weights were trained with (tch defaults to 1e-5).
@@ -24,12 +31,26 @@ pub const MEAN: [f64; 3] = [0.5, 0.5, 0.5];
 pub const STD: [f64; 3] = [0.5, 0.5, 0.5];
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding: k / 2, groups, bias: false, ..Default::default() };
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: k / 2,
+        groups,
+        bias: false,
+        ..Default::default()
+    };
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: BN_EPS, momentum: 0.01, ..Default::default() })
+    nn::batch_norm2d(
+        p,
+        c,
+        nn::BatchNormConfig {
+            eps: BN_EPS,
+            momentum: 0.01,
+            ..Default::default()
+        },
+    )
 }
 
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project; residual when shapes allow.
@@ -47,7 +68,12 @@ impl MbConv {
     fn new(p: &nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, expand: i64) -> MbConv {
         let mid = c_in * expand;
         MbConv {
-            expand: (expand != 1).then(|| (conv(p / "_expand_conv", c_in, mid, 1, 1, 1), bn(p / "_bn0", mid))),
+            expand: (expand != 1).then(|| {
+                (
+                    conv(p / "_expand_conv", c_in, mid, 1, 1, 1),
+                    bn(p / "_bn0", mid),
+                )
+            }),
             depthwise: conv(p / "_depthwise_conv", mid, mid, k, stride, mid),
             bn1: bn(p / "_bn1", mid),
             project: conv(p / "_project_conv", mid, c_out, 1, 1, 1),
@@ -94,7 +120,14 @@ impl EfficientNetLite0 {
         for &(k, stride, expand, c_out, repeats) in &STAGES {
             for r in 0..repeats {
                 let i = blocks.len();
-                blocks.push(MbConv::new(&(p / "_blocks" / i), c_in, c_out, k, if r == 0 { stride } else { 1 }, expand));
+                blocks.push(MbConv::new(
+                    &(p / "_blocks" / i),
+                    c_in,
+                    c_out,
+                    k,
+                    if r == 0 { stride } else { 1 },
+                    expand,
+                ));
                 c_in = c_out;
             }
         }
@@ -115,7 +148,11 @@ impl EfficientNetLite0 {
         for b in &self.blocks {
             h = b.forward_t(&h, train);
         }
-        h.apply(&self.head).apply_t(&self.bn1, train).relu6().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        h.apply(&self.head)
+            .apply_t(&self.bn1, train)
+            .relu6()
+            .adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
     }
 }
 
@@ -152,14 +189,22 @@ impl EfficientNetLite0 {
                 out.push(h.adaptive_avg_pool2d([2, 2]).flatten(1, -1));
             }
         }
-        out.push(h.apply(&self.head).apply_t(&self.bn1, train).relu6().adaptive_avg_pool2d([1, 1]).flatten(1, -1));
+        out.push(
+            h.apply(&self.head)
+                .apply_t(&self.bn1, train)
+                .relu6()
+                .adaptive_avg_pool2d([1, 1])
+                .flatten(1, -1),
+        );
         Tensor::cat(&out, 1)
     }
 }
 
 impl ModuleT for EfficientNetLite0 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.features(x, train).dropout(self.dropout, train).apply(&self.fc)
+        self.features(x, train)
+            .dropout(self.dropout, train)
+            .apply(&self.fc)
     }
 }
 

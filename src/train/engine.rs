@@ -151,16 +151,38 @@ pub struct EpochMetrics {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Started { run_dir: PathBuf, device: String, train: usize, val: usize, skipped: usize, classes: Vec<String> },
-    Step { epoch: usize, step: usize, steps: usize, loss: f64, lr: f64, images_per_s: f64 },
+    Started {
+        run_dir: PathBuf,
+        device: String,
+        train: usize,
+        val: usize,
+        skipped: usize,
+        classes: Vec<String>,
+    },
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+        lr: f64,
+        images_per_s: f64,
+    },
     Epoch(Box<EpochMetrics>),
-    Checkpoint { path: PathBuf, best: bool },
+    Checkpoint {
+        path: PathBuf,
+        best: bool,
+    },
     /// Something the user should know that does not stop the run: streaming instead of caching,
     /// a smaller batch after running out of GPU memory, early stopping, a resumed run.
     Note(String),
     /// `best` is the best value of the monitored metric (in its own units; NaN when no epoch
     /// finished).
-    Finished { run_dir: PathBuf, best: f64, monitor: Monitor, cancelled: bool },
+    Finished {
+        run_dir: PathBuf,
+        best: f64,
+        monitor: Monitor,
+        cancelled: bool,
+    },
     Failed(String),
 }
 
@@ -199,7 +221,10 @@ impl Drop for RunHandle {
 pub enum Start {
     /// A new folder under `runs_dir`. `val` is the user's split (`val[i]`: sample `i` is for
     /// validation); `None` splits by `val_frac` and `seed`, stratified and group-aware.
-    New { runs_dir: PathBuf, val: Option<Vec<bool>> },
+    New {
+        runs_dir: PathBuf,
+        val: Option<Vec<bool>>,
+    },
     /// Continue the run in this folder from its last checkpoint up to `epochs`, on the validation
     /// images recorded in its config. Optimiser moments start afresh (tch cannot save them).
     Resume(PathBuf),
@@ -215,7 +240,8 @@ pub fn spawn(ds: Dataset, cfg: TrainConfig, start: Start) -> RunHandle {
         .name("loupe-train".into())
         .spawn(move || {
             let fail_tx = tx.clone();
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| run(&ds, &cfg, &start, &tx, &c, &d)));
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| run(&ds, &cfg, &start, &tx, &c, &d)));
             let msg = match result {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => format!("{e:#}"),
@@ -224,11 +250,20 @@ pub fn spawn(ds: Dataset, cfg: TrainConfig, start: Start) -> RunHandle {
             let _ = fail_tx.send(Event::Failed(explain(&msg)));
         })
         .expect("spawning a thread only fails when the OS is out of resources");
-    RunHandle { rx, cancel, decoded, join: Some(join) }
+    RunHandle {
+        rx,
+        cancel,
+        decoded,
+        join: Some(join),
+    }
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "the training thread panicked".into())
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the training thread panicked".into())
 }
 
 fn is_oom(msg: &str) -> bool {
@@ -248,7 +283,11 @@ fn explain(msg: &str) -> String {
 
 /// Runs `attempt(micro)`; when it runs out of memory, halves `micro` (telling `retrying`) and
 /// tries again, down to one image. libtorch reports some failures as panics: caught here too.
-pub fn halve_on_oom<T>(micro: &mut usize, mut attempt: impl FnMut(usize) -> anyhow::Result<T>, mut retrying: impl FnMut(usize)) -> anyhow::Result<T> {
+pub fn halve_on_oom<T>(
+    micro: &mut usize,
+    mut attempt: impl FnMut(usize) -> anyhow::Result<T>,
+    mut retrying: impl FnMut(usize),
+) -> anyhow::Result<T> {
     loop {
         let err = match std::panic::catch_unwind(AssertUnwindSafe(|| attempt(*micro))) {
             Ok(Ok(v)) => return Ok(v),
@@ -268,36 +307,75 @@ fn pick_device(choice: DeviceChoice) -> anyhow::Result<Device> {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => Ok(Device::cuda_if_available()),
         DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceChoice::Cuda => anyhow::bail!("--device cuda was asked for, but libtorch sees no CUDA GPU (see `loupe device`)"),
+        DeviceChoice::Cuda => anyhow::bail!(
+            "--device cuda was asked for, but libtorch sees no CUDA GPU (see `loupe device`)"
+        ),
     }
 }
 
-fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, cancel: &AtomicBool, decoded: &AtomicUsize) -> anyhow::Result<()> {
+fn run(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    start: &Start,
+    tx: &SyncSender<Event>,
+    cancel: &AtomicBool,
+    decoded: &AtomicUsize,
+) -> anyhow::Result<()> {
     let send = |e: Event| {
         let _ = tx.send(e);
     };
     let classes: Vec<String> = ds.classes.clone();
-    anyhow::ensure!(classes.len() >= 2, "training needs at least two classes; this dataset has {}", classes.len());
-    anyhow::ensure!(cfg.batch > 0 && cfg.accumulate > 0 && cfg.epochs > 0, "--batch, --accumulate and --epochs must be at least 1");
-    let class_of: HashMap<&str, i64> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect();
-    let labels: Vec<i64> = ds.samples.iter().map(|s| class_of[s.label.as_str()]).collect();
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "training needs at least two classes; this dataset has {}",
+        classes.len()
+    );
+    anyhow::ensure!(
+        cfg.batch > 0 && cfg.accumulate > 0 && cfg.epochs > 0,
+        "--batch, --accumulate and --epochs must be at least 1"
+    );
+    let class_of: HashMap<&str, i64> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as i64))
+        .collect();
+    let labels: Vec<i64> = ds
+        .samples
+        .iter()
+        .map(|s| class_of[s.label.as_str()])
+        .collect();
     let device = pick_device(cfg.device)?;
-    let size = if cfg.img_size == 0 { cfg.model.default_size() } else { cfg.img_size };
+    let size = if cfg.img_size == 0 {
+        cfg.model.default_size()
+    } else {
+        cfg.img_size
+    };
 
     let (run_dir, sp, history) = match start {
         Start::New { runs_dir, val } => {
             let sp = match val {
                 Some(is_val) => {
-                    anyhow::ensure!(is_val.len() == ds.samples.len(), "the given split has {} entries for {} images", is_val.len(), ds.samples.len());
+                    anyhow::ensure!(
+                        is_val.len() == ds.samples.len(),
+                        "the given split has {} entries for {} images",
+                        is_val.len(),
+                        ds.samples.len()
+                    );
                     split::given(is_val)
                 }
                 None => {
-                    let groups: Vec<Option<String>> = ds.samples.iter().map(|s| s.group.clone()).collect();
+                    let groups: Vec<Option<String>> =
+                        ds.samples.iter().map(|s| s.group.clone()).collect();
                     let labels_u: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
                     split::stratified(&labels_u, Some(&groups), cfg.val_frac, cfg.seed)
                 }
             };
-            anyhow::ensure!(!sp.train.is_empty() && !sp.val.is_empty(), "the split left {} training and {} validation images: the dataset is too small", sp.train.len(), sp.val.len());
+            anyhow::ensure!(
+                !sp.train.is_empty() && !sp.val.is_empty(),
+                "the split left {} training and {} validation images: the dataset is too small",
+                sp.train.len(),
+                sp.val.len()
+            );
             let dir = record::new_run_dir(runs_dir, cfg.model)?;
             record::write_config(&dir, ds, cfg, &classes, &sp, size)?;
             (dir, sp, Vec::new())
@@ -312,7 +390,10 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
 
     let pick = |idx: &[usize]| idx.iter().map(|&i| labels[i]).collect::<Vec<_>>();
     let need = bytes_for(ds.samples.len(), size);
-    let budget = cfg.cache_gb.map(|gb| (gb.max(0.0) * 1e9) as u64).or_else(|| available_memory().map(|a| a / 2));
+    let budget = cfg
+        .cache_gb
+        .map(|gb| (gb.max(0.0) * 1e9) as u64)
+        .or_else(|| available_memory().map(|a| a / 2));
     let (train, val): (Box<dyn Frames>, Box<dyn Frames>) = match budget {
         Some(b) if need > b => {
             send(Event::Note(format!(
@@ -320,11 +401,20 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
                 need as f64 / 1e9,
                 b as f64 / 1e9
             )));
-            (Box::new(Stream::new(ds, &sp.train, &pick(&sp.train), size)), Box::new(Stream::new(ds, &sp.val, &pick(&sp.val), size)))
+            (
+                Box::new(Stream::new(ds, &sp.train, &pick(&sp.train), size)),
+                Box::new(Stream::new(ds, &sp.val, &pick(&sp.val), size)),
+            )
         }
-        _ => (Box::new(Cache::build(ds, &sp.train, &pick(&sp.train), size, decoded)), Box::new(Cache::build(ds, &sp.val, &pick(&sp.val), size, decoded))),
+        _ => (
+            Box::new(Cache::build(ds, &sp.train, &pick(&sp.train), size, decoded)),
+            Box::new(Cache::build(ds, &sp.val, &pick(&sp.val), size, decoded)),
+        ),
     };
-    anyhow::ensure!(!train.is_empty() && !val.is_empty(), "no decodable images left for training or validation");
+    anyhow::ensure!(
+        !train.is_empty() && !val.is_empty(),
+        "no decodable images left for training or validation"
+    );
     let mut reported_skipped = train.skipped().len() + val.skipped().len();
     send(Event::Started {
         run_dir: run_dir.clone(),
@@ -339,10 +429,18 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
     let net = cfg.model.build(&vs.root(), classes.len() as i64);
     if matches!(start, Start::Resume(_)) {
         let last = run_dir.join("last.safetensors");
-        vs.load(&last).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", last.display()))?;
+        vs.load(&last)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", last.display()))?;
     } else if let Some(w) = &cfg.weights {
         let report = models::load_pretrained(&mut vs, cfg.model, w)?;
-        anyhow::ensure!(report.complete(), "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}", w.display(), cfg.model, report.missing, report.mismatched);
+        anyhow::ensure!(
+            report.complete(),
+            "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}",
+            w.display(),
+            cfg.model,
+            report.missing,
+            report.mismatched
+        );
     }
     if cfg.freeze {
         for (name, var) in vs.variables() {
@@ -359,17 +457,35 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
         OptimizerKind::Adam => nn::adam(0.9, 0.999, cfg.weight_decay).build(&vs, cfg.lr)?,
         OptimizerKind::Adamw => nn::adamw(0.9, 0.999, cfg.weight_decay).build(&vs, cfg.lr)?,
     };
-    let counts: Vec<usize> = (0..classes.len()).map(|c| train.labels().iter().filter(|&&l| l as usize == c).count()).collect();
+    let counts: Vec<usize> = (0..classes.len())
+        .map(|c| train.labels().iter().filter(|&&l| l as usize == c).count())
+        .collect();
     let class_weights = (cfg.balance == Balance::Weights).then(|| {
         let n = train.len() as f64;
-        let w: Vec<f32> = counts.iter().map(|&c| if c == 0 { 0.0 } else { (n / (classes.len() as f64 * c as f64)) as f32 }).collect();
+        let w: Vec<f32> = counts
+            .iter()
+            .map(|&c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    (n / (classes.len() as f64 * c as f64)) as f32
+                }
+            })
+            .collect();
         Tensor::from_slice(&w).to_device(device)
     });
     let norm = cfg.model.normalization();
     let step_images = cfg.batch * cfg.accumulate;
     let steps_per_epoch = train.len().div_ceil(step_images);
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64) as usize;
-    let mut policy = Policy::new(cfg.schedule, cfg.lr, warmup, cfg.epochs, steps_per_epoch, cfg.step_epochs);
+    let mut policy = Policy::new(
+        cfg.schedule,
+        cfg.lr,
+        warmup,
+        cfg.epochs,
+        steps_per_epoch,
+        cfg.step_epochs,
+    );
     for m in &history {
         policy.end_epoch(cfg.monitor.score(m.macro_f1, m.accuracy, m.val_loss));
     }
@@ -379,10 +495,20 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
         // The same shuffles as a run that was never interrupted.
         epoch_order(train.labels(), &counts, cfg.balance, &mut rng);
     }
-    let mut metrics_file = std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join("metrics.jsonl"))?;
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("metrics.jsonl"))?;
     if first_epoch > 1 {
-        writeln!(metrics_file, "{}", serde_json::json!({"kind": "resume", "epoch": first_epoch, "epochs": cfg.epochs, "fingerprint": record::fingerprint(ds)}))?;
-        send(Event::Note(format!("resuming at epoch {first_epoch} of {}", cfg.epochs)));
+        writeln!(
+            metrics_file,
+            "{}",
+            serde_json::json!({"kind": "resume", "epoch": first_epoch, "epochs": cfg.epochs, "fingerprint": record::fingerprint(ds)})
+        )?;
+        send(Event::Note(format!(
+            "resuming at epoch {first_epoch} of {}",
+            cfg.epochs
+        )));
     }
     let head_ratio = cfg.head_lr.map(|h| h / cfg.lr.max(f64::MIN_POSITIVE));
     let mut step = (first_epoch - 1) * steps_per_epoch;
@@ -420,12 +546,31 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
                     opt.set_lr_group(1, lr * r);
                 }
                 let y: Vec<i64> = kept.iter().map(|&p| train.labels()[p]).collect();
-                let batch = Batch { bytes: &bytes, labels: &y, size, device, norm };
+                let batch = Batch {
+                    bytes: &bytes,
+                    labels: &y,
+                    size,
+                    device,
+                    norm,
+                };
                 let before = micro;
                 let loss = halve_on_oom(
                     &mut micro,
-                    |m| backward(net.as_ref(), &mut opt, &batch, !cfg.freeze, cfg.loss, class_weights.as_ref(), m, cancel),
-                    |m| send(Event::Note(format!("the GPU ran out of memory with {before} images per pass; continuing with {m} per pass (gradients still add up to {step_images} per step)"))),
+                    |m| {
+                        backward(
+                            net.as_ref(),
+                            &mut opt,
+                            &batch,
+                            !cfg.freeze,
+                            cfg.loss,
+                            class_weights.as_ref(),
+                            m,
+                            cancel,
+                        )
+                    },
+                    |m| {
+                        send(Event::Note(format!("the GPU ran out of memory with {before} images per pass; continuing with {m} per pass (gradients still add up to {step_images} per step)")))
+                    },
                 )?;
                 let Some(loss) = loss else { return Ok(true) };
                 opt.step();
@@ -433,18 +578,37 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
                 seen += y.len();
                 step += 1;
                 let ips = y.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                writeln!(metrics_file, "{}", serde_json::json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "images_per_s": ips}))?;
-                send(Event::Step { epoch, step: k + 1, steps: steps_per_epoch, loss, lr, images_per_s: ips });
+                writeln!(
+                    metrics_file,
+                    "{}",
+                    serde_json::json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "images_per_s": ips})
+                )?;
+                send(Event::Step {
+                    epoch,
+                    step: k + 1,
+                    steps: steps_per_epoch,
+                    loss,
+                    lr,
+                    images_per_s: ips,
+                });
             }
             Ok(false)
         })?;
         if cancelled {
-            writeln!(metrics_file, "{}", serde_json::json!({"kind": "end", "cancelled": true}))?;
+            writeln!(
+                metrics_file,
+                "{}",
+                serde_json::json!({"kind": "end", "cancelled": true})
+            )?;
             return finish(&vs, &run_dir, &policy, cfg.monitor, true, tx);
         }
-        let (val_loss, positions, probs) = evaluate(net.as_ref(), val.as_ref(), device, norm, cfg.batch)?;
+        let (val_loss, positions, probs) =
+            evaluate(net.as_ref(), val.as_ref(), device, norm, cfg.batch)?;
         let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-        let truth: Vec<usize> = positions.iter().map(|&p| val.labels()[p] as usize).collect();
+        let truth: Vec<usize> = positions
+            .iter()
+            .map(|&p| val.labels()[p] as usize)
+            .collect();
         let report = metrics::report(&truth, &preds, classes.len());
         let m = EpochMetrics {
             epoch,
@@ -456,60 +620,125 @@ fn run(ds: &Dataset, cfg: &TrainConfig, start: &Start, tx: &SyncSender<Event>, c
             report,
             seconds: started.elapsed().as_secs_f64(),
         };
-        writeln!(metrics_file, "{}", serde_json::json!({"kind": "epoch", "metrics": &m}))?;
+        writeln!(
+            metrics_file,
+            "{}",
+            serde_json::json!({"kind": "epoch", "metrics": &m})
+        )?;
         metrics_file.sync_data()?;
         record::save_atomic(&vs, &run_dir.join("last.safetensors"))?;
-        send(Event::Checkpoint { path: run_dir.join("last.safetensors"), best: false });
+        send(Event::Checkpoint {
+            path: run_dir.join("last.safetensors"),
+            best: false,
+        });
         if policy.end_epoch(cfg.monitor.score(m.macro_f1, m.accuracy, m.val_loss)) {
             record::save_atomic(&vs, &run_dir.join("best.safetensors"))?;
             let samples: Vec<usize> = positions.iter().map(|&p| val.samples()[p]).collect();
             record::write_predictions(&run_dir, ds, &samples, &classes, &probs)?;
-            crate::dataset::labels::write_atomic(&run_dir.join("confusion.json"), &serde_json::to_vec_pretty(&m.report.confusion)?)?;
-            send(Event::Checkpoint { path: run_dir.join("best.safetensors"), best: true });
+            crate::dataset::labels::write_atomic(
+                &run_dir.join("confusion.json"),
+                &serde_json::to_vec_pretty(&m.report.confusion)?,
+            )?;
+            send(Event::Checkpoint {
+                path: run_dir.join("best.safetensors"),
+                best: true,
+            });
         }
         send(Event::Epoch(Box::new(m)));
         // Streamed images that fail to decode are found while training.
         let skipped = train.skipped().len() + val.skipped().len();
         if skipped > reported_skipped {
-            send(Event::Note(format!("{} more image(s) could not be decoded and were skipped", skipped - reported_skipped)));
+            send(Event::Note(format!(
+                "{} more image(s) could not be decoded and were skipped",
+                skipped - reported_skipped
+            )));
             reported_skipped = skipped;
         }
         if policy.should_stop(cfg.patience) {
-            send(Event::Note(format!("stopped early: {} has not improved for {} epochs", cfg.monitor.name(), cfg.patience)));
+            send(Event::Note(format!(
+                "stopped early: {} has not improved for {} epochs",
+                cfg.monitor.name(),
+                cfg.patience
+            )));
             break;
         }
     }
-    writeln!(metrics_file, "{}", serde_json::json!({"kind": "end", "cancelled": false}))?;
+    writeln!(
+        metrics_file,
+        "{}",
+        serde_json::json!({"kind": "end", "cancelled": false})
+    )?;
     finish(&vs, &run_dir, &policy, cfg.monitor, false, tx)
 }
 
 /// Checks that the run in `dir` can go on with `cfg` on `ds`, records the new epoch count in
 /// its config, and returns its split (by the recorded validation paths) and finished epochs.
-fn prepare_resume(dir: &Path, ds: &Dataset, cfg: &TrainConfig, classes: &[String], size: u32, send: &dyn Fn(Event)) -> anyhow::Result<(split::Split, Vec<EpochMetrics>)> {
+fn prepare_resume(
+    dir: &Path,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    classes: &[String],
+    size: u32,
+    send: &dyn Fn(Event),
+) -> anyhow::Result<(split::Split, Vec<EpochMetrics>)> {
     let (old, mut doc) = record::read_config(dir)?;
-    let old_classes: Vec<String> = serde_json::from_value(doc["classes"].clone()).unwrap_or_default();
-    anyhow::ensure!(old_classes == classes, "the classes changed since this run started ({} then, {} now): start a new run", old_classes.join(", "), classes.join(", "));
-    anyhow::ensure!(old.model == cfg.model && doc["img_size"].as_u64() == Some(u64::from(size)), "a run resumes with its own model and image size");
-    anyhow::ensure!(dir.join("last.safetensors").exists(), "{} has no checkpoint to resume from", dir.display());
+    let old_classes: Vec<String> =
+        serde_json::from_value(doc["classes"].clone()).unwrap_or_default();
+    anyhow::ensure!(
+        old_classes == classes,
+        "the classes changed since this run started ({} then, {} now): start a new run",
+        old_classes.join(", "),
+        classes.join(", ")
+    );
+    anyhow::ensure!(
+        old.model == cfg.model && doc["img_size"].as_u64() == Some(u64::from(size)),
+        "a run resumes with its own model and image size"
+    );
+    anyhow::ensure!(
+        dir.join("last.safetensors").exists(),
+        "{} has no checkpoint to resume from",
+        dir.display()
+    );
     let history = record::read_epochs(dir)?;
     let done = history.last().map_or(0, |m| m.epoch);
-    anyhow::ensure!(done < cfg.epochs, "{} already finished {done} of {} epochs: resume with more --epochs", dir.display(), cfg.epochs);
+    anyhow::ensure!(
+        done < cfg.epochs,
+        "{} already finished {done} of {} epochs: resume with more --epochs",
+        dir.display(),
+        cfg.epochs
+    );
     let val: HashSet<String> = record::val_paths(&doc).into_iter().collect();
-    let sp = split::given(&ds.samples.iter().map(|s| val.contains(&path_str(&s.path))).collect::<Vec<_>>());
-    anyhow::ensure!(!sp.train.is_empty() && !sp.val.is_empty(), "none of the run's validation images (or nothing else) is in the dataset now");
+    let sp = split::given(
+        &ds.samples
+            .iter()
+            .map(|s| val.contains(&path_str(&s.path)))
+            .collect::<Vec<_>>(),
+    );
+    anyhow::ensure!(
+        !sp.train.is_empty() && !sp.val.is_empty(),
+        "none of the run's validation images (or nothing else) is in the dataset now"
+    );
     if doc["dataset"]["fingerprint"].as_str() != Some(record::fingerprint(ds).as_str()) {
         send(Event::Note("the labels or images changed since this run started: it goes on with the current ones and the same validation images".into()));
     }
     // The config now says how far the run goes; where it started is kept in metrics.jsonl.
     doc["config"] = serde_json::to_value(cfg)?;
-    crate::dataset::labels::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(&doc)?)?;
+    crate::dataset::labels::write_atomic(
+        &dir.join("config.json"),
+        &serde_json::to_vec_pretty(&doc)?,
+    )?;
     Ok((sp, history))
 }
 
 /// Moves the head's variables to optimiser group 1, so it can have its own learning rate.
 fn head_in_group(vs: &nn::VarStore, head: &str) {
     let mut vars = vs.variables_.lock().unwrap_or_else(|p| p.into_inner());
-    let head: HashSet<usize> = vars.named_variables.iter().filter(|(n, _)| n.starts_with(head)).map(|(_, t)| t.data_ptr() as usize).collect();
+    let head: HashSet<usize> = vars
+        .named_variables
+        .iter()
+        .filter(|(n, _)| n.starts_with(head))
+        .map(|(_, t)| t.data_ptr() as usize)
+        .collect();
     for v in vars.trainable_variables.iter_mut() {
         if head.contains(&(v.tensor.data_ptr() as usize)) {
             v.group = 1;
@@ -521,26 +750,55 @@ fn head_in_group(vs: &nn::VarStore, head: &str) {
 fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
-fn finish(vs: &nn::VarStore, run_dir: &Path, policy: &Policy, monitor: Monitor, cancelled: bool, tx: &SyncSender<Event>) -> anyhow::Result<()> {
+fn finish(
+    vs: &nn::VarStore,
+    run_dir: &Path,
+    policy: &Policy,
+    monitor: Monitor,
+    cancelled: bool,
+    tx: &SyncSender<Event>,
+) -> anyhow::Result<()> {
     record::save_atomic(vs, &run_dir.join("last.safetensors"))?;
     let best = policy.best.map_or(f64::NAN, |b| monitor.value(b));
-    let _ = tx.send(Event::Finished { run_dir: run_dir.to_path_buf(), best, monitor, cancelled });
+    let _ = tx.send(Event::Finished {
+        run_dir: run_dir.to_path_buf(),
+        best,
+        monitor,
+        cancelled,
+    });
     Ok(())
 }
 
 /// Cache positions of one epoch: shuffled, or drawn by inverse class frequency (sampler).
-fn epoch_order(labels: &[i64], counts: &[usize], balance: Balance, rng: &mut SplitMix64) -> Vec<usize> {
+fn epoch_order(
+    labels: &[i64],
+    counts: &[usize],
+    balance: Balance,
+    rng: &mut SplitMix64,
+) -> Vec<usize> {
     if balance == Balance::Sampler {
         // Pick a class uniformly, then an image of it: each class is seen equally often.
-        let by_class: Vec<Vec<usize>> = (0..counts.len()).map(|c| (0..labels.len()).filter(|&i| labels[i] as usize == c).collect()).collect();
+        let by_class: Vec<Vec<usize>> = (0..counts.len())
+            .map(|c| {
+                (0..labels.len())
+                    .filter(|&i| labels[i] as usize == c)
+                    .collect()
+            })
+            .collect();
         let present: Vec<&Vec<usize>> = by_class.iter().filter(|v| !v.is_empty()).collect();
-        return (0..labels.len()).map(|_| {
-            let class = present[rng.below(present.len())];
-            class[rng.below(class.len())]
-        }).collect();
+        return (0..labels.len())
+            .map(|_| {
+                let class = present[rng.below(present.len())];
+                class[rng.below(class.len())]
+            })
+            .collect();
     }
     let mut order: Vec<usize> = (0..labels.len()).collect();
     rng.shuffle(&mut order);
@@ -561,7 +819,16 @@ struct Batch<'a> {
 /// (gradient accumulation, and the fallback after running out of memory). The mean loss, or
 /// `None` when cancelled midway.
 #[allow(clippy::too_many_arguments)]
-fn backward(net: &dyn nn::ModuleT, opt: &mut nn::Optimizer, batch: &Batch, train_bn: bool, kind: LossKind, weights: Option<&Tensor>, micro: usize, cancel: &AtomicBool) -> anyhow::Result<Option<f64>> {
+fn backward(
+    net: &dyn nn::ModuleT,
+    opt: &mut nn::Optimizer,
+    batch: &Batch,
+    train_bn: bool,
+    kind: LossKind,
+    weights: Option<&Tensor>,
+    micro: usize,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<f64>> {
     opt.zero_grad();
     let frame = (batch.size * batch.size * 3) as usize;
     let n = batch.labels.len();
@@ -571,7 +838,13 @@ fn backward(net: &dyn nn::ModuleT, opt: &mut nn::Optimizer, batch: &Batch, train
             return Ok(None);
         }
         let end = (begin + micro).min(n);
-        let x = to_batch(&batch.bytes[begin * frame..end * frame], batch.size, batch.device, batch.norm, true);
+        let x = to_batch(
+            &batch.bytes[begin * frame..end * frame],
+            batch.size,
+            batch.device,
+            batch.norm,
+            true,
+        );
         let y = Tensor::from_slice(&batch.labels[begin..end]).to_device(batch.device);
         let loss = loss_fn(&net.forward_t(&x, train_bn), &y, kind, weights)?;
         let share = (end - begin) as f64 / n as f64;
@@ -581,13 +854,21 @@ fn backward(net: &dyn nn::ModuleT, opt: &mut nn::Optimizer, batch: &Batch, train
     Ok(Some(total))
 }
 
-fn loss_fn(logits: &Tensor, y: &Tensor, kind: LossKind, weights: Option<&Tensor>) -> anyhow::Result<Tensor> {
+fn loss_fn(
+    logits: &Tensor,
+    y: &Tensor,
+    kind: LossKind,
+    weights: Option<&Tensor>,
+) -> anyhow::Result<Tensor> {
     Ok(match kind {
         LossKind::Ce => logits.f_cross_entropy_loss(y, weights, Reduction::Mean, -100, 0.0)?,
         LossKind::Smooth => logits.f_cross_entropy_loss(y, weights, Reduction::Mean, -100, 0.1)?,
         LossKind::Focal => {
             // FL = -(1 - p_t)^gamma log p_t, gamma = 2 (Lin et al. 2017).
-            let logp = logits.f_log_softmax(1, Kind::Float)?.f_gather(1, &y.unsqueeze(1), false)?.squeeze_dim(1);
+            let logp = logits
+                .f_log_softmax(1, Kind::Float)?
+                .f_gather(1, &y.unsqueeze(1), false)?
+                .squeeze_dim(1);
             let pt = logp.exp();
             let mut fl = -((pt.ones_like() - &pt).pow_tensor_scalar(2.0) * &logp);
             if let Some(w) = weights {
@@ -599,7 +880,13 @@ fn loss_fn(logits: &Tensor, y: &Tensor, kind: LossKind, weights: Option<&Tensor>
 }
 
 /// Validation loss, the positions that could be read, and their class probabilities.
-fn evaluate(net: &dyn nn::ModuleT, val: &dyn Frames, device: Device, norm: ([f64; 3], [f64; 3]), batch: usize) -> anyhow::Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
+fn evaluate(
+    net: &dyn nn::ModuleT,
+    val: &dyn Frames,
+    device: Device,
+    norm: ([f64; 3], [f64; 3]),
+    batch: usize,
+) -> anyhow::Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
     let (mut positions, mut probs) = (Vec::with_capacity(val.len()), Vec::with_capacity(val.len()));
     let mut loss = 0.0;
     let all: Vec<usize> = (0..val.len()).collect();
@@ -610,9 +897,12 @@ fn evaluate(net: &dyn nn::ModuleT, val: &dyn Frames, device: Device, norm: ([f64
                 continue;
             }
             let x = to_batch(&bytes, val.size(), device, norm, false);
-            let y = Tensor::from_slice(&kept.iter().map(|&p| val.labels()[p]).collect::<Vec<_>>()).to_device(device);
+            let y = Tensor::from_slice(&kept.iter().map(|&p| val.labels()[p]).collect::<Vec<_>>())
+                .to_device(device);
             let logits = net.forward_t(&x, false);
-            loss += logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?.f_double_value(&[])?;
+            loss += logits
+                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?
+                .f_double_value(&[])?;
             let p = logits.f_softmax(1, Kind::Float)?.to_device(Device::Cpu);
             for r in 0..p.size()[0] {
                 probs.push(Vec::<f32>::try_from(p.get(r))?);
@@ -650,11 +940,21 @@ mod tests {
         assert_eq!((micro, tried, notes), (16, vec![64, 32, 16], vec![32, 16]));
 
         let mut micro = 8;
-        let err = halve_on_oom(&mut micro, |_| -> anyhow::Result<()> { anyhow::bail!("shape mismatch") }, |_| panic!("no retry for other errors")).unwrap_err();
+        let err = halve_on_oom(
+            &mut micro,
+            |_| -> anyhow::Result<()> { anyhow::bail!("shape mismatch") },
+            |_| panic!("no retry for other errors"),
+        )
+        .unwrap_err();
         assert_eq!((err.to_string(), micro), ("shape mismatch".to_string(), 8));
 
         let mut micro = 1;
-        let err = halve_on_oom(&mut micro, |_| -> anyhow::Result<()> { anyhow::bail!("CUDA out of memory") }, |_| panic!("nothing smaller than one image")).unwrap_err();
+        let err = halve_on_oom(
+            &mut micro,
+            |_| -> anyhow::Result<()> { anyhow::bail!("CUDA out of memory") },
+            |_| panic!("nothing smaller than one image"),
+        )
+        .unwrap_err();
         assert!(explain(&err.to_string()).contains("smaller --img-size"));
     }
 
@@ -666,7 +966,11 @@ mod tests {
         head_in_group(&vs, ModelKind::SmallCnn.head());
         let mut opt = nn::sgd(0.0, 0.0, 0.0, false).build(&vs, 0.1).unwrap();
         opt.set_lr_group(1, 0.0);
-        let before: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
+        let before: HashMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.copy()))
+            .collect();
         let x = Tensor::rand([4, 3, 16, 16], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
         opt.backward_step(&net.forward_t(&x, true).cross_entropy_for_logits(&y));
@@ -683,6 +987,9 @@ mod tests {
                 body += 1;
             }
         }
-        assert!(head > 0 && body > 0, "head {head}, moved backbone tensors {body}");
+        assert!(
+            head > 0 && body > 0,
+            "head {head}, moved backbone tensors {body}"
+        );
     }
 }

@@ -25,7 +25,10 @@ pub enum GivenSplit {
 const VAL_WORDS: [&str; 4] = ["val", "valid", "validation", "test"];
 
 /// [`apply`] when a split is given: the dataset to train on and, if given, the validation marks.
-pub fn prepare(ds: Dataset, given: Option<&GivenSplit>) -> anyhow::Result<(Dataset, Option<Vec<bool>>)> {
+pub fn prepare(
+    ds: Dataset,
+    given: Option<&GivenSplit>,
+) -> anyhow::Result<(Dataset, Option<Vec<bool>>)> {
     match given {
         Some(g) => apply(ds, g).map(|(ds, v)| (ds, Some(v))),
         None => Ok((ds, None)),
@@ -37,28 +40,72 @@ pub fn prepare(ds: Dataset, given: Option<&GivenSplit>) -> anyhow::Result<(Datas
 pub fn apply(mut ds: Dataset, given: &GivenSplit) -> anyhow::Result<(Dataset, Vec<bool>)> {
     match given {
         GivenSplit::Column(column) => {
-            let Source::Csv(src) = &ds.source else { anyhow::bail!("--split-column needs a CSV dataset (--csv)") };
-            let mut reader = csv::Reader::from_path(&src.csv).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.csv.display()))?;
+            let Source::Csv(src) = &ds.source else {
+                anyhow::bail!("--split-column needs a CSV dataset (--csv)")
+            };
+            let mut reader = csv::Reader::from_path(&src.csv)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.csv.display()))?;
             let headers = reader.headers()?.clone();
             let find = |name: &str| headers.iter().position(|h| h.trim() == name);
             let (Some(path_idx), Some(split_idx)) = (find(&src.path_col), find(column)) else {
-                anyhow::bail!("{} has no column {column:?} (columns: {})", src.csv.display(), headers.iter().collect::<Vec<_>>().join(", "));
+                anyhow::bail!(
+                    "{} has no column {column:?} (columns: {})",
+                    src.csv.display(),
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                );
             };
             let mut side: HashMap<String, bool> = HashMap::new();
             for record in reader.records().flatten() {
-                let path = path_str(&normalize(Path::new(record.get(path_idx).unwrap_or("").trim())));
-                let value = record.get(split_idx).unwrap_or("").trim().to_ascii_lowercase();
+                let path = path_str(&normalize(Path::new(
+                    record.get(path_idx).unwrap_or("").trim(),
+                )));
+                let value = record
+                    .get(split_idx)
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 side.insert(path, VAL_WORDS.contains(&value.as_str()));
             }
-            let is_val: Vec<bool> = ds.samples.iter().map(|s| side.get(&path_str(&s.path)).copied().unwrap_or(false)).collect();
-            anyhow::ensure!(is_val.iter().any(|&v| v), "no row of {} has {column} = {}", src.csv.display(), VAL_WORDS.join(" / "));
+            let is_val: Vec<bool> = ds
+                .samples
+                .iter()
+                .map(|s| side.get(&path_str(&s.path)).copied().unwrap_or(false))
+                .collect();
+            anyhow::ensure!(
+                is_val.iter().any(|&v| v),
+                "no row of {} has {column} = {}",
+                src.csv.display(),
+                VAL_WORDS.join(" / ")
+            );
             Ok((ds, is_val))
         }
         GivenSplit::Folder(folder) => {
-            let val = dataset::open(&Source::ImageFolder { root: folder.clone() }, &Default::default())
-                .map_err(|e| anyhow::anyhow!("cannot open the validation folder {}: {e}", folder.display()))?;
-            let unknown: Vec<&String> = val.classes.iter().filter(|c| !ds.classes.contains(c) && val.samples.iter().any(|s| &s.label == *c)).collect();
-            anyhow::ensure!(unknown.is_empty(), "the validation folder has classes the training data lacks: {}", unknown.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "));
+            let val = dataset::open(
+                &Source::ImageFolder {
+                    root: folder.clone(),
+                },
+                &Default::default(),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the validation folder {}: {e}",
+                    folder.display()
+                )
+            })?;
+            let unknown: Vec<&String> = val
+                .classes
+                .iter()
+                .filter(|c| !ds.classes.contains(c) && val.samples.iter().any(|s| &s.label == *c))
+                .collect();
+            anyhow::ensure!(
+                unknown.is_empty(),
+                "the validation folder has classes the training data lacks: {}",
+                unknown
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let root = folder.canonicalize().unwrap_or_else(|_| folder.clone());
             let n = ds.samples.len();
             ds.samples.extend(val.samples.into_iter().map(|mut s| {

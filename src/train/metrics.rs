@@ -26,7 +26,10 @@ pub struct Report {
 
 /// Index of the largest probability (the first on ties; 0 for an empty slice).
 pub fn argmax(p: &[f32]) -> usize {
-    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map_or(0, |(i, _)| i)
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(i, _)| i)
 }
 
 /// Scores `predicted` against `truth` (class indices below `classes`).
@@ -44,16 +47,34 @@ pub fn report(truth: &[usize], predicted: &[usize], classes: usize) -> Report {
             let support: usize = confusion[c].iter().sum();
             let predicted_c: usize = (0..classes).map(|t| confusion[t][c]).sum();
             let (precision, recall) = (ratio(tp, predicted_c), ratio(tp, support));
-            let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-            ClassScore { precision, recall, f1, support }
+            let f1 = if precision + recall == 0.0 {
+                0.0
+            } else {
+                2.0 * precision * recall / (precision + recall)
+            };
+            ClassScore {
+                precision,
+                recall,
+                f1,
+                support,
+            }
         })
         .collect();
     let present: Vec<&ClassScore> = (0..classes)
         .filter(|&c| per_class[c].support > 0 || (0..classes).any(|t| confusion[t][c] > 0))
         .map(|c| &per_class[c])
         .collect();
-    let macro_f1 = if present.is_empty() { 0.0 } else { present.iter().map(|s| s.f1).sum::<f64>() / present.len() as f64 };
-    Report { confusion, accuracy: ratio(correct, truth.len()), macro_f1, per_class }
+    let macro_f1 = if present.is_empty() {
+        0.0
+    } else {
+        present.iter().map(|s| s.f1).sum::<f64>() / present.len() as f64
+    };
+    Report {
+        confusion,
+        accuracy: ratio(correct, truth.len()),
+        macro_f1,
+        per_class,
+    }
 }
 
 #[cfg(test)]
@@ -69,7 +90,10 @@ mod tests {
         // truth:     0 0 0 1 1 2
         // predicted: 0 0 1 1 2 2
         let r = report(&[0, 0, 0, 1, 1, 2], &[0, 0, 1, 1, 2, 2], 3);
-        assert_eq!(r.confusion, vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]);
+        assert_eq!(
+            r.confusion,
+            vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]
+        );
         assert!(close(r.accuracy, 4.0 / 6.0));
         // class 0: P 2/2, R 2/3 -> F1 0.8; class 1: P 1/2, R 1/2 -> 0.5; class 2: P 1/2, R 1 -> 2/3
         assert!(close(r.per_class[0].f1, 0.8));
@@ -83,7 +107,15 @@ mod tests {
     fn absent_classes_do_not_count_in_macro_f1() {
         let r = report(&[0, 1], &[0, 1], 4);
         assert!(close(r.macro_f1, 1.0));
-        assert_eq!(r.per_class[3], ClassScore { precision: 0.0, recall: 0.0, f1: 0.0, support: 0 });
+        assert_eq!(
+            r.per_class[3],
+            ClassScore {
+                precision: 0.0,
+                recall: 0.0,
+                f1: 0.0,
+                support: 0
+            }
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 pub mod data;
 pub mod device;
 pub mod efficientnet_lite;
-pub mod given_split;
 pub mod engine;
+pub mod given_split;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

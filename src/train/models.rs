@@ -86,12 +86,20 @@ pub fn default_weights(model: ModelKind) -> Option<std::path::PathBuf> {
         ModelKind::EfficientnetLite0 => "efficientnet-lite0.safetensors",
         _ => return None,
     };
-    let data = std::env::var_os("XDG_DATA_HOME").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share")));
-    [std::env::var_os("LOUPE_WEIGHTS_DIR").map(std::path::PathBuf::from), Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights")), data.map(|d| d.join("loupe/weights"))]
-        .into_iter()
-        .flatten()
-        .map(|d| d.join(file))
-        .find(|p| p.exists())
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share"))
+        });
+    [
+        std::env::var_os("LOUPE_WEIGHTS_DIR").map(std::path::PathBuf::from),
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights")),
+        data.map(|d| d.join("loupe/weights")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join(file))
+    .find(|p| p.exists())
 }
 
 /// EfficientNet-Lite0 as an image descriptor.
@@ -108,14 +116,23 @@ fn small_cnn(p: &nn::Path, classes: i64) -> nn::SequentialT {
     let mut seq = nn::seq_t();
     let mut c_in = 3;
     for (k, c_out) in [32, 64, 128].into_iter().enumerate() {
-        let cfg = nn::ConvConfig { padding: 1, bias: false, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            padding: 1,
+            bias: false,
+            ..Default::default()
+        };
         seq = seq
             .add(nn::conv2d(p / "features" / (3 * k), c_in, c_out, 3, cfg))
-            .add(nn::batch_norm2d(p / "features" / (3 * k + 1), c_out, Default::default()))
+            .add(nn::batch_norm2d(
+                p / "features" / (3 * k + 1),
+                c_out,
+                Default::default(),
+            ))
             .add_fn(|x| x.relu().max_pool2d_default(2));
         c_in = c_out;
     }
-    seq.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)).add(nn::linear(p / "head", c_in, classes, Default::default()))
+    seq.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+        .add(nn::linear(p / "head", c_in, classes, Default::default()))
 }
 
 /// What loading pretrained weights did, in names a user can act on.
@@ -144,13 +161,27 @@ pub enum WeightsError {
     #[error("cannot read the weights file {path}: {source}. Loupe reads .safetensors files (torchvision or timm state dicts saved with safetensors)")]
     Read { path: String, source: tch::TchError },
     #[error("{path} shares no tensor name with {model:?} (first names in the file: {sample}); is it weights for another network?")]
-    NothingMatches { path: String, model: ModelKind, sample: String },
+    NothingMatches {
+        path: String,
+        model: ModelKind,
+        sample: String,
+    },
 }
 
 /// Copies the tensors of a safetensors file into `vs` by name, except the classifier head.
-pub fn load_pretrained(vs: &mut nn::VarStore, kind: ModelKind, path: &Path) -> Result<LoadReport, WeightsError> {
-    let named = Tensor::read_safetensors(path).map_err(|source| WeightsError::Read { path: path.display().to_string(), source })?;
-    let mut file: HashMap<String, Tensor> = named.into_iter().filter(|(n, _)| !n.ends_with("num_batches_tracked")).collect();
+pub fn load_pretrained(
+    vs: &mut nn::VarStore,
+    kind: ModelKind,
+    path: &Path,
+) -> Result<LoadReport, WeightsError> {
+    let named = Tensor::read_safetensors(path).map_err(|source| WeightsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut file: HashMap<String, Tensor> = named
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
+        .collect();
     let mut report = LoadReport::default();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -166,16 +197,33 @@ pub fn load_pretrained(vs: &mut nn::VarStore, kind: ModelKind, path: &Path) -> R
                     var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
                     report.loaded += 1;
                 }
-                Some(t) => report.mismatched.push(format!("{name}: file {:?} vs model {:?}", t.size(), var.size())),
+                Some(t) => report.mismatched.push(format!(
+                    "{name}: file {:?} vs model {:?}",
+                    t.size(),
+                    var.size()
+                )),
                 None => report.missing.push(name),
             }
         }
     });
-    report.unexpected = file.into_keys().filter(|n| !n.starts_with(kind.head())).collect();
+    report.unexpected = file
+        .into_keys()
+        .filter(|n| !n.starts_with(kind.head()))
+        .collect();
     report.unexpected.sort();
     if report.loaded == 0 {
-        let sample = report.unexpected.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
-        return Err(WeightsError::NothingMatches { path: path.display().to_string(), model: kind, sample });
+        let sample = report
+            .unexpected
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(WeightsError::NothingMatches {
+            path: path.display().to_string(),
+            model: kind,
+            sample,
+        });
     }
     Ok(report)
 }

@@ -45,7 +45,9 @@ pub fn bytes_for(n: usize, size: u32) -> u64 {
 /// One image as a training frame: short side resized to `size`, the centre square cropped, so
 /// augmentation crops see the whole object.
 fn frame(ds: &Dataset, sample: usize, size: u32) -> Result<Vec<u8>, String> {
-    probe::decode(&ds.abs_path(&ds.samples[sample].path)).map(|img| super::data::center_square(&img, size, size).into_raw()).map_err(|e| e.to_string())
+    probe::decode(&ds.abs_path(&ds.samples[sample].path))
+        .map(|img| super::data::center_square(&img, size, size).into_raw())
+        .map_err(|e| e.to_string())
 }
 
 /// Decoded frames in memory, in sample order.
@@ -61,7 +63,13 @@ pub struct Cache {
 impl Cache {
     /// Decodes `samples` of `ds` (with class indices `labels`) on the I/O pool; `done` counts
     /// decoded images for progress.
-    pub fn build(ds: &Dataset, samples: &[usize], labels: &[i64], size: u32, done: &AtomicUsize) -> Cache {
+    pub fn build(
+        ds: &Dataset,
+        samples: &[usize],
+        labels: &[i64],
+        size: u32,
+        done: &AtomicUsize,
+    ) -> Cache {
         let decoded: Vec<Result<Vec<u8>, String>> = io_pool().install(|| {
             samples
                 .par_iter()
@@ -73,7 +81,13 @@ impl Cache {
                 .collect()
         });
         let bytes = (size * size * 3) as usize;
-        let mut cache = Cache { size, pixels: Vec::with_capacity(bytes * samples.len()), labels: Vec::new(), samples: Vec::new(), skipped: Vec::new() };
+        let mut cache = Cache {
+            size,
+            pixels: Vec::with_capacity(bytes * samples.len()),
+            labels: Vec::new(),
+            samples: Vec::new(),
+            skipped: Vec::new(),
+        };
         for ((&i, &label), r) in samples.iter().zip(labels).zip(decoded) {
             match r {
                 Ok(px) => {
@@ -126,8 +140,17 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(ds: &Dataset, samples: &[usize], labels: &[i64], size: u32) -> Stream {
-        let files = samples.iter().map(|&i| ds.abs_path(&ds.samples[i].path)).collect();
-        Stream { size, files, labels: labels.to_vec(), samples: samples.to_vec(), skipped: Mutex::new(Vec::new()) }
+        let files = samples
+            .iter()
+            .map(|&i| ds.abs_path(&ds.samples[i].path))
+            .collect();
+        Stream {
+            size,
+            files,
+            labels: labels.to_vec(),
+            samples: samples.to_vec(),
+            skipped: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -148,7 +171,11 @@ impl Frames for Stream {
         let size = self.size;
         let decoded: Vec<Result<Vec<u8>, String>> = io_pool().install(|| {
             idx.par_iter()
-                .map(|&k| probe::decode(&self.files[k]).map(|img| super::data::center_square(&img, size, size).into_raw()).map_err(|e| e.to_string()))
+                .map(|&k| {
+                    probe::decode(&self.files[k])
+                        .map(|img| super::data::center_square(&img, size, size).into_raw())
+                        .map_err(|e| e.to_string())
+                })
                 .collect()
         });
         let mut bytes = Vec::with_capacity(idx.len() * (size * size * 3) as usize);
@@ -171,23 +198,43 @@ impl Frames for Stream {
     }
 
     fn skipped(&self) -> Vec<(usize, String)> {
-        self.skipped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 /// RGB frames (`bytes`, `n` of them at `size`) as a float batch `[n, 3, S, S]` on `device`,
 /// normalised with `mean`/`std`. With `augment`: random horizontal flip, a random crop (zoomed
 /// 1-1.25x, resized back) and light brightness/contrast jitter, per image, computed on `device`.
-pub fn to_batch(bytes: &[u8], size: u32, device: Device, norm: ([f64; 3], [f64; 3]), augment: bool) -> Tensor {
+pub fn to_batch(
+    bytes: &[u8],
+    size: u32,
+    device: Device,
+    norm: ([f64; 3], [f64; 3]),
+    augment: bool,
+) -> Tensor {
     let s = i64::from(size);
     let n = bytes.len() as i64 / (s * s * 3);
-    let mut x = Tensor::from_slice(bytes).view([n, s, s, 3]).to_device(device).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+    let mut x = Tensor::from_slice(bytes)
+        .view([n, s, s, 3])
+        .to_device(device)
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float)
+        / 255.0;
     if augment {
         x = augment_batch(&x);
     }
     let (mean, std) = norm;
-    let mean = Tensor::from_slice(&mean).view([1, 3, 1, 1]).to_kind(Kind::Float).to_device(device);
-    let std = Tensor::from_slice(&std).view([1, 3, 1, 1]).to_kind(Kind::Float).to_device(device);
+    let mean = Tensor::from_slice(&mean)
+        .view([1, 3, 1, 1])
+        .to_kind(Kind::Float)
+        .to_device(device);
+    let std = Tensor::from_slice(&std)
+        .view([1, 3, 1, 1])
+        .to_kind(Kind::Float)
+        .to_device(device);
     (x - mean) / std
 }
 

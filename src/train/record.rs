@@ -17,16 +17,28 @@ use crate::dataset::Dataset;
 
 /// `runs_dir/<UTC time>-<model>`, never an existing folder.
 pub fn new_run_dir(runs_dir: &Path, model: ModelKind) -> anyhow::Result<PathBuf> {
-    new_dir(runs_dir, serde_json::to_value(model)?.as_str().unwrap_or("model"))
+    new_dir(
+        runs_dir,
+        serde_json::to_value(model)?.as_str().unwrap_or("model"),
+    )
 }
 
 /// `parent/<UTC time>-<name>` (with `-2`, `-3`... when taken), created; never an existing folder.
 pub fn new_dir(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("cannot create the folder {}: {e}", parent.display()))?;
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let stamp = crate::cli::utc(secs).replace([' ', ':'], "-").replace("-UTC", "");
+    std::fs::create_dir_all(parent)
+        .map_err(|e| anyhow::anyhow!("cannot create the folder {}: {e}", parent.display()))?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let stamp = crate::cli::utc(secs)
+        .replace([' ', ':'], "-")
+        .replace("-UTC", "");
     for k in 1.. {
-        let dir = parent.join(if k == 1 { format!("{stamp}-{name}") } else { format!("{stamp}-{name}-{k}") });
+        let dir = parent.join(if k == 1 {
+            format!("{stamp}-{name}")
+        } else {
+            format!("{stamp}-{name}-{k}")
+        });
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -50,7 +62,14 @@ pub fn fingerprint(ds: &Dataset) -> String {
 
 /// `config.json`: the config, the data (source, fingerprint), the classes, the split (the
 /// validation paths) and the versions.
-pub fn write_config(run_dir: &Path, ds: &Dataset, cfg: &TrainConfig, classes: &[String], sp: &Split, size: u32) -> anyhow::Result<()> {
+pub fn write_config(
+    run_dir: &Path,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    classes: &[String],
+    sp: &Split,
+    size: u32,
+) -> anyhow::Result<()> {
     let config = serde_json::json!({
         "config": cfg,
         "img_size": size,
@@ -59,16 +78,27 @@ pub fn write_config(run_dir: &Path, ds: &Dataset, cfg: &TrainConfig, classes: &[
         "split": { "train": sp.train.len(), "val": sp.val.iter().map(|&i| path_str(&ds.samples[i].path)).collect::<Vec<_>>() },
         "versions": { "loupe": env!("CARGO_PKG_VERSION"), "libtorch": "2.11.0", "tch": "0.24.0" },
     });
-    write_atomic(&run_dir.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+    write_atomic(
+        &run_dir.join("config.json"),
+        &serde_json::to_vec_pretty(&config)?,
+    )?;
     Ok(())
 }
 
 /// A run's `config.json`, parsed: its [`TrainConfig`] and the whole document.
 pub fn read_config(run_dir: &Path) -> anyhow::Result<(TrainConfig, serde_json::Value)> {
     let path = run_dir.join("config.json");
-    let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{} is not a run folder ({}: {e})", run_dir.display(), path.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
-    let cfg: TrainConfig = serde_json::from_value(v["config"].clone()).map_err(|e| anyhow::anyhow!("{} has no readable config: {e}", path.display()))?;
+    let text = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a run folder ({}: {e})",
+            run_dir.display(),
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
+    let cfg: TrainConfig = serde_json::from_value(v["config"].clone())
+        .map_err(|e| anyhow::anyhow!("{} has no readable config: {e}", path.display()))?;
     Ok((cfg, v))
 }
 
@@ -88,7 +118,9 @@ pub fn read_epochs(run_dir: &Path) -> anyhow::Result<Vec<EpochMetrics>> {
     };
     let mut epochs: Vec<EpochMetrics> = Vec::new();
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v["kind"] == "epoch" {
             if let Ok(m) = serde_json::from_value::<EpochMetrics>(v["metrics"].clone()) {
                 epochs.retain(|e| e.epoch < m.epoch);
@@ -102,21 +134,32 @@ pub fn read_epochs(run_dir: &Path) -> anyhow::Result<Vec<EpochMetrics>> {
 /// Saves to a temporary file first: a full disk or a crash leaves the previous checkpoint.
 pub fn save_atomic(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp.safetensors");
-    vs.save(&tmp).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    vs.save(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
 /// `val_predictions.csv`: path, label, predicted, then one probability column per class, for the
 /// dataset samples `samples` with probabilities `probs`.
-pub fn write_predictions(run_dir: &Path, ds: &Dataset, samples: &[usize], classes: &[String], probs: &[Vec<f32>]) -> anyhow::Result<()> {
+pub fn write_predictions(
+    run_dir: &Path,
+    ds: &Dataset,
+    samples: &[usize],
+    classes: &[String],
+    probs: &[Vec<f32>],
+) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["path".to_string(), "label".into(), "predicted".into()];
     header.extend(classes.iter().cloned());
     w.write_record(&header)?;
     for (&i, p) in samples.iter().zip(probs) {
         let s = &ds.samples[i];
-        let mut rec = vec![path_str(&s.path), s.label.clone(), classes[argmax(p)].clone()];
+        let mut rec = vec![
+            path_str(&s.path),
+            s.label.clone(),
+            classes[argmax(p)].clone(),
+        ];
         rec.extend(p.iter().map(|v| format!("{v:.6}")));
         w.write_record(&rec)?;
     }
@@ -154,13 +197,19 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn name(&self) -> String {
-        self.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
     }
 
     /// The best epoch by the run's monitored metric.
     pub fn best(&self) -> Option<&EpochMetrics> {
         let m = self.config.monitor;
-        self.epochs.iter().max_by(|a, b| m.score(a.macro_f1, a.accuracy, a.val_loss).total_cmp(&m.score(b.macro_f1, b.accuracy, b.val_loss)))
+        self.epochs.iter().max_by(|a, b| {
+            m.score(a.macro_f1, a.accuracy, a.val_loss)
+                .total_cmp(&m.score(b.macro_f1, b.accuracy, b.val_loss))
+        })
     }
 
     pub fn seconds(&self) -> f64 {
@@ -171,7 +220,9 @@ impl RunSummary {
         let done = self.epochs.last().map_or(0, |e| e.epoch);
         match self.ended {
             Some(true) => format!("cancelled at {done}/{}", self.config.epochs),
-            Some(false) if done < self.config.epochs => format!("stopped early at {done}/{}", self.config.epochs),
+            Some(false) if done < self.config.epochs => {
+                format!("stopped early at {done}/{}", self.config.epochs)
+            }
             Some(false) => "finished".into(),
             None => format!("running or interrupted ({done}/{})", self.config.epochs),
         }
@@ -185,7 +236,9 @@ pub fn summarize(dir: &Path) -> anyhow::Result<RunSummary> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
     let (mut steps, mut ended) = (Vec::new(), None);
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         match v["kind"].as_str() {
             Some("step") => steps.push(StepPoint {
                 step: v["step"].as_u64().unwrap_or(0) as usize,
@@ -208,15 +261,38 @@ pub fn summarize(dir: &Path) -> anyhow::Result<RunSummary> {
         }
         same
     });
-    let created = std::fs::metadata(dir).and_then(|m| m.created().or_else(|_| m.modified())).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    let created = std::fs::metadata(dir)
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
     let config_text = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
-    Ok(RunSummary { dir: dir.to_path_buf(), config, config_text, classes, epochs: read_epochs(dir)?, steps, ended, created })
+    Ok(RunSummary {
+        dir: dir.to_path_buf(),
+        config,
+        config_text,
+        classes,
+        epochs: read_epochs(dir)?,
+        steps,
+        ended,
+        created,
+    })
 }
 
 /// Every run under `runs_dir`, newest first; folders that are not runs are skipped.
 pub fn list_runs(runs_dir: &Path) -> Vec<RunSummary> {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Vec::new() };
-    let mut runs: Vec<RunSummary> = entries.filter_map(|e| e.ok()).filter(|e| e.path().join("config.json").is_file()).filter_map(|e| summarize(&e.path()).ok()).collect();
-    runs.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name().cmp(&a.name())));
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<RunSummary> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("config.json").is_file())
+        .filter_map(|e| summarize(&e.path()).ok())
+        .collect();
+    runs.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| b.name().cmp(&a.name()))
+    });
     runs
 }

@@ -76,9 +76,31 @@ pub struct Policy {
 impl Policy {
     /// `warmup` steps of linear warm-up, then `kind` over `epochs` of `steps_per_epoch` steps.
     /// `step_epochs` 0 means a third of the run.
-    pub fn new(kind: ScheduleKind, base: f64, warmup: usize, epochs: usize, steps_per_epoch: usize, step_epochs: usize) -> Policy {
-        let step_epochs = if step_epochs == 0 { (epochs / 3).max(1) } else { step_epochs };
-        Policy { kind, base, warmup, total: (epochs * steps_per_epoch).max(1), steps_per_epoch: steps_per_epoch.max(1), step_epochs, scale: 1.0, plateau_bad: 0, best: None, since_best: 0 }
+    pub fn new(
+        kind: ScheduleKind,
+        base: f64,
+        warmup: usize,
+        epochs: usize,
+        steps_per_epoch: usize,
+        step_epochs: usize,
+    ) -> Policy {
+        let step_epochs = if step_epochs == 0 {
+            (epochs / 3).max(1)
+        } else {
+            step_epochs
+        };
+        Policy {
+            kind,
+            base,
+            warmup,
+            total: (epochs * steps_per_epoch).max(1),
+            steps_per_epoch: steps_per_epoch.max(1),
+            step_epochs,
+            scale: 1.0,
+            plateau_bad: 0,
+            best: None,
+            since_best: 0,
+        }
     }
 
     /// The learning rate of optimiser step `step` (0-based, counted over the whole run).
@@ -88,10 +110,13 @@ impl Policy {
         }
         match self.kind {
             ScheduleKind::Cosine => {
-                let t = (step - self.warmup) as f64 / self.total.saturating_sub(self.warmup).max(1) as f64;
+                let t = (step - self.warmup) as f64
+                    / self.total.saturating_sub(self.warmup).max(1) as f64;
                 self.base * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
             }
-            ScheduleKind::Step => self.base * DECAY.powi((step / self.steps_per_epoch / self.step_epochs) as i32),
+            ScheduleKind::Step => {
+                self.base * DECAY.powi((step / self.steps_per_epoch / self.step_epochs) as i32)
+            }
             ScheduleKind::Plateau => self.base * self.scale,
         }
     }

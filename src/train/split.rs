@@ -61,7 +61,11 @@ fn majority(labels: &[usize], members: &[usize]) -> usize {
     for &i in members {
         *counts.entry(labels[i]).or_default() += 1;
     }
-    counts.iter().max_by_key(|(c, n)| (**n, std::cmp::Reverse(**c))).map(|(c, _)| *c).unwrap_or(0)
+    counts
+        .iter()
+        .max_by_key(|(c, n)| (**n, std::cmp::Reverse(**c)))
+        .map(|(c, _)| *c)
+        .unwrap_or(0)
 }
 
 /// The split a user gave: `is_val[i]` puts sample `i` in validation.
@@ -72,12 +76,20 @@ pub fn given(is_val: &[bool]) -> Split {
 
 /// Splits samples with class `labels[i]` (and optional `groups[i]`) so that about `val_frac` of
 /// each class is in validation. A class with a single image (or a single group) stays in train.
-pub fn stratified(labels: &[usize], groups: Option<&[Option<String>]>, val_frac: f64, seed: u64) -> Split {
+pub fn stratified(
+    labels: &[usize],
+    groups: Option<&[Option<String>]>,
+    val_frac: f64,
+    seed: u64,
+) -> Split {
     let mut rng = SplitMix64::new(seed);
     // Stratify units by their majority class.
     let mut by_class: BTreeMap<usize, Vec<Vec<usize>>> = BTreeMap::new();
     for members in units(labels, groups).into_values() {
-        by_class.entry(majority(labels, &members)).or_default().push(members);
+        by_class
+            .entry(majority(labels, &members))
+            .or_default()
+            .push(members);
     }
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for mut class_units in by_class.into_values() {
@@ -89,7 +101,8 @@ pub fn stratified(labels: &[usize], groups: Option<&[Option<String>]>, val_frac:
         for (k, u) in class_units.into_iter().enumerate() {
             // Keep at least one unit for training; take a unit while it brings the count no
             // further from the target than it is (large groups may overshoot a little).
-            if k < last && in_val < target && (in_val + u.len()).abs_diff(target) <= target - in_val {
+            if k < last && in_val < target && (in_val + u.len()).abs_diff(target) <= target - in_val
+            {
                 in_val += u.len();
                 val.extend(u);
             } else {
@@ -104,12 +117,20 @@ pub fn stratified(labels: &[usize], groups: Option<&[Option<String>]>, val_frac:
 
 /// Assigns every sample to one of `k` folds, stratified by class (each class spread evenly) and
 /// group-aware (a group stays in one fold); seeded. A sample's fold is where it is held out.
-pub fn kfold(labels: &[usize], groups: Option<&[Option<String>]>, k: usize, seed: u64) -> Vec<usize> {
+pub fn kfold(
+    labels: &[usize],
+    groups: Option<&[Option<String>]>,
+    k: usize,
+    seed: u64,
+) -> Vec<usize> {
     let k = k.max(2);
     let mut rng = SplitMix64::new(seed ^ 0xF01D);
     let mut by_class: BTreeMap<usize, Vec<Vec<usize>>> = BTreeMap::new();
     for members in units(labels, groups).into_values() {
-        by_class.entry(majority(labels, &members)).or_default().push(members);
+        by_class
+            .entry(majority(labels, &members))
+            .or_default()
+            .push(members);
     }
     let mut fold = vec![0; labels.len()];
     // Per class: shuffled units, largest first, each to the fold with the fewest of the class
@@ -119,7 +140,10 @@ pub fn kfold(labels: &[usize], groups: Option<&[Option<String>]>, k: usize, seed
         class_units.sort_by_key(|u| std::cmp::Reverse(u.len()));
         let mut filled = vec![0usize; k];
         for u in class_units {
-            let f = (0..k).map(|j| (j + c) % k).min_by_key(|&j| filled[j]).unwrap_or(0);
+            let f = (0..k)
+                .map(|j| (j + c) % k)
+                .min_by_key(|&j| filled[j])
+                .unwrap_or(0);
             filled[f] += u.len();
             for i in u {
                 fold[i] = f;
@@ -135,7 +159,10 @@ mod tests {
 
     fn labels() -> Vec<usize> {
         // 100 of class 0, 50 of class 1, 10 of class 2, 1 of class 3.
-        [(0, 100), (1, 50), (2, 10), (3, 1)].iter().flat_map(|&(c, n)| std::iter::repeat_n(c, n)).collect()
+        [(0, 100), (1, 50), (2, 10), (3, 1)]
+            .iter()
+            .flat_map(|&(c, n)| std::iter::repeat_n(c, n))
+            .collect()
     }
 
     #[test]
@@ -146,17 +173,34 @@ mod tests {
         assert_eq!((in_val(0), in_val(1), in_val(2), in_val(3)), (20, 10, 2, 0));
         assert_eq!(s.train.len() + s.val.len(), l.len());
         assert_eq!(s, stratified(&l, None, 0.2, 7), "same seed, same split");
-        assert_ne!(s.val, stratified(&l, None, 0.2, 8).val, "another seed, another split");
+        assert_ne!(
+            s.val,
+            stratified(&l, None, 0.2, 8).val,
+            "another seed, another split"
+        );
     }
 
     #[test]
     fn groups_never_straddle_the_split() {
         let l = labels();
-        let groups: Vec<Option<String>> = (0..l.len()).map(|i| if i % 7 == 0 { None } else { Some(format!("person{}", i / 5)) }).collect();
+        let groups: Vec<Option<String>> = (0..l.len())
+            .map(|i| {
+                if i % 7 == 0 {
+                    None
+                } else {
+                    Some(format!("person{}", i / 5))
+                }
+            })
+            .collect();
         let s = stratified(&l, Some(&groups), 0.25, 1);
         for g in groups.iter().flatten() {
-            let members: Vec<usize> = (0..l.len()).filter(|&i| groups[i].as_ref() == Some(g)).collect();
-            let sides: std::collections::HashSet<bool> = members.iter().map(|i| s.val.binary_search(i).is_ok()).collect();
+            let members: Vec<usize> = (0..l.len())
+                .filter(|&i| groups[i].as_ref() == Some(g))
+                .collect();
+            let sides: std::collections::HashSet<bool> = members
+                .iter()
+                .map(|i| s.val.binary_search(i).is_ok())
+                .collect();
             assert_eq!(sides.len(), 1, "group {g} is split");
         }
         let frac = s.val.len() as f64 / l.len() as f64;
@@ -168,16 +212,26 @@ mod tests {
         let l = labels();
         let folds = kfold(&l, None, 5, 3);
         for c in 0..3 {
-            let per_fold: Vec<usize> = (0..5).map(|f| (0..l.len()).filter(|&i| l[i] == c && folds[i] == f).count()).collect();
+            let per_fold: Vec<usize> = (0..5)
+                .map(|f| (0..l.len()).filter(|&i| l[i] == c && folds[i] == f).count())
+                .collect();
             let n = l.iter().filter(|&&x| x == c).count();
-            assert!(per_fold.iter().all(|&x| x == n / 5), "class {c}: {per_fold:?}");
+            assert!(
+                per_fold.iter().all(|&x| x == n / 5),
+                "class {c}: {per_fold:?}"
+            );
         }
         assert_eq!(folds, kfold(&l, None, 5, 3), "seeded");
         assert_ne!(folds, kfold(&l, None, 5, 4));
-        let groups: Vec<Option<String>> = (0..l.len()).map(|i| Some(format!("p{}", i / 4))).collect();
+        let groups: Vec<Option<String>> =
+            (0..l.len()).map(|i| Some(format!("p{}", i / 4))).collect();
         let folds = kfold(&l, Some(&groups), 4, 1);
         for i in 0..l.len() {
-            assert_eq!(folds[i], folds[i / 4 * 4], "group of {i} split across folds");
+            assert_eq!(
+                folds[i],
+                folds[i / 4 * 4],
+                "group of {i} split across folds"
+            );
         }
     }
 

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::browse::Browse;
 use super::distribution::{Distribution, Show};
-use super::loading::Loader;
 use super::evaluate::Evaluate;
+use super::loading::Loader;
 use super::review::Review;
 use super::thumbs::{self, Thumbs};
 use super::train::TrainTab;
@@ -47,7 +47,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { recent: Vec::new(), tile: 112.0, tab: Tab::Browse }
+        Settings {
+            recent: Vec::new(),
+            tile: 112.0,
+            tab: Tab::Browse,
+        }
     }
 }
 
@@ -98,7 +102,10 @@ pub struct LoupeApp {
 impl LoupeApp {
     /// The app as `loupe [PATH]` starts it: settings restored from eframe storage.
     pub fn new(cc: &eframe::CreationContext<'_>, path: PathBuf) -> Self {
-        let settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
+        let settings: Settings = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default();
         let mut app = Self::open(cc.egui_ctx.clone(), path);
         app.browse.tile = settings.tile;
         app.tab = settings.tab;
@@ -146,7 +153,11 @@ impl LoupeApp {
     }
 
     fn open_path(&mut self, ctx: &egui::Context, path: PathBuf) {
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) && path.is_file() {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+            && path.is_file()
+        {
             self.pick_in_background(ctx, move || Some(Picked::Csv(read_csv_setup(path))));
             return;
         }
@@ -257,13 +268,19 @@ impl LoupeApp {
     }
 
     /// Runs `pick` (a native dialog, or reading a file) off the UI thread.
-    fn pick_in_background(&mut self, ctx: &egui::Context, pick: impl FnOnce() -> Option<Picked> + Send + 'static) {
+    fn pick_in_background(
+        &mut self,
+        ctx: &egui::Context,
+        pick: impl FnOnce() -> Option<Picked> + Send + 'static,
+    ) {
         let (tx, rx) = mpsc::channel();
         let ctx = ctx.clone();
-        let _ = std::thread::Builder::new().name("loupe-dialog".into()).spawn(move || {
-            let _ = tx.send(pick());
-            ctx.request_repaint();
-        });
+        let _ = std::thread::Builder::new()
+            .name("loupe-dialog".into())
+            .spawn(move || {
+                let _ = tx.send(pick());
+                ctx.request_repaint();
+            });
         self.picking = Some(rx);
     }
 
@@ -279,7 +296,10 @@ impl LoupeApp {
             self.debug_overlay = !self.debug_overlay;
         }
         // Closing during a run asks first; once answered, the run is cancelled and the window closes.
-        if ctx.input(|i| i.viewport().close_requested()) && self.train.running() && !self.train.close_confirmed {
+        if ctx.input(|i| i.viewport().close_requested())
+            && self.train.running()
+            && !self.train.close_confirmed
+        {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.train.ask_to_close();
         }
@@ -329,12 +349,20 @@ impl LoupeApp {
                 ui.menu_button("File", |ui| {
                     if ui.button("Open folder…").clicked() {
                         let ctx = ui.ctx().clone();
-                        self.pick_in_background(&ctx, || rfd::FileDialog::new().set_title("Open an image folder").pick_folder().map(Picked::Folder));
+                        self.pick_in_background(&ctx, || {
+                            rfd::FileDialog::new()
+                                .set_title("Open an image folder")
+                                .pick_folder()
+                                .map(Picked::Folder)
+                        });
                     }
                     if ui.button("Open CSV…").clicked() {
                         let ctx = ui.ctx().clone();
                         self.pick_in_background(&ctx, || {
-                            let csv = rfd::FileDialog::new().set_title("Open a CSV of labels").add_filter("CSV", &["csv"]).pick_file()?;
+                            let csv = rfd::FileDialog::new()
+                                .set_title("Open a CSV of labels")
+                                .add_filter("CSV", &["csv"])
+                                .pick_file()?;
                             Some(Picked::Csv(read_csv_setup(csv)))
                         });
                     }
@@ -342,7 +370,9 @@ impl LoupeApp {
                         for src in self.settings.recent.clone() {
                             let name = match &src {
                                 Source::ImageFolder { root } => root.display().to_string(),
-                                Source::Csv(c) => format!("{} ({})", c.csv.display(), c.label_cols.join(", ")),
+                                Source::Csv(c) => {
+                                    format!("{} ({})", c.csv.display(), c.label_cols.join(", "))
+                                }
                             };
                             if ui.button(name).clicked() {
                                 let ctx = ui.ctx().clone();
@@ -352,11 +382,22 @@ impl LoupeApp {
                     });
                 });
                 ui.menu_button("Edit", |ui| {
-                    let (can_undo, can_redo) = self.workspace().map_or((false, false), |w| (w.history.can_undo, w.history.can_redo));
-                    if ui.add_enabled(can_undo, egui::Button::new("Undo").shortcut_text("Ctrl+Z")).clicked() {
+                    let (can_undo, can_redo) = self
+                        .workspace()
+                        .map_or((false, false), |w| (w.history.can_undo, w.history.can_redo));
+                    if ui
+                        .add_enabled(can_undo, egui::Button::new("Undo").shortcut_text("Ctrl+Z"))
+                        .clicked()
+                    {
                         self.cmds.push(LabelCmd::Undo);
                     }
-                    if ui.add_enabled(can_redo, egui::Button::new("Redo").shortcut_text("Ctrl+Shift+Z")).clicked() {
+                    if ui
+                        .add_enabled(
+                            can_redo,
+                            egui::Button::new("Redo").shortcut_text("Ctrl+Shift+Z"),
+                        )
+                        .clicked()
+                    {
                         self.cmds.push(LabelCmd::Redo);
                     }
                     ui.checkbox(&mut self.show_edits, "Show the edits list");
@@ -367,8 +408,24 @@ impl LoupeApp {
                 ui.separator();
                 ui.selectable_value(&mut self.tab, Tab::Browse, "Browse");
                 ui.selectable_value(&mut self.tab, Tab::Distribution, "Distribution");
-                ui.selectable_value(&mut self.tab, Tab::Issues, if self.review.running() { "Issues (searching)" } else { "Issues" });
-                ui.selectable_value(&mut self.tab, Tab::Train, if self.train.running() { "Train (running)" } else { "Train" });
+                ui.selectable_value(
+                    &mut self.tab,
+                    Tab::Issues,
+                    if self.review.running() {
+                        "Issues (searching)"
+                    } else {
+                        "Issues"
+                    },
+                );
+                ui.selectable_value(
+                    &mut self.tab,
+                    Tab::Train,
+                    if self.train.running() {
+                        "Train (running)"
+                    } else {
+                        "Train"
+                    },
+                );
                 ui.selectable_value(&mut self.tab, Tab::Evaluate, "Evaluate");
                 ui.separator();
                 ui.toggle_value(&mut self.show_edits, "Edits");
@@ -377,23 +434,37 @@ impl LoupeApp {
     }
 
     fn workspace_ui(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
-        egui::Panel::left("classes").default_size(250.0).show(ui, |ui| self.class_panel(ui, ws));
+        egui::Panel::left("classes")
+            .default_size(250.0)
+            .show(ui, |ui| self.class_panel(ui, ws));
         if self.show_edits {
-            egui::Panel::right("edits").default_size(300.0).show(ui, |ui| self.edits_panel(ui, ws));
+            egui::Panel::right("edits")
+                .default_size(300.0)
+                .show(ui, |ui| self.edits_panel(ui, ws));
         }
         egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
             Tab::Browse => {
-                let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
+                let thumbs = self
+                    .thumbs
+                    .as_mut()
+                    .expect("a thumbnail cache exists while a dataset is open");
                 self.browse.show(ui, ws, thumbs, &mut self.cmds);
             }
             Tab::Issues => {
-                let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
+                let thumbs = self
+                    .thumbs
+                    .as_mut()
+                    .expect("a thumbnail cache exists while a dataset is open");
                 self.review.show(ui, ws, thumbs, &mut self.cmds);
             }
             Tab::Train => self.train.show(ui, ws),
             Tab::Evaluate => {
-                let thumbs = self.thumbs.as_mut().expect("a thumbnail cache exists while a dataset is open");
-                self.evaluate.show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
+                let thumbs = self
+                    .thumbs
+                    .as_mut()
+                    .expect("a thumbnail cache exists while a dataset is open");
+                self.evaluate
+                    .show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
                 if self.evaluate.take_loaded() {
                     self.browse.run_scores = self.evaluate.run_scores(ws);
                 }
@@ -424,31 +495,60 @@ impl LoupeApp {
         ui.heading(RichText::new(format!("{} images", s.images)));
         let excluded = ws.flags.iter().filter(|f| f.excluded).count();
         let edited = ws.flags.iter().filter(|f| f.edited).count();
-        ui.label(format!("{} classes · {} unreadable · {} ignored", ws.classes.len(), s.unreadable.len(), s.ignored));
+        ui.label(format!(
+            "{} classes · {} unreadable · {} ignored",
+            ws.classes.len(),
+            s.unreadable.len(),
+            s.ignored
+        ));
         ui.label(format!("{edited} edited · {excluded} excluded"));
         ui.separator();
         let max = s.classes.iter().map(|c| c.count).max().unwrap_or(0).max(1);
         egui::ScrollArea::vertical().show(ui, |ui| {
-            egui::Grid::new("class_list").num_columns(4).striped(true).show(ui, |ui| {
-                for (k, name) in ws.classes.iter().enumerate() {
-                    let count = s.classes.iter().find(|c| &c.name == name).map_or(0, |c| c.count);
-                    ui.label(RichText::new(if k < 9 { format!("{}", k + 1) } else { String::new() }).weak().monospace());
-                    let (r, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
-                    ui.painter().rect_filled(r, 2.0, class_color(k));
-                    let active = self.browse.class_filter.as_deref() == Some(name.as_str());
-                    if ui.selectable_label(active, name.as_str()).on_hover_text("Show only this class in Browse").clicked() {
-                        self.browse.class_filter = if active { None } else { Some(name.clone()) };
-                        self.tab = Tab::Browse;
+            egui::Grid::new("class_list")
+                .num_columns(4)
+                .striped(true)
+                .show(ui, |ui| {
+                    for (k, name) in ws.classes.iter().enumerate() {
+                        let count = s
+                            .classes
+                            .iter()
+                            .find(|c| &c.name == name)
+                            .map_or(0, |c| c.count);
+                        ui.label(
+                            RichText::new(if k < 9 {
+                                format!("{}", k + 1)
+                            } else {
+                                String::new()
+                            })
+                            .weak()
+                            .monospace(),
+                        );
+                        let (r, _) =
+                            ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                        ui.painter().rect_filled(r, 2.0, class_color(k));
+                        let active = self.browse.class_filter.as_deref() == Some(name.as_str());
+                        if ui
+                            .selectable_label(active, name.as_str())
+                            .on_hover_text("Show only this class in Browse")
+                            .clicked()
+                        {
+                            self.browse.class_filter =
+                                if active { None } else { Some(name.clone()) };
+                            self.tab = Tab::Browse;
+                        }
+                        ui.add(
+                            egui::ProgressBar::new(count as f32 / max as f32)
+                                .desired_width(80.0)
+                                .fill(class_color(k).gamma_multiply(0.7))
+                                .text(format!(
+                                    "{count}  {:.1}%",
+                                    100.0 * count as f32 / s.images.max(1) as f32
+                                )),
+                        );
+                        ui.end_row();
                     }
-                    ui.add(
-                        egui::ProgressBar::new(count as f32 / max as f32)
-                            .desired_width(80.0)
-                            .fill(class_color(k).gamma_multiply(0.7))
-                            .text(format!("{count}  {:.1}%", 100.0 * count as f32 / s.images.max(1) as f32)),
-                    );
-                    ui.end_row();
-                }
-            });
+                });
             if !ws.notes.is_empty() {
                 ui.separator();
                 for n in &ws.notes {
@@ -461,35 +561,66 @@ impl LoupeApp {
     fn edits_panel(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
         ui.horizontal(|ui| {
             ui.heading("Edits");
-            if ui.add_enabled(ws.history.can_undo, egui::Button::new("Undo")).clicked() {
+            if ui
+                .add_enabled(ws.history.can_undo, egui::Button::new("Undo"))
+                .clicked()
+            {
                 self.cmds.push(LabelCmd::Undo);
             }
-            if ui.add_enabled(ws.history.can_redo, egui::Button::new("Redo")).clicked() {
+            if ui
+                .add_enabled(ws.history.can_redo, egui::Button::new("Redo"))
+                .clicked()
+            {
                 self.cmds.push(LabelCmd::Redo);
             }
         });
         egui::ScrollArea::vertical().show(ui, |ui| {
             for step in ws.history.steps.iter().rev().take(200) {
-                let title = format!("#{} {}{}", step.seq, step.note, if step.undone { " (undone)" } else { "" });
-                egui::CollapsingHeader::new(RichText::new(title).color(if step.undone { Color32::GRAY } else { ui.visuals().text_color() }))
-                    .id_salt(step.seq)
-                    .show(ui, |ui| {
-                        for e in step.edits.iter().take(100) {
-                            ui.horizontal(|ui| {
-                                let text = match e {
-                                    crate::dataset::journal::Edit::Label { path, from, to } => format!("{path}: {from} → {to}"),
-                                    crate::dataset::journal::Edit::Excluded { path, to, .. } => format!("{path}: {}", if *to { "excluded" } else { "included" }),
-                                    crate::dataset::journal::Edit::Unsure { path, to, .. } => format!("{path}: {}", if *to { "unsure" } else { "sure" }),
-                                    crate::dataset::journal::Edit::Checked { path, to, .. } => format!("{path}: {}", if *to { "checked, kept" } else { "unchecked" }),
-                                };
-                                ui.label(text);
-                                let still_edited = ws.index_of(e.path()).is_some_and(|i| ws.flags[i].edited);
-                                if !step.undone && still_edited && ui.small_button("revert").on_hover_text("Put this image back as in the dataset").clicked() {
-                                    self.cmds.push(LabelCmd::Revert(e.path().to_string()));
+                let title = format!(
+                    "#{} {}{}",
+                    step.seq,
+                    step.note,
+                    if step.undone { " (undone)" } else { "" }
+                );
+                egui::CollapsingHeader::new(RichText::new(title).color(if step.undone {
+                    Color32::GRAY
+                } else {
+                    ui.visuals().text_color()
+                }))
+                .id_salt(step.seq)
+                .show(ui, |ui| {
+                    for e in step.edits.iter().take(100) {
+                        ui.horizontal(|ui| {
+                            let text = match e {
+                                crate::dataset::journal::Edit::Label { path, from, to } => {
+                                    format!("{path}: {from} → {to}")
                                 }
-                            });
-                        }
-                    });
+                                crate::dataset::journal::Edit::Excluded { path, to, .. } => {
+                                    format!("{path}: {}", if *to { "excluded" } else { "included" })
+                                }
+                                crate::dataset::journal::Edit::Unsure { path, to, .. } => {
+                                    format!("{path}: {}", if *to { "unsure" } else { "sure" })
+                                }
+                                crate::dataset::journal::Edit::Checked { path, to, .. } => format!(
+                                    "{path}: {}",
+                                    if *to { "checked, kept" } else { "unchecked" }
+                                ),
+                            };
+                            ui.label(text);
+                            let still_edited =
+                                ws.index_of(e.path()).is_some_and(|i| ws.flags[i].edited);
+                            if !step.undone
+                                && still_edited
+                                && ui
+                                    .small_button("revert")
+                                    .on_hover_text("Put this image back as in the dataset")
+                                    .clicked()
+                            {
+                                self.cmds.push(LabelCmd::Revert(e.path().to_string()));
+                            }
+                        });
+                    }
+                });
             }
             if ws.history.steps.is_empty() {
                 ui.label("No edits yet. Select images and press 1-9, L or Delete.");
@@ -503,11 +634,23 @@ impl LoupeApp {
                 match &self.state {
                     State::Loading(l) => {
                         let (done, total) = l.counts();
-                        let frac = if total == 0 { 0.0 } else { done as f32 / total as f32 };
-                        ui.add(egui::ProgressBar::new(frac).desired_width(200.0).text(format!("Reading {done} / {total}")));
+                        let frac = if total == 0 {
+                            0.0
+                        } else {
+                            done as f32 / total as f32
+                        };
+                        ui.add(
+                            egui::ProgressBar::new(frac)
+                                .desired_width(200.0)
+                                .text(format!("Reading {done} / {total}")),
+                        );
                     }
                     State::Ready(ws) => {
-                        ui.label(format!("{} images · {} classes", ws.stats.images, ws.classes.len()));
+                        ui.label(format!(
+                            "{} images · {} classes",
+                            ws.stats.images,
+                            ws.classes.len()
+                        ));
                         if let Some(t) = &self.thumbs {
                             let busy = t.busy();
                             if busy > 0 {
@@ -541,18 +684,22 @@ impl LoupeApp {
     }
 
     fn csv_dialog(&mut self, ctx: &egui::Context) {
-        let Some(setup) = &mut self.csv_setup else { return };
+        let Some(setup) = &mut self.csv_setup else {
+            return;
+        };
         let mut open = None;
         let mut cancel = false;
         egui::Modal::new(egui::Id::unique("csv_setup")).show(ctx, |ui| {
             ui.heading(format!("Columns of {}", setup.csv.display()));
             egui::Grid::new("csv_cols").show(ui, |ui| {
                 ui.label("Image path");
-                egui::ComboBox::from_id_salt("path_col").selected_text(setup.headers[setup.path_col].as_str()).show_ui(ui, |ui| {
-                    for (k, h) in setup.headers.iter().enumerate() {
-                        ui.selectable_value(&mut setup.path_col, k, h.as_str());
-                    }
-                });
+                egui::ComboBox::from_id_salt("path_col")
+                    .selected_text(setup.headers[setup.path_col].as_str())
+                    .show_ui(ui, |ui| {
+                        for (k, h) in setup.headers.iter().enumerate() {
+                            ui.selectable_value(&mut setup.path_col, k, h.as_str());
+                        }
+                    });
                 ui.end_row();
                 ui.label("Label column(s)");
                 ui.vertical(|ui| {
@@ -562,13 +709,18 @@ impl LoupeApp {
                 });
                 ui.end_row();
                 ui.label("Group (kept together in splits)");
-                let text = setup.group_col.map_or("none", |k| setup.headers[k].as_str()).to_string();
-                egui::ComboBox::from_id_salt("group_col").selected_text(text).show_ui(ui, |ui| {
-                    ui.selectable_value(&mut setup.group_col, None, "none");
-                    for (k, h) in setup.headers.iter().enumerate() {
-                        ui.selectable_value(&mut setup.group_col, Some(k), h.as_str());
-                    }
-                });
+                let text = setup
+                    .group_col
+                    .map_or("none", |k| setup.headers[k].as_str())
+                    .to_string();
+                egui::ComboBox::from_id_salt("group_col")
+                    .selected_text(text)
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut setup.group_col, None, "none");
+                        for (k, h) in setup.headers.iter().enumerate() {
+                            ui.selectable_value(&mut setup.group_col, Some(k), h.as_str());
+                        }
+                    });
                 ui.end_row();
             });
             ui.separator();
@@ -585,9 +737,18 @@ impl LoupeApp {
                 }
             });
             ui.separator();
-            let labels: Vec<String> = setup.headers.iter().zip(&setup.label_cols).filter(|(_, on)| **on).map(|(h, _)| h.clone()).collect();
+            let labels: Vec<String> = setup
+                .headers
+                .iter()
+                .zip(&setup.label_cols)
+                .filter(|(_, on)| **on)
+                .map(|(h, _)| h.clone())
+                .collect();
             ui.horizontal(|ui| {
-                if ui.add_enabled(!labels.is_empty(), egui::Button::new("Open")).clicked() {
+                if ui
+                    .add_enabled(!labels.is_empty(), egui::Button::new("Open"))
+                    .clicked()
+                {
                     open = Some(Source::Csv(CsvSource {
                         csv: setup.csv.clone(),
                         path_col: setup.headers[setup.path_col].clone(),
@@ -611,23 +772,35 @@ impl LoupeApp {
     fn overlay(&self, ctx: &egui::Context) {
         let mut v: Vec<f32> = self.frame_times.iter().copied().collect();
         v.sort_by(f32::total_cmp);
-        let pct = |p: f32| v.get(((v.len() as f32 - 1.0) * p) as usize).copied().unwrap_or(0.0);
-        egui::Area::new(egui::Id::unique("frame_overlay")).anchor(egui::Align2::RIGHT_TOP, [-8.0, 32.0]).show(ctx, |ui| {
-            egui::Frame::popup(ui.style()).show(ui, |ui| {
-                ui.monospace(format!(
-                    "frame (UI code) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-                    pct(0.5),
-                    pct(0.99),
-                    v.last().copied().unwrap_or(0.0)
-                ));
-                if let Some(t) = &self.thumbs {
-                    ui.monospace(format!("thumbnail textures {:.1} MB", t.memory_bytes() as f64 / 1e6));
-                }
-                if let Some(d) = self.first_frame {
-                    ui.monospace(format!("first frame {:.0} ms after start", d.as_secs_f64() * 1e3));
-                }
+        let pct = |p: f32| {
+            v.get(((v.len() as f32 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        egui::Area::new(egui::Id::unique("frame_overlay"))
+            .anchor(egui::Align2::RIGHT_TOP, [-8.0, 32.0])
+            .show(ctx, |ui| {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    ui.monospace(format!(
+                        "frame (UI code) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                        pct(0.5),
+                        pct(0.99),
+                        v.last().copied().unwrap_or(0.0)
+                    ));
+                    if let Some(t) = &self.thumbs {
+                        ui.monospace(format!(
+                            "thumbnail textures {:.1} MB",
+                            t.memory_bytes() as f64 / 1e6
+                        ));
+                    }
+                    if let Some(d) = self.first_frame {
+                        ui.monospace(format!(
+                            "first frame {:.0} ms after start",
+                            d.as_secs_f64() * 1e3
+                        ));
+                    }
+                });
             });
-        });
     }
 }
 
@@ -662,17 +835,41 @@ pub fn class_color(k: usize) -> Color32 {
 
 /// The header and first rows of a CSV, for the columns dialog (on a background thread).
 fn read_csv_setup(csv: PathBuf) -> Result<CsvSetup, String> {
-    let mut r = csv::ReaderBuilder::new().flexible(true).from_path(&csv).map_err(|e| format!("cannot read {}: {e}", csv.display()))?;
-    let headers: Vec<String> = r.headers().map_err(|e| e.to_string())?.iter().map(str::to_string).collect();
+    let mut r = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&csv)
+        .map_err(|e| format!("cannot read {}: {e}", csv.display()))?;
+    let headers: Vec<String> = r
+        .headers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(str::to_string)
+        .collect();
     if headers.is_empty() {
         return Err(format!("{} has no header row", csv.display()));
     }
-    let rows = r.records().take(5).filter_map(Result::ok).map(|rec| rec.iter().map(str::to_string).collect()).collect();
-    let find = |names: &[&str]| headers.iter().position(|h| names.contains(&h.to_lowercase().as_str()));
+    let rows = r
+        .records()
+        .take(5)
+        .filter_map(Result::ok)
+        .map(|rec| rec.iter().map(str::to_string).collect())
+        .collect();
+    let find = |names: &[&str]| {
+        headers
+            .iter()
+            .position(|h| names.contains(&h.to_lowercase().as_str()))
+    };
     let path_col = find(&["path", "file", "filename", "image", "img_path"]).unwrap_or(0);
     let mut label_cols = vec![false; headers.len()];
     if let Some(k) = find(&["label", "class", "category", "target"]) {
         label_cols[k] = true;
     }
-    Ok(CsvSetup { csv, headers, rows, path_col, label_cols, group_col: None })
+    Ok(CsvSetup {
+        csv,
+        headers,
+        rows,
+        path_col,
+        label_cols,
+        group_col: None,
+    })
 }

@@ -11,7 +11,9 @@ use egui::{Color32, Key, Modifiers, Rect, RichText, Sense, Stroke, TextureHandle
 use super::thumbs::Thumbs;
 use super::workspace::{LabelCmd, Workspace};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum FlagFilter {
     #[default]
     All,
@@ -21,7 +23,9 @@ pub enum FlagFilter {
     Unreadable,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SortBy {
     #[default]
     Path,
@@ -102,9 +106,19 @@ impl Browse {
         let key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (ws.generation, &self.class_filter, self.flag_filter, &self.search, self.sort).hash(&mut h);
+            (
+                ws.generation,
+                &self.class_filter,
+                self.flag_filter,
+                &self.search,
+                self.sort,
+            )
+                .hash(&mut h);
             self.only.as_ref().map(|(t, s)| (t, s.len())).hash(&mut h);
-            self.run_scores.as_ref().map(|r| (&r.run, r.scores.len())).hash(&mut h);
+            self.run_scores
+                .as_ref()
+                .map(|r| (&r.run, r.scores.len()))
+                .hash(&mut h);
             h.finish()
         };
         if self.view_key != Some(key) {
@@ -121,10 +135,19 @@ impl Browse {
         if !self.selected.is_empty() {
             return self.selected.iter().map(|&i| ws.path(i)).collect();
         }
-        self.cursor.and_then(|c| self.view.get(c)).map(|&i| vec![ws.path(i)]).unwrap_or_default()
+        self.cursor
+            .and_then(|c| self.view.get(c))
+            .map(|&i| vec![ws.path(i)])
+            .unwrap_or_default()
     }
 
-    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs, cmds: &mut Vec<LabelCmd>) {
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        ws: &Workspace,
+        thumbs: &mut Thumbs,
+        cmds: &mut Vec<LabelCmd>,
+    ) {
         self.view(ws);
         self.toolbar(ui, ws);
         self.keys(ui.ctx(), ws, cmds);
@@ -141,28 +164,51 @@ impl Browse {
     fn toolbar(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
         ui.horizontal_wrapped(|ui| {
             ui.label("Search");
-            ui.add(egui::TextEdit::singleline(&mut self.search).hint_text("part of a path").desired_width(160.0));
-            egui::ComboBox::new("flag_filter", "show").selected_text(format!("{:?}", self.flag_filter)).show_ui(ui, |ui| {
-                for f in [FlagFilter::All, FlagFilter::Edited, FlagFilter::Excluded, FlagFilter::Unsure, FlagFilter::Unreadable] {
-                    ui.selectable_value(&mut self.flag_filter, f, format!("{f:?}"));
-                }
-            });
-            egui::ComboBox::new("sort", "order").selected_text(format!("by {:?}", self.sort).to_lowercase()).show_ui(ui, |ui| {
-                for s in [SortBy::Path, SortBy::Class, SortBy::Size] {
-                    ui.selectable_value(&mut self.sort, s, format!("{s:?}"));
-                }
-                let run = self.run_scores.as_ref().map(|r| r.run.clone());
-                for (s, what) in [(SortBy::RunLoss, "loss"), (SortBy::RunConfidence, "confidence")] {
-                    let text = match &run {
-                        Some(r) => format!("{what} of run {r}"),
-                        None => format!("{what} of a run (choose one in Evaluate)"),
-                    };
-                    ui.add_enabled_ui(run.is_some(), |ui| ui.selectable_value(&mut self.sort, s, text));
-                }
-            });
+            ui.add(
+                egui::TextEdit::singleline(&mut self.search)
+                    .hint_text("part of a path")
+                    .desired_width(160.0),
+            );
+            egui::ComboBox::new("flag_filter", "show")
+                .selected_text(format!("{:?}", self.flag_filter))
+                .show_ui(ui, |ui| {
+                    for f in [
+                        FlagFilter::All,
+                        FlagFilter::Edited,
+                        FlagFilter::Excluded,
+                        FlagFilter::Unsure,
+                        FlagFilter::Unreadable,
+                    ] {
+                        ui.selectable_value(&mut self.flag_filter, f, format!("{f:?}"));
+                    }
+                });
+            egui::ComboBox::new("sort", "order")
+                .selected_text(format!("by {:?}", self.sort).to_lowercase())
+                .show_ui(ui, |ui| {
+                    for s in [SortBy::Path, SortBy::Class, SortBy::Size] {
+                        ui.selectable_value(&mut self.sort, s, format!("{s:?}"));
+                    }
+                    let run = self.run_scores.as_ref().map(|r| r.run.clone());
+                    for (s, what) in [
+                        (SortBy::RunLoss, "loss"),
+                        (SortBy::RunConfidence, "confidence"),
+                    ] {
+                        let text = match &run {
+                            Some(r) => format!("{what} of run {r}"),
+                            None => format!("{what} of a run (choose one in Evaluate)"),
+                        };
+                        ui.add_enabled_ui(run.is_some(), |ui| {
+                            ui.selectable_value(&mut self.sort, s, text)
+                        });
+                    }
+                });
             ui.add(egui::Slider::new(&mut self.tile, 48.0..=256.0).text("tile"));
             if let Some(c) = self.class_filter.clone() {
-                if ui.button(format!("class: {c} ✕")).on_hover_text("Show all classes").clicked() {
+                if ui
+                    .button(format!("class: {c} ✕"))
+                    .on_hover_text("Show all classes")
+                    .clicked()
+                {
                     self.class_filter = None;
                 }
             }
@@ -171,8 +217,14 @@ impl Browse {
                     self.only = None;
                 }
             }
-            let shown = if self.flag_filter == FlagFilter::Unreadable { ws.dataset.rejected.len() } else { self.view.len() };
-            ui.label(RichText::new(format!("{shown} shown · {} selected", self.selected.len())).strong());
+            let shown = if self.flag_filter == FlagFilter::Unreadable {
+                ws.dataset.rejected.len()
+            } else {
+                self.view.len()
+            };
+            ui.label(
+                RichText::new(format!("{shown} shown · {} selected", self.selected.len())).strong(),
+            );
         });
         ui.label(
             RichText::new("1-9 relabel · L class picker · Del exclude · Ctrl+Z / Ctrl+Shift+Z undo/redo · arrows or J/K move · Enter view · Esc back")
@@ -184,12 +236,17 @@ impl Browse {
 
     fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Vec<LabelCmd>) {
         // A shortcut never fires while a text field (search, picker) has the keyboard.
-        if ctx.egui_wants_keyboard_input() || self.picker.is_some() || self.flag_filter == FlagFilter::Unreadable {
+        if ctx.egui_wants_keyboard_input()
+            || self.picker.is_some()
+            || self.flag_filter == FlagFilter::Unreadable
+        {
             return;
         }
         let n = self.view.len();
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y) {
+            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
+                || i.consume_key(Modifiers::COMMAND, Key::Y)
+            {
                 cmds.push(LabelCmd::Redo);
             }
             if i.consume_key(Modifiers::COMMAND, Key::Z) {
@@ -198,22 +255,42 @@ impl Browse {
             if i.consume_key(Modifiers::COMMAND, Key::A) {
                 self.selected = self.view.iter().copied().collect();
             }
-            let digits = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            let digits = [
+                Key::Num1,
+                Key::Num2,
+                Key::Num3,
+                Key::Num4,
+                Key::Num5,
+                Key::Num6,
+                Key::Num7,
+                Key::Num8,
+                Key::Num9,
+            ];
             for (k, key) in digits.iter().enumerate() {
                 if i.consume_key(Modifiers::NONE, *key) {
                     if let Some(class) = ws.classes.get(k) {
                         let paths = self.targets(ws);
                         if !paths.is_empty() {
-                            cmds.push(LabelCmd::Relabel { paths, class: class.clone() });
+                            cmds.push(LabelCmd::Relabel {
+                                paths,
+                                class: class.clone(),
+                            });
                         }
                     }
                 }
             }
-            if i.consume_key(Modifiers::NONE, Key::Delete) || i.consume_key(Modifiers::NONE, Key::Backspace) {
+            if i.consume_key(Modifiers::NONE, Key::Delete)
+                || i.consume_key(Modifiers::NONE, Key::Backspace)
+            {
                 let paths = self.targets(ws);
-                let all_excluded = paths.iter().all(|p| ws.index_of(p).is_some_and(|j| ws.flags[j].excluded));
+                let all_excluded = paths
+                    .iter()
+                    .all(|p| ws.index_of(p).is_some_and(|j| ws.flags[j].excluded));
                 if !paths.is_empty() {
-                    cmds.push(LabelCmd::Exclude { paths, excluded: !all_excluded });
+                    cmds.push(LabelCmd::Exclude {
+                        paths,
+                        excluded: !all_excluded,
+                    });
                 }
             }
             if i.consume_key(Modifiers::NONE, Key::L) {
@@ -227,20 +304,36 @@ impl Browse {
                     self.selected.clear();
                 }
             }
-            if (i.consume_key(Modifiers::NONE, Key::Enter) || i.consume_key(Modifiers::NONE, Key::Space)) && n > 0 {
+            if (i.consume_key(Modifiers::NONE, Key::Enter)
+                || i.consume_key(Modifiers::NONE, Key::Space))
+                && n > 0
+            {
                 self.large = Some(self.cursor.unwrap_or(0));
                 self.cursor = self.large;
             }
-            let cols = if self.large.is_some() { 1 } else { self.columns.max(1) } as isize;
+            let cols = if self.large.is_some() {
+                1
+            } else {
+                self.columns.max(1)
+            } as isize;
             let shift = i.modifiers.shift;
             let mut step = 0isize;
-            for (key, d) in [(Key::ArrowRight, 1), (Key::J, 1), (Key::ArrowLeft, -1), (Key::K, -1), (Key::ArrowDown, cols), (Key::ArrowUp, -cols)] {
+            for (key, d) in [
+                (Key::ArrowRight, 1),
+                (Key::J, 1),
+                (Key::ArrowLeft, -1),
+                (Key::K, -1),
+                (Key::ArrowDown, cols),
+                (Key::ArrowUp, -cols),
+            ] {
                 if i.key_pressed(key) {
                     step += d;
                 }
             }
             if step != 0 && n > 0 {
-                let cur = self.cursor.map_or(0, |c| (c as isize + step).clamp(0, n as isize - 1) as usize);
+                let cur = self
+                    .cursor
+                    .map_or(0, |c| (c as isize + step).clamp(0, n as isize - 1) as usize);
                 self.move_cursor(cur, shift);
                 if self.large.is_some() {
                     self.large = Some(cur);
@@ -262,29 +355,44 @@ impl Browse {
     }
 
     fn class_picker(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Vec<LabelCmd>) {
-        let Some(mut text) = self.picker.take() else { return };
+        let Some(mut text) = self.picker.take() else {
+            return;
+        };
         let mut keep = true;
         let mut chosen = None;
         egui::Modal::new(egui::Id::unique("class_picker")).show(ctx, |ui| {
             let heading = ui.heading("Relabel as…");
             let edit = ui
-                .add(egui::TextEdit::singleline(&mut text).hint_text("type to filter, Enter to choose").desired_width(260.0))
+                .add(
+                    egui::TextEdit::singleline(&mut text)
+                        .hint_text("type to filter, Enter to choose")
+                        .desired_width(260.0),
+                )
                 .labelled_by(heading.id);
             edit.request_focus();
             let needle = text.to_lowercase();
-            let matches: Vec<&String> = ws.classes.iter().filter(|c| c.to_lowercase().contains(&needle)).collect();
-            egui::ScrollArea::vertical().max_height(240.0).show(ui, |ui| {
-                for c in &matches {
-                    if ui.selectable_label(false, c.as_str()).clicked() {
-                        chosen = Some((*c).clone());
+            let matches: Vec<&String> = ws
+                .classes
+                .iter()
+                .filter(|c| c.to_lowercase().contains(&needle))
+                .collect();
+            egui::ScrollArea::vertical()
+                .max_height(240.0)
+                .show(ui, |ui| {
+                    for c in &matches {
+                        if ui.selectable_label(false, c.as_str()).clicked() {
+                            chosen = Some((*c).clone());
+                        }
                     }
-                }
-                if matches.is_empty() && !text.trim().is_empty() {
-                    ui.label(format!("Enter creates the class “{}”", text.trim()));
-                }
-            });
+                    if matches.is_empty() && !text.trim().is_empty() {
+                        ui.label(format!("Enter creates the class “{}”", text.trim()));
+                    }
+                });
             if ui.input(|i| i.key_pressed(Key::Enter)) {
-                chosen = matches.first().map(|c| (*c).clone()).or_else(|| Some(text.trim().to_string()).filter(|t| !t.is_empty()));
+                chosen = matches
+                    .first()
+                    .map(|c| (*c).clone())
+                    .or_else(|| Some(text.trim().to_string()).filter(|t| !t.is_empty()));
             }
             if ui.input(|i| i.key_pressed(Key::Escape)) || ui.button("Cancel").clicked() {
                 keep = false;
@@ -308,7 +416,10 @@ impl Browse {
         let spacing = ui.spacing().item_spacing;
         let cell = Vec2::new(self.tile, self.tile + LABEL_H);
         // What is visible, not what the toolbar stretched the panel to (side panels overlap it).
-        let width = ui.available_width().min(ui.clip_rect().right() - ui.cursor().left()) - ui.spacing().scroll.bar_width;
+        let width = ui
+            .available_width()
+            .min(ui.clip_rect().right() - ui.cursor().left())
+            - ui.spacing().scroll.bar_width;
         let cols = (((width + spacing.x) / (cell.x + spacing.x)).floor() as usize).max(1);
         self.columns = cols;
         let rows = self.view.len().div_ceil(cols);
@@ -328,47 +439,94 @@ impl Browse {
             self.scroll_to_cursor = false;
         }
         let mut visible = Vec::new();
-        let out = area.id_salt("grid").show_rows(ui, cell.y, rows, |ui, range| {
-            for row in range {
-                ui.horizontal(|ui| {
-                    for pos in row * cols..((row + 1) * cols).min(self.view.len()) {
-                        let i = self.view[pos];
-                        visible.push((i, ws.dataset.abs_path(&ws.dataset.samples[i].path)));
-                        self.tile_ui(ui, ws, thumbs, pos, i, cell);
-                    }
-                });
-            }
-        });
+        let out = area
+            .id_salt("grid")
+            .show_rows(ui, cell.y, rows, |ui, range| {
+                for row in range {
+                    ui.horizontal(|ui| {
+                        for pos in row * cols..((row + 1) * cols).min(self.view.len()) {
+                            let i = self.view[pos];
+                            visible.push((i, ws.dataset.abs_path(&ws.dataset.samples[i].path)));
+                            self.tile_ui(ui, ws, thumbs, pos, i, cell);
+                        }
+                    });
+                }
+            });
         self.grid_offset = out.state.clamped_offset().y;
         // A screen ahead, so scrolling finds thumbnails ready.
         let ahead: Vec<usize> = {
             let last = visible.last().map(|(i, _)| *i);
-            let start = last.and_then(|l| self.view.iter().position(|&v| v == l)).map_or(0, |p| p + 1);
-            self.view.iter().skip(start).take(visible.len()).copied().collect()
+            let start = last
+                .and_then(|l| self.view.iter().position(|&v| v == l))
+                .map_or(0, |p| p + 1);
+            self.view
+                .iter()
+                .skip(start)
+                .take(visible.len())
+                .copied()
+                .collect()
         };
-        visible.extend(ahead.into_iter().map(|i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path))));
+        visible.extend(
+            ahead
+                .into_iter()
+                .map(|i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path))),
+        );
         thumbs.want(ui.ctx(), visible);
     }
 
-    fn tile_ui(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &Thumbs, pos: usize, i: usize, cell: Vec2) {
+    fn tile_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        ws: &Workspace,
+        thumbs: &Thumbs,
+        pos: usize,
+        i: usize,
+        cell: Vec2,
+    ) {
         let (rect, resp) = ui.allocate_exact_size(cell, Sense::click());
         let path = ws.path(i);
         let label = &ws.labels[i];
         let flags = ws.flags[i];
         let selected = self.selected.contains(&i);
-        resp.widget_info(|| egui::WidgetInfo::selected(egui::Role::Image, true, selected, format!("{path} [{label}]")));
+        resp.widget_info(|| {
+            egui::WidgetInfo::selected(
+                egui::Role::Image,
+                true,
+                selected,
+                format!("{path} [{label}]"),
+            )
+        });
         if ui.is_rect_visible(rect) {
             let p = ui.painter_at(rect);
             let img_rect = Rect::from_min_size(rect.min, Vec2::splat(cell.x));
             p.rect_filled(img_rect, 3.0, ui.visuals().extreme_bg_color);
             if let Some(tex) = thumbs.get(i) {
-                let tint = if flags.excluded { Color32::from_gray(90) } else { Color32::WHITE };
-                p.image(tex.id(), fit(img_rect.shrink(2.0), tex.size_vec2()), Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), tint);
+                let tint = if flags.excluded {
+                    Color32::from_gray(90)
+                } else {
+                    Color32::WHITE
+                };
+                p.image(
+                    tex.id(),
+                    fit(img_rect.shrink(2.0), tex.size_vec2()),
+                    Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
+                    tint,
+                );
             } else if let Some(err) = thumbs.error(i) {
-                p.text(img_rect.center(), egui::Align2::CENTER_CENTER, "⚠", egui::FontId::proportional(24.0), Color32::LIGHT_RED);
+                p.text(
+                    img_rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    "⚠",
+                    egui::FontId::proportional(24.0),
+                    Color32::LIGHT_RED,
+                );
                 resp.clone().on_hover_text(err.to_string());
             }
-            let text_color = if flags.excluded { Color32::LIGHT_RED } else { ui.visuals().text_color() };
+            let text_color = if flags.excluded {
+                Color32::LIGHT_RED
+            } else {
+                ui.visuals().text_color()
+            };
             let mut caption = label.clone();
             if flags.excluded {
                 caption = format!("✕ {caption}");
@@ -383,13 +541,27 @@ impl Browse {
                 text_color,
             );
             if flags.edited {
-                p.circle_filled(img_rect.min + Vec2::splat(7.0), 4.5, Color32::from_rgb(255, 165, 0));
+                p.circle_filled(
+                    img_rect.min + Vec2::splat(7.0),
+                    4.5,
+                    Color32::from_rgb(255, 165, 0),
+                );
             }
             if selected {
-                p.rect_stroke(rect.shrink(1.0), 3.0, Stroke::new(2.5, ui.visuals().selection.bg_fill), egui::StrokeKind::Inside);
+                p.rect_stroke(
+                    rect.shrink(1.0),
+                    3.0,
+                    Stroke::new(2.5, ui.visuals().selection.bg_fill),
+                    egui::StrokeKind::Inside,
+                );
             }
             if self.cursor == Some(pos) {
-                p.rect_stroke(rect, 3.0, Stroke::new(1.0, ui.visuals().strong_text_color()), egui::StrokeKind::Outside);
+                p.rect_stroke(
+                    rect,
+                    3.0,
+                    Stroke::new(1.0, ui.visuals().strong_text_color()),
+                    egui::StrokeKind::Outside,
+                );
             }
         }
         let resp = resp.on_hover_text(format!("{path}\n{label}"));
@@ -421,11 +593,17 @@ impl Browse {
                 self.large = None;
                 self.scroll_to_cursor = true;
             }
-            if ui.add_enabled(pos > 0, egui::Button::new("◀ Previous")).clicked() {
+            if ui
+                .add_enabled(pos > 0, egui::Button::new("◀ Previous"))
+                .clicked()
+            {
                 self.move_cursor(pos - 1, false);
                 self.large = Some(pos - 1);
             }
-            if ui.add_enabled(pos + 1 < self.view.len(), egui::Button::new("Next ▶")).clicked() {
+            if ui
+                .add_enabled(pos + 1 < self.view.len(), egui::Button::new("Next ▶"))
+                .clicked()
+            {
                 self.move_cursor(pos + 1, false);
                 self.large = Some(pos + 1);
             }
@@ -441,27 +619,40 @@ impl Browse {
                 s.info.format_name(),
                 s.info.color_name(),
                 ws.labels[i],
-                if flags.excluded { "   ·   excluded" } else { "" },
+                if flags.excluded {
+                    "   ·   excluded"
+                } else {
+                    ""
+                },
                 if flags.edited { "   ·   edited" } else { "" },
             ))
             .strong(),
         );
         ui.separator();
-        let tex = self.viewer.get(ui.ctx(), i, ws.dataset.abs_path(&s.path)).or_else(|| thumbs.get(i).cloned());
+        let tex = self
+            .viewer
+            .get(ui.ctx(), i, ws.dataset.abs_path(&s.path))
+            .or_else(|| thumbs.get(i).cloned());
         thumbs.want(ui.ctx(), std::iter::once((i, ws.dataset.abs_path(&s.path))));
-        egui::ScrollArea::both().auto_shrink(false).show(ui, |ui| match tex {
-            Some(tex) => {
-                let size = if self.zoom <= 0.0 {
-                    fit(Rect::from_min_size(egui::Pos2::ZERO, ui.available_size()), Vec2::new(s.info.width as f32, s.info.height as f32)).size()
-                } else {
-                    Vec2::new(s.info.width as f32, s.info.height as f32) * self.zoom
-                };
-                ui.add(egui::Image::new(&tex).fit_to_exact_size(size));
-            }
-            None => {
-                ui.spinner();
-            }
-        });
+        egui::ScrollArea::both()
+            .auto_shrink(false)
+            .show(ui, |ui| match tex {
+                Some(tex) => {
+                    let size = if self.zoom <= 0.0 {
+                        fit(
+                            Rect::from_min_size(egui::Pos2::ZERO, ui.available_size()),
+                            Vec2::new(s.info.width as f32, s.info.height as f32),
+                        )
+                        .size()
+                    } else {
+                        Vec2::new(s.info.width as f32, s.info.height as f32) * self.zoom
+                    };
+                    ui.add(egui::Image::new(&tex).fit_to_exact_size(size));
+                }
+                None => {
+                    ui.spinner();
+                }
+            });
     }
 }
 
@@ -488,7 +679,14 @@ fn filtered(ws: &Workspace, b: &Browse) -> Vec<usize> {
     match b.sort {
         SortBy::Path => {}
         SortBy::Class => v.sort_by(|&a, &c| ws.labels[a].cmp(&ws.labels[c]).then(a.cmp(&c))),
-        SortBy::Size => v.sort_by_key(|&i| (std::cmp::Reverse(u64::from(samples[i].info.width) * u64::from(samples[i].info.height)), i)),
+        SortBy::Size => v.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(
+                    u64::from(samples[i].info.width) * u64::from(samples[i].info.height),
+                ),
+                i,
+            )
+        }),
         SortBy::RunLoss | SortBy::RunConfidence => {
             let empty = std::collections::HashMap::new();
             let scores = b.run_scores.as_ref().map_or(&empty, |r| &r.scores);
@@ -507,18 +705,23 @@ fn filtered(ws: &Workspace, b: &Browse) -> Vec<usize> {
 }
 
 fn unreadable_list(ui: &mut egui::Ui, ws: &Workspace) {
-    egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| {
-        egui::Grid::new("unreadable").striped(true).num_columns(2).show(ui, |ui| {
-            for r in &ws.dataset.rejected {
-                ui.label(crate::dataset::stats::path_str(&r.path));
-                ui.label(r.reason.to_string());
-                ui.end_row();
+    egui::ScrollArea::vertical()
+        .auto_shrink(false)
+        .show(ui, |ui| {
+            egui::Grid::new("unreadable")
+                .striped(true)
+                .num_columns(2)
+                .show(ui, |ui| {
+                    for r in &ws.dataset.rejected {
+                        ui.label(crate::dataset::stats::path_str(&r.path));
+                        ui.label(r.reason.to_string());
+                        ui.end_row();
+                    }
+                });
+            if ws.dataset.rejected.is_empty() {
+                ui.label("Every file is readable.");
             }
         });
-        if ws.dataset.rejected.is_empty() {
-            ui.label("Every file is readable.");
-        }
-    });
 }
 
 /// The full-resolution image of the large view, decoded on a short-lived thread; only the
@@ -533,11 +736,19 @@ pub(crate) struct Viewer {
 const LARGE_MAX: u32 = 4096;
 
 impl Viewer {
-    pub(crate) fn get(&mut self, ctx: &egui::Context, i: usize, path: PathBuf) -> Option<TextureHandle> {
+    pub(crate) fn get(
+        &mut self,
+        ctx: &egui::Context,
+        i: usize,
+        path: PathBuf,
+    ) -> Option<TextureHandle> {
         if let Some((j, rx)) = &self.waiting {
             if let Ok(img) = rx.try_recv() {
                 if let Some(img) = img {
-                    self.current = Some((*j, ctx.load_texture(format!("large-{j}"), img, egui::TextureOptions::LINEAR)));
+                    self.current = Some((
+                        *j,
+                        ctx.load_texture(format!("large-{j}"), img, egui::TextureOptions::LINEAR),
+                    ));
                 }
                 self.waiting = None;
             }
@@ -550,14 +761,20 @@ impl Viewer {
         if self.waiting.as_ref().is_none_or(|(j, _)| *j != i) {
             let (tx, rx) = mpsc::channel();
             let ctx = ctx.clone();
-            let _ = std::thread::Builder::new().name("loupe-large-view".into()).spawn(move || {
-                let img = crate::dataset::probe::decode(&path).ok().map(|im| {
-                    let im = if im.width().max(im.height()) > LARGE_MAX { im.thumbnail(LARGE_MAX, LARGE_MAX) } else { im };
-                    super::thumbs::to_color_image(&im.to_rgba8())
+            let _ = std::thread::Builder::new()
+                .name("loupe-large-view".into())
+                .spawn(move || {
+                    let img = crate::dataset::probe::decode(&path).ok().map(|im| {
+                        let im = if im.width().max(im.height()) > LARGE_MAX {
+                            im.thumbnail(LARGE_MAX, LARGE_MAX)
+                        } else {
+                            im
+                        };
+                        super::thumbs::to_color_image(&im.to_rgba8())
+                    });
+                    let _ = tx.send(img);
+                    ctx.request_repaint();
                 });
-                let _ = tx.send(img);
-                ctx.request_repaint();
-            });
             self.waiting = Some((i, rx));
         }
         None

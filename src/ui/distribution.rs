@@ -26,91 +26,128 @@ impl Distribution {
     pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace) -> Option<Show> {
         let mut action = None;
         let s = &ws.stats;
-        egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| {
-            ui.horizontal(|ui| {
-                ui.heading("Classes");
-                ui.radio_value(&mut self.by_name, false, "by count");
-                ui.radio_value(&mut self.by_name, true, "by name");
-            });
-            match s.imbalance_ratio {
-                Some(r) => ui.label(format!("Imbalance ratio {r:.1}x (largest / smallest non-empty class)")),
-                None => ui.label("No classes with images yet"),
-            };
-            let max = s.classes.iter().map(|c| c.count).max().unwrap_or(0);
-            let rare: Vec<&Count> = s.classes.iter().filter(|c| (c.count as f64) < RARE_SHARE * max as f64).collect();
-            if !rare.is_empty() {
-                let names: Vec<String> = rare.iter().map(|c| format!("{} ({})", c.name, c.count)).collect();
-                ui.colored_label(
-                    Color32::from_rgb(255, 170, 60),
-                    format!("⚠ Rare classes (under {:.0}% of the largest): {}", RARE_SHARE * 100.0, names.join(", ")),
-                );
-            }
-            let mut counts = s.classes.clone();
-            if self.by_name {
-                counts.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            if let Some(c) = bar_chart(ui, "class_chart", &counts, s.images) {
-                action = Some(Show::Class(c));
-            }
-            egui::CollapsingHeader::new("Class table").default_open(false).show(ui, |ui| {
-                egui::Grid::new("class_table").striped(true).show(ui, |ui| {
-                    for c in &counts {
-                        if ui.link(&c.name).on_hover_text("Show in Browse").clicked() {
-                            action = Some(Show::Class(c.name.clone()));
-                        }
-                        ui.label(c.count.to_string());
-                        ui.label(format!("{:.1}%", 100.0 * c.count as f64 / s.images.max(1) as f64));
-                        ui.end_row();
-                    }
+        egui::ScrollArea::vertical()
+            .auto_shrink(false)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.heading("Classes");
+                    ui.radio_value(&mut self.by_name, false, "by count");
+                    ui.radio_value(&mut self.by_name, true, "by name");
                 });
-            });
+                match s.imbalance_ratio {
+                    Some(r) => ui.label(format!(
+                        "Imbalance ratio {r:.1}x (largest / smallest non-empty class)"
+                    )),
+                    None => ui.label("No classes with images yet"),
+                };
+                let max = s.classes.iter().map(|c| c.count).max().unwrap_or(0);
+                let rare: Vec<&Count> = s
+                    .classes
+                    .iter()
+                    .filter(|c| (c.count as f64) < RARE_SHARE * max as f64)
+                    .collect();
+                if !rare.is_empty() {
+                    let names: Vec<String> = rare
+                        .iter()
+                        .map(|c| format!("{} ({})", c.name, c.count))
+                        .collect();
+                    ui.colored_label(
+                        Color32::from_rgb(255, 170, 60),
+                        format!(
+                            "⚠ Rare classes (under {:.0}% of the largest): {}",
+                            RARE_SHARE * 100.0,
+                            names.join(", ")
+                        ),
+                    );
+                }
+                let mut counts = s.classes.clone();
+                if self.by_name {
+                    counts.sort_by(|a, b| a.name.cmp(&b.name));
+                }
+                if let Some(c) = bar_chart(ui, "class_chart", &counts, s.images) {
+                    action = Some(Show::Class(c));
+                }
+                egui::CollapsingHeader::new("Class table")
+                    .default_open(false)
+                    .show(ui, |ui| {
+                        egui::Grid::new("class_table").striped(true).show(ui, |ui| {
+                            for c in &counts {
+                                if ui.link(&c.name).on_hover_text("Show in Browse").clicked() {
+                                    action = Some(Show::Class(c.name.clone()));
+                                }
+                                ui.label(c.count.to_string());
+                                ui.label(format!(
+                                    "{:.1}%",
+                                    100.0 * c.count as f64 / s.images.max(1) as f64
+                                ));
+                                ui.end_row();
+                            }
+                        });
+                    });
 
-            for col in &s.columns {
+                for col in &s.columns {
+                    ui.add_space(8.0);
+                    ui.heading(format!("Column “{}”", col.column));
+                    bar_chart(ui, &format!("col_{}", col.column), &col.counts, s.images);
+                }
+
                 ui.add_space(8.0);
-                ui.heading(format!("Column “{}”", col.column));
-                bar_chart(ui, &format!("col_{}", col.column), &col.counts, s.images);
-            }
+                ui.heading("Image sizes");
+                ui.columns(2, |cols| {
+                    size_scatter(&mut cols[0], ws);
+                    aspect_histogram(&mut cols[1], &s.sizes.aspect_histogram);
+                });
 
-            ui.add_space(8.0);
-            ui.heading("Image sizes");
-            ui.columns(2, |cols| {
-                size_scatter(&mut cols[0], ws);
-                aspect_histogram(&mut cols[1], &s.sizes.aspect_histogram);
-            });
+                ui.add_space(8.0);
+                ui.heading("Formats and colour modes");
+                ui.horizontal_top(|ui| {
+                    count_table(ui, "formats", &s.formats);
+                    ui.add_space(24.0);
+                    count_table(ui, "colours", &s.color_modes);
+                });
 
-            ui.add_space(8.0);
-            ui.heading("Formats and colour modes");
-            ui.horizontal_top(|ui| {
-                count_table(ui, "formats", &s.formats);
-                ui.add_space(24.0);
-                count_table(ui, "colours", &s.color_modes);
-            });
-
-            ui.add_space(8.0);
-            ui.heading(format!("Unreadable files: {}", s.unreadable.len()));
-            for r in &s.unreadable_by_reason {
-                ui.label(format!("{}: {}", r.name, r.count));
-            }
-            if !s.unreadable.is_empty() && ui.button("Show them").clicked() {
-                action = Some(Show::Unreadable);
-            }
-
-            ui.add_space(8.0);
-            ui.heading(format!("Exact duplicates: {} groups", s.duplicates.len()));
-            for (k, g) in s.duplicates.iter().take(200).enumerate() {
-                if ui.link(format!("{} identical files: {}", g.len(), g.join(", "))).clicked() {
-                    action = Some(Show::Paths { title: format!("duplicate group {}", k + 1), paths: g.clone() });
+                ui.add_space(8.0);
+                ui.heading(format!("Unreadable files: {}", s.unreadable.len()));
+                for r in &s.unreadable_by_reason {
+                    ui.label(format!("{}: {}", r.name, r.count));
                 }
-            }
-            ui.add_space(8.0);
-            ui.heading(format!("Label conflicts: {}", s.label_conflicts.len()));
-            for (k, c) in s.label_conflicts.iter().enumerate() {
-                let text: Vec<String> = c.paths.iter().zip(&c.labels).map(|(p, l)| format!("{p} [{l}]")).collect();
-                if ui.link(RichText::new(text.join("  =  ")).color(Color32::LIGHT_RED)).clicked() {
-                    action = Some(Show::Paths { title: format!("conflict {}", k + 1), paths: c.paths.clone() });
+                if !s.unreadable.is_empty() && ui.button("Show them").clicked() {
+                    action = Some(Show::Unreadable);
                 }
-            }
-        });
+
+                ui.add_space(8.0);
+                ui.heading(format!("Exact duplicates: {} groups", s.duplicates.len()));
+                for (k, g) in s.duplicates.iter().take(200).enumerate() {
+                    if ui
+                        .link(format!("{} identical files: {}", g.len(), g.join(", ")))
+                        .clicked()
+                    {
+                        action = Some(Show::Paths {
+                            title: format!("duplicate group {}", k + 1),
+                            paths: g.clone(),
+                        });
+                    }
+                }
+                ui.add_space(8.0);
+                ui.heading(format!("Label conflicts: {}", s.label_conflicts.len()));
+                for (k, c) in s.label_conflicts.iter().enumerate() {
+                    let text: Vec<String> = c
+                        .paths
+                        .iter()
+                        .zip(&c.labels)
+                        .map(|(p, l)| format!("{p} [{l}]"))
+                        .collect();
+                    if ui
+                        .link(RichText::new(text.join("  =  ")).color(Color32::LIGHT_RED))
+                        .clicked()
+                    {
+                        action = Some(Show::Paths {
+                            title: format!("conflict {}", k + 1),
+                            paths: c.paths.clone(),
+                        });
+                    }
+                }
+            });
         action
     }
 }
@@ -121,16 +158,28 @@ fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Opt
     let n = counts.len();
     // Bar k sits at y = n-1-k, so the list reads top-down in the order given.
     let y_of = move |k: usize| (n - 1 - k) as f64;
-    let bars: Vec<Bar> = counts.iter().enumerate().map(|(k, c)| Bar::new(y_of(k), c.count as f64).name(&c.name).width(0.7)).collect();
+    let bars: Vec<Bar> = counts
+        .iter()
+        .enumerate()
+        .map(|(k, c)| Bar::new(y_of(k), c.count as f64).name(&c.name).width(0.7))
+        .collect();
     let total = total.max(1) as f64;
     let chart = BarChart::new(id, bars)
         .horizontal()
-        .element_formatter(Box::new(move |b, _| format!("{}\n{} images ({:.1}%)", b.name, b.value, 100.0 * b.value / total)));
+        .element_formatter(Box::new(move |b, _| {
+            format!(
+                "{}\n{} images ({:.1}%)",
+                b.name,
+                b.value,
+                100.0 * b.value / total
+            )
+        }));
     let names: Vec<String> = counts.iter().map(|c| c.name.clone()).collect();
     let names_fmt = names.clone();
     let name_at = move |y: f64| -> Option<String> {
         let k = y.round();
-        ((y - k).abs() < 0.4 && k >= 0.0 && (k as usize) < n).then(|| names_fmt[n - 1 - k as usize].clone())
+        ((y - k).abs() < 0.4 && k >= 0.0 && (k as usize) < n)
+            .then(|| names_fmt[n - 1 - k as usize].clone())
     };
     let resp = Plot::new(id)
         .height((22.0 * n as f32).clamp(120.0, 640.0))
@@ -144,7 +193,10 @@ fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Opt
             // Names on the bars themselves: an axis would drop labels when classes are many.
             for (k, c) in counts.iter().enumerate() {
                 let label = format!("{}  {}", c.name, c.count);
-                p.text(egui_plot::Text::new(&c.name, egui_plot::PlotPoint::new(0.0, y_of(k)), label).anchor(egui::Align2::LEFT_CENTER));
+                p.text(
+                    egui_plot::Text::new(&c.name, egui_plot::PlotPoint::new(0.0, y_of(k)), label)
+                        .anchor(egui::Align2::LEFT_CENTER),
+                );
             }
         });
     if resp.response.clicked() {
@@ -156,13 +208,23 @@ fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Opt
 
 fn size_scatter(ui: &mut egui::Ui, ws: &Workspace) {
     ui.label("width × height (each distinct size once)");
-    let mut sizes: Vec<[f64; 2]> = ws.dataset.samples.iter().map(|s| [f64::from(s.info.width), f64::from(s.info.height)]).collect();
+    let mut sizes: Vec<[f64; 2]> = ws
+        .dataset
+        .samples
+        .iter()
+        .map(|s| [f64::from(s.info.width), f64::from(s.info.height)])
+        .collect();
     // 100,000 points of a few distinct sizes: plot each size once.
     sizes.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     sizes.dedup();
-    Plot::new("sizes").height(200.0).x_axis_label("width").y_axis_label("height").data_aspect(1.0).show(ui, |p| {
-        p.points(Points::new("sizes", PlotPoints::from(sizes)).radius(2.5));
-    });
+    Plot::new("sizes")
+        .height(200.0)
+        .x_axis_label("width")
+        .y_axis_label("height")
+        .data_aspect(1.0)
+        .show(ui, |p| {
+            p.points(Points::new("sizes", PlotPoints::from(sizes)).radius(2.5));
+        });
 }
 
 fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) {
@@ -174,7 +236,11 @@ fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) {
             k => format!("{}–{}", ASPECT_BINS[k - 1], ASPECT_BINS[k]),
         })
         .collect();
-    let bars: Vec<Bar> = hist.iter().enumerate().map(|(k, &n)| Bar::new(k as f64, n as f64).name(&labels[k]).width(0.8)).collect();
+    let bars: Vec<Bar> = hist
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| Bar::new(k as f64, n as f64).name(&labels[k]).width(0.8))
+        .collect();
     Plot::new("aspect")
         .height(200.0)
         .allow_zoom(false)

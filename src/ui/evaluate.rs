@@ -33,18 +33,41 @@ pub type Predictions = (Vec<String>, Vec<Prediction>);
 /// A run's `val_predictions.csv`.
 pub fn read_predictions(run_dir: &Path) -> anyhow::Result<Predictions> {
     let path = run_dir.join("val_predictions.csv");
-    let mut r = csv::Reader::from_path(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e} (a run has predictions once an epoch finished)", path.display()))?;
+    let mut r = csv::Reader::from_path(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {e} (a run has predictions once an epoch finished)",
+            path.display()
+        )
+    })?;
     let header = r.headers()?.clone();
-    anyhow::ensure!(header.len() > 3 && &header[0] == "path" && &header[1] == "label" && &header[2] == "predicted", "{} is not a predictions file", path.display());
+    anyhow::ensure!(
+        header.len() > 3
+            && &header[0] == "path"
+            && &header[1] == "label"
+            && &header[2] == "predicted",
+        "{} is not a predictions file",
+        path.display()
+    );
     let classes: Vec<String> = header.iter().skip(3).map(str::to_string).collect();
     let index = |name: &str| classes.iter().position(|c| c == name);
     let mut out = Vec::new();
     for rec in r.records() {
         let rec = rec?;
-        let (Some(label), Some(predicted)) = (index(&rec[1]), index(&rec[2])) else { continue };
-        let probs: Vec<f32> = rec.iter().skip(3).map(|v| v.parse().unwrap_or(0.0)).collect();
+        let (Some(label), Some(predicted)) = (index(&rec[1]), index(&rec[2])) else {
+            continue;
+        };
+        let probs: Vec<f32> = rec
+            .iter()
+            .skip(3)
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
         if probs.len() == classes.len() {
-            out.push(Prediction { path: rec[0].to_string(), label, predicted, probs });
+            out.push(Prediction {
+                path: rec[0].to_string(),
+                label,
+                predicted,
+                probs,
+            });
         }
     }
     Ok((classes, out))
@@ -67,9 +90,21 @@ pub fn per_class(m: &[Vec<usize>]) -> Vec<(f64, f64, f64, usize)> {
             let tp = m[c][c] as f64;
             let predicted: usize = (0..k).map(|r| m[r][c]).sum();
             let support: usize = m[c].iter().sum();
-            let p = if predicted == 0 { 0.0 } else { tp / predicted as f64 };
-            let r = if support == 0 { 0.0 } else { tp / support as f64 };
-            let f1 = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+            let p = if predicted == 0 {
+                0.0
+            } else {
+                tp / predicted as f64
+            };
+            let r = if support == 0 {
+                0.0
+            } else {
+                tp / support as f64
+            };
+            let f1 = if p + r == 0.0 {
+                0.0
+            } else {
+                2.0 * p * r / (p + r)
+            };
             (p, r, f1, support)
         })
         .collect()
@@ -118,10 +153,15 @@ impl Evaluate {
         self.error = None;
         let (tx, rx) = mpsc::channel();
         let ctx = ctx.clone();
-        let _ = std::thread::Builder::new().name("loupe-eval-load".into()).spawn(move || {
-            let _ = tx.send((run.clone(), read_predictions(&run).map_err(|e| format!("{e:#}"))));
-            ctx.request_repaint();
-        });
+        let _ = std::thread::Builder::new()
+            .name("loupe-eval-load".into())
+            .spawn(move || {
+                let _ = tx.send((
+                    run.clone(),
+                    read_predictions(&run).map_err(|e| format!("{e:#}")),
+                ));
+                ctx.request_repaint();
+            });
         self.rx = Some(rx);
     }
 
@@ -139,7 +179,11 @@ impl Evaluate {
             match result {
                 Ok((classes, preds)) => {
                     let matrix = confusion(classes.len(), &preds);
-                    self.loaded = Some(Loaded { classes, preds, matrix });
+                    self.loaded = Some(Loaded {
+                        classes,
+                        preds,
+                        matrix,
+                    });
                     self.fresh = true;
                 }
                 Err(e) => self.error = Some(e),
@@ -150,8 +194,20 @@ impl Evaluate {
     /// The loaded run's scores per window sample, for Browse's run sorts.
     pub fn run_scores(&self, ws: &Workspace) -> Option<super::browse::RunScores> {
         let l = self.loaded.as_ref()?;
-        let run = self.run.as_ref()?.file_name()?.to_string_lossy().to_string();
-        let scores = l.preds.iter().filter_map(|p| ws.index_of(&p.path).map(|i| (i, (p.loss(), p.probs[p.predicted])))).collect();
+        let run = self
+            .run
+            .as_ref()?
+            .file_name()?
+            .to_string_lossy()
+            .to_string();
+        let scores = l
+            .preds
+            .iter()
+            .filter_map(|p| {
+                ws.index_of(&p.path)
+                    .map(|i| (i, (p.loss(), p.probs[p.predicted])))
+            })
+            .collect();
         Some(super::browse::RunScores { run, scores })
     }
 
@@ -162,10 +218,16 @@ impl Evaluate {
 
     /// The gallery's images, in display order.
     pub fn gallery_items(&self) -> Vec<&Prediction> {
-        let (Some(l), Some(g)) = (&self.loaded, self.gallery) else { return Vec::new() };
+        let (Some(l), Some(g)) = (&self.loaded, self.gallery) else {
+            return Vec::new();
+        };
         match g {
             Gallery::Cell(t, p) => {
-                let mut v: Vec<&Prediction> = l.preds.iter().filter(|x| x.label == t && x.predicted == p).collect();
+                let mut v: Vec<&Prediction> = l
+                    .preds
+                    .iter()
+                    .filter(|x| x.label == t && x.predicted == p)
+                    .collect();
                 v.sort_by(|a, b| b.probs[p].total_cmp(&a.probs[p]));
                 v
             }
@@ -178,19 +240,35 @@ impl Evaluate {
         }
     }
 
-    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, runs: &[crate::train::record::RunSummary], thumbs: &mut Thumbs, cmds: &mut Vec<LabelCmd>) {
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        ws: &Workspace,
+        runs: &[crate::train::record::RunSummary],
+        thumbs: &mut Thumbs,
+        cmds: &mut Vec<LabelCmd>,
+    ) {
         self.poll();
         ui.horizontal(|ui| {
             ui.label("Run:");
-            let current = self.run.as_ref().and_then(|r| r.file_name()).map_or("choose a run".into(), |n| n.to_string_lossy().to_string());
+            let current = self
+                .run
+                .as_ref()
+                .and_then(|r| r.file_name())
+                .map_or("choose a run".into(), |n| n.to_string_lossy().to_string());
             let mut chosen = None;
-            egui::ComboBox::from_id_salt("eval-run").selected_text(current).show_ui(ui, |ui| {
-                for r in runs.iter().filter(|r| !r.epochs.is_empty()) {
-                    if ui.selectable_label(self.run.as_ref() == Some(&r.dir), r.name()).clicked() {
-                        chosen = Some(r.dir.clone());
+            egui::ComboBox::from_id_salt("eval-run")
+                .selected_text(current)
+                .show_ui(ui, |ui| {
+                    for r in runs.iter().filter(|r| !r.epochs.is_empty()) {
+                        if ui
+                            .selectable_label(self.run.as_ref() == Some(&r.dir), r.name())
+                            .clicked()
+                        {
+                            chosen = Some(r.dir.clone());
+                        }
                     }
-                }
-            });
+                });
             if let Some(run) = chosen {
                 self.select(ui.ctx(), run);
             }
@@ -198,7 +276,10 @@ impl Evaluate {
                 ui.spinner();
             }
             ui.checkbox(&mut self.normalized, "row-normalised");
-            if ui.selectable_label(self.gallery == Some(Gallery::TopLosses), "Top losses").clicked() {
+            if ui
+                .selectable_label(self.gallery == Some(Gallery::TopLosses), "Top losses")
+                .clicked()
+            {
                 self.gallery = Some(Gallery::TopLosses);
                 self.selected = None;
             }
@@ -208,54 +289,92 @@ impl Evaluate {
         }
         if self.loaded.is_none() {
             if self.run.is_none() {
-                ui.label("Choose a run: its best checkpoint's validation predictions are shown here.");
+                ui.label(
+                    "Choose a run: its best checkpoint's validation predictions are shown here.",
+                );
             }
             return;
         }
         self.keys(ui.ctx(), ws, cmds);
-        egui::Panel::left("eval-matrix").resizable(true).default_size(520.0).show(ui, |ui| {
-            egui::ScrollArea::both().show(ui, |ui| {
-                self.heatmap(ui);
-                ui.separator();
-                self.table(ui);
+        egui::Panel::left("eval-matrix")
+            .resizable(true)
+            .default_size(520.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::both().show(ui, |ui| {
+                    self.heatmap(ui);
+                    ui.separator();
+                    self.table(ui);
+                });
             });
-        });
         egui::CentralPanel::default_margins().show(ui, |ui| self.gallery_ui(ui, ws, thumbs));
     }
 
     fn heatmap(&mut self, ui: &mut egui::Ui) {
         let Some(l) = &self.loaded else { return };
         let k = l.classes.len();
-        ui.label(RichText::new(format!("{} validation images · rows: label, columns: prediction", l.preds.len())).small());
+        ui.label(
+            RichText::new(format!(
+                "{} validation images · rows: label, columns: prediction",
+                l.preds.len()
+            ))
+            .small(),
+        );
         let max = l.matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f32;
         let mut clicked = None;
-        egui::Grid::new("confusion").spacing([2.0, 2.0]).show(ui, |ui| {
-            ui.label("");
-            for c in 0..k {
-                ui.label(RichText::new(short(&l.classes[c])).small()).on_hover_text(&l.classes[c]);
-            }
-            ui.end_row();
-            for r in 0..k {
-                ui.label(RichText::new(short(&l.classes[r])).small()).on_hover_text(&l.classes[r]);
-                let row_sum: usize = l.matrix[r].iter().sum();
+        egui::Grid::new("confusion")
+            .spacing([2.0, 2.0])
+            .show(ui, |ui| {
+                ui.label("");
                 for c in 0..k {
-                    let n = l.matrix[r][c];
-                    let share = if row_sum == 0 { 0.0 } else { n as f32 / row_sum as f32 };
-                    let strength = if self.normalized { share } else { n as f32 / max };
-                    let base = if r == c { Color32::from_rgb(40, 140, 90) } else { Color32::from_rgb(200, 80, 60) };
-                    let fill = Color32::from_gray(35).lerp_to_gamma(base, strength.sqrt());
-                    let text = if self.normalized { format!("{:.0}%", share * 100.0) } else { n.to_string() };
-                    let selected = self.gallery == Some(Gallery::Cell(r, c));
-                    let resp = ui.add(egui::Button::new(RichText::new(text).color(Color32::WHITE)).fill(fill).min_size(Vec2::new(44.0, 28.0)).selected(selected));
-                    let label = format!("{} → {}: {n}", l.classes[r], l.classes[c]);
-                    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &label));
-                    if resp.on_hover_text(&label).clicked() {
-                        clicked = Some(Gallery::Cell(r, c));
-                    }
+                    ui.label(RichText::new(short(&l.classes[c])).small())
+                        .on_hover_text(&l.classes[c]);
                 }
                 ui.end_row();
-            }
-        });
+                for r in 0..k {
+                    ui.label(RichText::new(short(&l.classes[r])).small())
+                        .on_hover_text(&l.classes[r]);
+                    let row_sum: usize = l.matrix[r].iter().sum();
+                    for c in 0..k {
+                        let n = l.matrix[r][c];
+                        let share = if row_sum == 0 {
+                            0.0
+                        } else {
+                            n as f32 / row_sum as f32
+                        };
+                        let strength = if self.normalized {
+                            share
+                        } else {
+                            n as f32 / max
+                        };
+                        let base = if r == c {
+                            Color32::from_rgb(40, 140, 90)
+                        } else {
+                            Color32::from_rgb(200, 80, 60)
+                        };
+                        let fill = Color32::from_gray(35).lerp_to_gamma(base, strength.sqrt());
+                        let text = if self.normalized {
+                            format!("{:.0}%", share * 100.0)
+                        } else {
+                            n.to_string()
+                        };
+                        let selected = self.gallery == Some(Gallery::Cell(r, c));
+                        let resp = ui.add(
+                            egui::Button::new(RichText::new(text).color(Color32::WHITE))
+                                .fill(fill)
+                                .min_size(Vec2::new(44.0, 28.0))
+                                .selected(selected),
+                        );
+                        let label = format!("{} → {}: {n}", l.classes[r], l.classes[c]);
+                        resp.widget_info(|| {
+                            egui::WidgetInfo::labeled(egui::Role::Button, true, &label)
+                        });
+                        if resp.on_hover_text(&label).clicked() {
+                            clicked = Some(Gallery::Cell(r, c));
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
         if clicked.is_some() {
             self.gallery = clicked;
             self.selected = None;
@@ -286,10 +405,25 @@ impl Evaluate {
         }
         let mut sort = self.sort;
         egui::Grid::new("per-class").striped(true).show(ui, |ui| {
-            for (i, name) in ["class", "precision", "recall", "F1", "images"].iter().enumerate() {
-                let arrow = if sort.0 == i { if sort.1 { " ↓" } else { " ↑" } } else { "" };
+            for (i, name) in ["class", "precision", "recall", "F1", "images"]
+                .iter()
+                .enumerate()
+            {
+                let arrow = if sort.0 == i {
+                    if sort.1 {
+                        " ↓"
+                    } else {
+                        " ↑"
+                    }
+                } else {
+                    ""
+                };
                 if ui.button(format!("{name}{arrow}")).clicked() {
-                    sort = if sort.0 == i { (i, !sort.1) } else { (i, i != 0) };
+                    sort = if sort.0 == i {
+                        (i, !sort.1)
+                    } else {
+                        (i, i != 0)
+                    };
                 }
             }
             ui.end_row();
@@ -309,16 +443,31 @@ impl Evaluate {
     fn gallery_ui(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs) {
         let Some(l) = &self.loaded else { return };
         let title = match self.gallery {
-            Some(Gallery::Cell(r, c)) => format!("labelled {}, predicted {}: most confident first", l.classes[r], l.classes[c]),
-            Some(Gallery::TopLosses) => "top losses: the validation images the run found least likely under their label".into(),
+            Some(Gallery::Cell(r, c)) => format!(
+                "labelled {}, predicted {}: most confident first",
+                l.classes[r], l.classes[c]
+            ),
+            Some(Gallery::TopLosses) => {
+                "top losses: the validation images the run found least likely under their label"
+                    .into()
+            }
             None => {
                 ui.label("Click a cell of the matrix to see its images, or Top losses.");
                 return;
             }
         };
         ui.label(RichText::new(title).strong());
-        ui.label(RichText::new("click an image, then 1-9 relabel · Space keep (checked) · X exclude · Ctrl+Z undo").small());
-        let items: Vec<(String, usize, usize, f32)> = self.gallery_items().into_iter().map(|p| (p.path.clone(), p.label, p.predicted, p.probs[p.predicted])).collect();
+        ui.label(
+            RichText::new(
+                "click an image, then 1-9 relabel · Space keep (checked) · X exclude · Ctrl+Z undo",
+            )
+            .small(),
+        );
+        let items: Vec<(String, usize, usize, f32)> = self
+            .gallery_items()
+            .into_iter()
+            .map(|p| (p.path.clone(), p.label, p.predicted, p.probs[p.predicted]))
+            .collect();
         let classes = l.classes.clone();
         if items.is_empty() {
             ui.label("No images here.");
@@ -326,7 +475,13 @@ impl Evaluate {
         }
         let cell = Vec2::new(132.0, 150.0);
         let per_row = ((ui.available_width() / (cell.x + 6.0)) as usize).max(1);
-        let wanted: Vec<(usize, PathBuf)> = items.iter().filter_map(|(p, ..)| ws.index_of(p).map(|i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))).collect();
+        let wanted: Vec<(usize, PathBuf)> = items
+            .iter()
+            .filter_map(|(p, ..)| {
+                ws.index_of(p)
+                    .map(|i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))
+            })
+            .collect();
         thumbs.want(ui.ctx(), wanted);
         let mut click = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
@@ -340,21 +495,63 @@ impl Evaluate {
                         let now = &ws.labels[i];
                         let (rect, resp) = ui.allocate_exact_size(cell, Sense::click());
                         let selected = self.selected.as_deref() == Some(path.as_str());
-                        resp.widget_info(|| egui::WidgetInfo::selected(egui::Role::Image, true, selected, format!("{path} [{now}]")));
+                        resp.widget_info(|| {
+                            egui::WidgetInfo::selected(
+                                egui::Role::Image,
+                                true,
+                                selected,
+                                format!("{path} [{now}]"),
+                            )
+                        });
                         let img = egui::Rect::from_min_size(rect.min, Vec2::splat(cell.x));
                         if let Some(t) = thumbs.get(i) {
                             let size = t.size_vec2();
                             let s = cell.x / size.x.max(size.y).max(1.0);
-                            ui.painter().image(t.id(), egui::Rect::from_center_size(img.center(), size * s), egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), Color32::WHITE);
+                            ui.painter().image(
+                                t.id(),
+                                egui::Rect::from_center_size(img.center(), size * s),
+                                egui::Rect::from_min_max(
+                                    egui::pos2(0.0, 0.0),
+                                    egui::pos2(1.0, 1.0),
+                                ),
+                                Color32::WHITE,
+                            );
                         }
                         if selected {
-                            ui.painter().rect_stroke(rect, 3.0, egui::Stroke::new(2.0, ui.visuals().selection.stroke.color), egui::StrokeKind::Inside);
+                            ui.painter().rect_stroke(
+                                rect,
+                                3.0,
+                                egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                                egui::StrokeKind::Inside,
+                            );
                         }
                         let changed = now != &classes[*label];
                         let f = ws.flags[i];
-                        let mark = if f.excluded { " ✗" } else if f.checked { " ✓" } else { "" };
-                        let text = format!("{}{} → {} {:.0}%{mark}", if changed { "now " } else { "" }, short(now), short(&classes[*predicted]), conf * 100.0);
-                        ui.painter().text(egui::pos2(rect.min.x + 2.0, rect.max.y - 2.0), egui::Align2::LEFT_BOTTOM, text, egui::FontId::proportional(11.0), if changed { ui.visuals().warn_fg_color } else { ui.visuals().text_color() });
+                        let mark = if f.excluded {
+                            " ✗"
+                        } else if f.checked {
+                            " ✓"
+                        } else {
+                            ""
+                        };
+                        let text = format!(
+                            "{}{} → {} {:.0}%{mark}",
+                            if changed { "now " } else { "" },
+                            short(now),
+                            short(&classes[*predicted]),
+                            conf * 100.0
+                        );
+                        ui.painter().text(
+                            egui::pos2(rect.min.x + 2.0, rect.max.y - 2.0),
+                            egui::Align2::LEFT_BOTTOM,
+                            text,
+                            egui::FontId::proportional(11.0),
+                            if changed {
+                                ui.visuals().warn_fg_color
+                            } else {
+                                ui.visuals().text_color()
+                            },
+                        );
                         if resp.on_hover_text(path.as_str()).clicked() {
                             click = Some(path.clone());
                         }
@@ -373,26 +570,47 @@ impl Evaluate {
         }
         let selected = self.selected.clone();
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y) {
+            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
+                || i.consume_key(Modifiers::COMMAND, Key::Y)
+            {
                 cmds.push(LabelCmd::Redo);
             }
             if i.consume_key(Modifiers::COMMAND, Key::Z) {
                 cmds.push(LabelCmd::Undo);
             }
             let Some(path) = selected else { return };
-            let digits = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            let digits = [
+                Key::Num1,
+                Key::Num2,
+                Key::Num3,
+                Key::Num4,
+                Key::Num5,
+                Key::Num6,
+                Key::Num7,
+                Key::Num8,
+                Key::Num9,
+            ];
             for (k, key) in digits.iter().enumerate() {
                 if i.consume_key(Modifiers::NONE, *key) {
                     if let Some(class) = ws.classes.get(k) {
-                        cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: class.clone() });
+                        cmds.push(LabelCmd::Relabel {
+                            paths: vec![path.clone()],
+                            class: class.clone(),
+                        });
                     }
                 }
             }
             if i.consume_key(Modifiers::NONE, Key::Space) {
-                cmds.push(LabelCmd::Check { paths: vec![path.clone()], checked: true });
+                cmds.push(LabelCmd::Check {
+                    paths: vec![path.clone()],
+                    checked: true,
+                });
             }
             if i.consume_key(Modifiers::NONE, Key::X) {
-                cmds.push(LabelCmd::Exclude { paths: vec![path], excluded: true });
+                cmds.push(LabelCmd::Exclude {
+                    paths: vec![path],
+                    excluded: true,
+                });
             }
         });
     }

@@ -9,7 +9,14 @@ const HANGUL_FALLBACK: &[u8] = include_bytes!("../../assets/fonts/loupe-hangul-f
 pub fn install(ctx: &egui::Context) {
     let families = [egui::FontFamily::Proportional, egui::FontFamily::Monospace]
         .into_iter()
-        .map(|family| InsertFontFamily { family, priority: FontPriority::Lowest })
+        .map(|family| InsertFontFamily {
+            family,
+            priority: FontPriority::Lowest,
+        })
         .collect();
-    ctx.add_font(FontInsert::new("loupe-hangul-fallback", egui::FontData::from_static(HANGUL_FALLBACK), families));
+    ctx.add_font(FontInsert::new(
+        "loupe-hangul-fallback",
+        egui::FontData::from_static(HANGUL_FALLBACK),
+        families,
+    ));
 }

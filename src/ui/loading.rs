@@ -32,16 +32,23 @@ impl Loader {
         let handle = std::thread::Builder::new()
             .name("loupe-open-dataset".into())
             .spawn(move || {
-                let result = dataset::open(&source, &worker_progress).map_err(|e| e.to_string()).and_then(|dataset| {
-                    let store = LabelStore::open(&dataset).map_err(|e| e.to_string())?;
-                    let hashes = stats::hash_samples(&dataset);
-                    Ok(Workspace::new(dataset, hashes, store, repaint.clone()))
-                });
+                let result = dataset::open(&source, &worker_progress)
+                    .map_err(|e| e.to_string())
+                    .and_then(|dataset| {
+                        let store = LabelStore::open(&dataset).map_err(|e| e.to_string())?;
+                        let hashes = stats::hash_samples(&dataset);
+                        Ok(Workspace::new(dataset, hashes, store, repaint.clone()))
+                    });
                 let _ = tx.send(result);
                 repaint();
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        Loader { path, progress, rx, handle: Some(handle) }
+        Loader {
+            path,
+            progress,
+            rx,
+            handle: Some(handle),
+        }
     }
 
     /// The result, once: `None` while still working.
@@ -54,13 +61,18 @@ impl Loader {
                 Some(r)
             }
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the dataset loader stopped unexpectedly".into())),
+            Err(TryRecvError::Disconnected) => {
+                Some(Err("the dataset loader stopped unexpectedly".into()))
+            }
         }
     }
 
     /// (probed, found) so far.
     pub fn counts(&self) -> (usize, usize) {
-        (self.progress.probed.load(Ordering::Relaxed), self.progress.found.load(Ordering::Relaxed))
+        (
+            self.progress.probed.load(Ordering::Relaxed),
+            self.progress.found.load(Ordering::Relaxed),
+        )
     }
 }
 

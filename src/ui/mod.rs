@@ -37,5 +37,9 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
         options,
         Box::new(move |cc| Ok(Box::new(LoupeApp::new(cc, path)))),
     )
-    .map_err(|e| anyhow::anyhow!("could not open a window: {e}. Is a display available (DISPLAY or WAYLAND_DISPLAY)?"))
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "could not open a window: {e}. Is a display available (DISPLAY or WAYLAND_DISPLAY)?"
+        )
+    })
 }

@@ -84,7 +84,17 @@ pub struct Review {
 
 impl Default for Review {
     fn default() -> Self {
-        Review { queue: Vec::new(), skipped: Default::default(), job: None, img_size: 128, folds: 5, per_class: Vec::new(), status: None, viewer: Viewer::default(), weights: None }
+        Review {
+            queue: Vec::new(),
+            skipped: Default::default(),
+            job: None,
+            img_size: 128,
+            folds: 5,
+            per_class: Vec::new(),
+            status: None,
+            viewer: Viewer::default(),
+            weights: None,
+        }
     }
 }
 
@@ -102,11 +112,17 @@ impl Review {
         std::thread::Builder::new()
             .name("loupe-issues-reopen".into())
             .spawn(move || {
-                let _ = tx.send(JobMsg::Reopened(issues::latest(&issues_dir).map_err(|e| format!("{e:#}"))));
+                let _ = tx.send(JobMsg::Reopened(
+                    issues::latest(&issues_dir).map_err(|e| format!("{e:#}")),
+                ));
                 ctx.request_repaint();
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        self.job = Some(Job { rx, cancel: Arc::new(AtomicBool::new(false)), progress: "reopening the last search".into() });
+        self.job = Some(Job {
+            rx,
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: "reopening the last search".into(),
+        });
     }
 
     /// Whether the sample was decided since the search: relabelled, excluded or checked.
@@ -117,26 +133,48 @@ impl Review {
 
     /// Queue entries not yet decided, in rank order.
     pub fn remaining(&self, ws: &Workspace) -> Vec<usize> {
-        (0..self.queue.len()).filter(|&q| !Self::reviewed(ws, &self.queue[q])).collect()
+        (0..self.queue.len())
+            .filter(|&q| !Self::reviewed(ws, &self.queue[q]))
+            .collect()
     }
 
     /// The queue entry on screen: the most suspicious undecided one not skipped (skips wrap).
     pub fn current(&self, ws: &Workspace) -> Option<usize> {
         let remaining = self.remaining(ws);
-        remaining.iter().copied().find(|&q| !self.skipped.contains(&self.queue[q].sample)).or_else(|| remaining.first().copied())
+        remaining
+            .iter()
+            .copied()
+            .find(|&q| !self.skipped.contains(&self.queue[q].sample))
+            .or_else(|| remaining.first().copied())
     }
 
     /// Starts the search on the current labels (excluded images left out).
     pub fn start(&mut self, ctx: &egui::Context, ws: &Workspace) {
-        let weights = self.weights.clone().or_else(|| models::default_weights(ModelKind::EfficientnetLite0));
+        let weights = self
+            .weights
+            .clone()
+            .or_else(|| models::default_weights(ModelKind::EfficientnetLite0));
         let Some(weights) = weights else {
             self.status = Some("no pretrained weights found: run `make test` (or scripts/fetch_weights.py) to install EfficientNet-Lite0's".into());
             return;
         };
-        let (dataset, labels, flags, classes) = (ws.dataset.clone(), ws.labels.clone(), ws.flags.clone(), ws.classes.clone());
-        let kept: std::collections::HashSet<String> = (0..labels.len()).filter(|&i| flags[i].checked).map(|i| ws.path(i)).collect();
+        let (dataset, labels, flags, classes) = (
+            ws.dataset.clone(),
+            ws.labels.clone(),
+            ws.flags.clone(),
+            ws.classes.clone(),
+        );
+        let kept: std::collections::HashSet<String> = (0..labels.len())
+            .filter(|&i| flags[i].checked)
+            .map(|i| ws.path(i))
+            .collect();
         let issues_dir = ws.store_dir.join("issues");
-        let cfg = OofConfig { folds: self.folds, img_size: self.img_size, weights: Some(weights), ..Default::default() };
+        let cfg = OofConfig {
+            folds: self.folds,
+            img_size: self.img_size,
+            weights: Some(weights),
+            ..Default::default()
+        };
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let (c, ctx) = (cancel.clone(), ctx.clone());
@@ -150,18 +188,46 @@ impl Review {
                 };
                 let progress = |p: oof::Progress| {
                     say(JobMsg::Progress(match p {
-                        oof::Progress::Embedding { done, total } => format!("embedding images {done} / {total}"),
-                        oof::Progress::Fold { fold, folds } => format!("cross-validation: fold {fold} of {folds}"),
-                        oof::Progress::Epoch { fold, epoch, epochs } => format!("fold {fold}: epoch {epoch} of {epochs}"),
+                        oof::Progress::Embedding { done, total } => {
+                            format!("embedding images {done} / {total}")
+                        }
+                        oof::Progress::Fold { fold, folds } => {
+                            format!("cross-validation: fold {fold} of {folds}")
+                        }
+                        oof::Progress::Epoch {
+                            fold,
+                            epoch,
+                            epochs,
+                        } => format!("fold {fold}: epoch {epoch} of {epochs}"),
                     }))
                 };
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> anyhow::Result<Option<(Findings, PathBuf)>> {
-                    let Some(oof) = oof::out_of_fold(&ds, &cfg, &issues_dir, &progress, &c)? else { return Ok(None) };
-                    anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
-                    let findings = issues::find(&ds, &oof.samples, &oof.probs, Method::PruneByNoiseRate, RankBy::SelfConfidence).without_kept(&kept);
-                    let dir = issues::save_run(&issues_dir, "efficientnet-lite0", &ds, serde_json::to_value(&cfg)?, &oof.samples, &oof.probs, &findings)?;
-                    Ok(Some((findings, dir)))
-                }));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                    || -> anyhow::Result<Option<(Findings, PathBuf)>> {
+                        let Some(oof) = oof::out_of_fold(&ds, &cfg, &issues_dir, &progress, &c)?
+                        else {
+                            return Ok(None);
+                        };
+                        anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
+                        let findings = issues::find(
+                            &ds,
+                            &oof.samples,
+                            &oof.probs,
+                            Method::PruneByNoiseRate,
+                            RankBy::SelfConfidence,
+                        )
+                        .without_kept(&kept);
+                        let dir = issues::save_run(
+                            &issues_dir,
+                            "efficientnet-lite0",
+                            &ds,
+                            serde_json::to_value(&cfg)?,
+                            &oof.samples,
+                            &oof.probs,
+                            &findings,
+                        )?;
+                        Ok(Some((findings, dir)))
+                    },
+                ));
                 let msg = match result {
                     Ok(Ok(Some(done))) => Ok(done),
                     Ok(Ok(None)) => Err("cancelled".to_string()),
@@ -171,7 +237,11 @@ impl Review {
                 say(JobMsg::Done(msg));
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        self.job = Some(Job { rx, cancel, progress: "starting".into() });
+        self.job = Some(Job {
+            rx,
+            cancel,
+            progress: "starting".into(),
+        });
         self.status = None;
     }
 
@@ -183,7 +253,12 @@ impl Review {
                 JobMsg::Progress(p) => job.progress = p,
                 JobMsg::Done(Ok((findings, dir))) => {
                     self.set_findings(ws, &findings);
-                    self.status = Some(format!("{} suspected label errors among {} images; kept in {}", findings.issues.len(), findings.examined, dir.display()));
+                    self.status = Some(format!(
+                        "{} suspected label errors among {} images; kept in {}",
+                        findings.issues.len(),
+                        findings.examined,
+                        dir.display()
+                    ));
                     self.job = None;
                     return;
                 }
@@ -199,7 +274,10 @@ impl Review {
                             self.status = Some(format!("the last search, from {}", dir.display()));
                         }
                         Ok(None) => {}
-                        Err(e) => self.status = Some(format!("the last search could not be reopened: {e}")),
+                        Err(e) => {
+                            self.status =
+                                Some(format!("the last search could not be reopened: {e}"))
+                        }
                     }
                     self.job = None;
                     return;
@@ -214,14 +292,26 @@ impl Review {
             .issues
             .iter()
             .filter_map(|i| {
-                ws.index_of(&i.path).map(|sample| Suspect { sample, given: i.given.clone(), suggested: i.suggested.clone(), given_confidence: i.self_confidence, suggested_confidence: i.suggested_confidence })
+                ws.index_of(&i.path).map(|sample| Suspect {
+                    sample,
+                    given: i.given.clone(),
+                    suggested: i.suggested.clone(),
+                    given_confidence: i.self_confidence,
+                    suggested_confidence: i.suggested_confidence,
+                })
             })
             .collect();
         self.per_class = findings.per_class.clone();
         self.skipped.clear();
     }
 
-    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs, cmds: &mut Vec<LabelCmd>) {
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        ws: &Workspace,
+        thumbs: &mut Thumbs,
+        cmds: &mut Vec<LabelCmd>,
+    ) {
         ui.horizontal(|ui| {
             if let Some(job) = &self.job {
                 // Progress text, no spinner: a spinner repaints every frame, taking CPU from the search.
@@ -245,7 +335,8 @@ impl Review {
             ui.label(s);
         }
         if !self.per_class.is_empty() && !self.remaining(ws).is_empty() {
-            egui::CollapsingHeader::new("Estimated label errors per class").show(ui, |ui| self.per_class_grid(ui));
+            egui::CollapsingHeader::new("Estimated label errors per class")
+                .show(ui, |ui| self.per_class_grid(ui));
         }
         ui.separator();
         self.undo_keys(ui.ctx(), cmds);
@@ -261,41 +352,90 @@ impl Review {
         self.keys(ui.ctx(), ws, q, cmds);
         let s = self.queue[q].clone();
         let path = ws.path(s.sample);
-        ui.label(RichText::new(format!("#{} of {}   ·   {path}", q + 1, self.queue.len())).monospace());
+        ui.label(
+            RichText::new(format!("#{} of {}   ·   {path}", q + 1, self.queue.len())).monospace(),
+        );
         ui.horizontal(|ui| {
-            ui.label(RichText::new(format!("given: {}  ({})", s.given, percent(s.given_confidence))).size(16.0));
+            ui.label(
+                RichText::new(format!(
+                    "given: {}  ({})",
+                    s.given,
+                    percent(s.given_confidence)
+                ))
+                .size(16.0),
+            );
             ui.label(RichText::new("→").size(16.0));
-            ui.label(RichText::new(format!("suggested: {}  ({})", s.suggested, percent(s.suggested_confidence))).size(16.0).strong());
+            ui.label(
+                RichText::new(format!(
+                    "suggested: {}  ({})",
+                    s.suggested,
+                    percent(s.suggested_confidence)
+                ))
+                .size(16.0)
+                .strong(),
+            );
         });
         ui.horizontal(|ui| {
             if ui.button(format!("A  accept {}", s.suggested)).clicked() {
-                cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: s.suggested.clone() });
+                cmds.push(LabelCmd::Relabel {
+                    paths: vec![path.clone()],
+                    class: s.suggested.clone(),
+                });
             }
             if ui.button("Space  keep given").clicked() {
-                cmds.push(LabelCmd::Check { paths: vec![path.clone()], checked: true });
+                cmds.push(LabelCmd::Check {
+                    paths: vec![path.clone()],
+                    checked: true,
+                });
             }
             if ui.button("X  exclude").clicked() {
-                cmds.push(LabelCmd::Exclude { paths: vec![path.clone()], excluded: true });
+                cmds.push(LabelCmd::Exclude {
+                    paths: vec![path.clone()],
+                    excluded: true,
+                });
             }
             if ui.button("J  skip").clicked() {
                 self.skipped.insert(s.sample);
             }
-            egui::ComboBox::from_id_salt("review-pick").selected_text("other class…").show_ui(ui, |ui| {
-                for (k, c) in ws.classes.iter().enumerate() {
-                    let key = if k < 9 { format!("{}  ", k + 1) } else { String::new() };
-                    if ui.selectable_label(false, format!("{key}{c}")).clicked() {
-                        cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: c.clone() });
+            egui::ComboBox::from_id_salt("review-pick")
+                .selected_text("other class…")
+                .show_ui(ui, |ui| {
+                    for (k, c) in ws.classes.iter().enumerate() {
+                        let key = if k < 9 {
+                            format!("{}  ", k + 1)
+                        } else {
+                            String::new()
+                        };
+                        if ui.selectable_label(false, format!("{key}{c}")).clicked() {
+                            cmds.push(LabelCmd::Relabel {
+                                paths: vec![path.clone()],
+                                class: c.clone(),
+                            });
+                        }
                     }
-                }
-            });
+                });
         });
         ui.separator();
         let abs = ws.dataset.abs_path(&ws.dataset.samples[s.sample].path);
         // Neighbours: the first images currently labelled as the suggested class, as many as fit.
-        let fit = ((ui.available_width() / (NEIGHBOUR + ui.spacing().item_spacing.x)) as usize).max(1);
-        let neighbours: Vec<usize> = (0..ws.labels.len()).filter(|&i| i != s.sample && ws.labels[i] == s.suggested && !ws.flags[i].excluded).take(fit).collect();
-        thumbs.want(ui.ctx(), std::iter::once((s.sample, abs.clone())).chain(neighbours.iter().map(|&i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))));
-        let tex = self.viewer.get(ui.ctx(), s.sample, abs).or_else(|| thumbs.get(s.sample).cloned());
+        let fit =
+            ((ui.available_width() / (NEIGHBOUR + ui.spacing().item_spacing.x)) as usize).max(1);
+        let neighbours: Vec<usize> = (0..ws.labels.len())
+            .filter(|&i| i != s.sample && ws.labels[i] == s.suggested && !ws.flags[i].excluded)
+            .take(fit)
+            .collect();
+        thumbs.want(
+            ui.ctx(),
+            std::iter::once((s.sample, abs.clone())).chain(
+                neighbours
+                    .iter()
+                    .map(|&i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path))),
+            ),
+        );
+        let tex = self
+            .viewer
+            .get(ui.ctx(), s.sample, abs)
+            .or_else(|| thumbs.get(s.sample).cloned());
         let side = (ui.available_height() - 140.0).clamp(120.0, 520.0);
         match tex {
             Some(t) => {
@@ -312,7 +452,10 @@ impl Review {
             for &i in &neighbours {
                 match thumbs.get(i) {
                     Some(t) => {
-                        ui.add(egui::Image::new(t).fit_to_exact_size(egui::vec2(NEIGHBOUR, NEIGHBOUR))).on_hover_text(ws.path(i));
+                        ui.add(
+                            egui::Image::new(t).fit_to_exact_size(egui::vec2(NEIGHBOUR, NEIGHBOUR)),
+                        )
+                        .on_hover_text(ws.path(i));
                     }
                     None => {
                         ui.spinner();
@@ -332,13 +475,15 @@ impl Review {
     }
 
     fn per_class_grid(&self, ui: &mut egui::Ui) {
-        egui::Grid::new("issues-per-class").striped(true).show(ui, |ui| {
-            for (class, n, errors) in &self.per_class {
-                ui.label(class);
-                ui.label(format!("{errors} of {n}"));
-                ui.end_row();
-            }
-        });
+        egui::Grid::new("issues-per-class")
+            .striped(true)
+            .show(ui, |ui| {
+                for (class, n, errors) in &self.per_class {
+                    ui.label(class);
+                    ui.label(format!("{errors} of {n}"));
+                    ui.end_row();
+                }
+            });
     }
 
     /// Undo and redo also work once the queue is done.
@@ -347,7 +492,9 @@ impl Review {
             return;
         }
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y) {
+            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
+                || i.consume_key(Modifiers::COMMAND, Key::Y)
+            {
                 cmds.push(LabelCmd::Redo);
             }
             if i.consume_key(Modifiers::COMMAND, Key::Z) {
@@ -364,26 +511,52 @@ impl Review {
         let path = ws.path(s.sample);
         ctx.input_mut(|i| {
             if i.consume_key(Modifiers::NONE, Key::A) {
-                cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: s.suggested.clone() });
+                cmds.push(LabelCmd::Relabel {
+                    paths: vec![path.clone()],
+                    class: s.suggested.clone(),
+                });
             }
             if i.consume_key(Modifiers::NONE, Key::Space) {
-                cmds.push(LabelCmd::Check { paths: vec![path.clone()], checked: true });
+                cmds.push(LabelCmd::Check {
+                    paths: vec![path.clone()],
+                    checked: true,
+                });
             }
             if i.consume_key(Modifiers::NONE, Key::X) {
-                cmds.push(LabelCmd::Exclude { paths: vec![path.clone()], excluded: true });
+                cmds.push(LabelCmd::Exclude {
+                    paths: vec![path.clone()],
+                    excluded: true,
+                });
             }
-            let digits = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            let digits = [
+                Key::Num1,
+                Key::Num2,
+                Key::Num3,
+                Key::Num4,
+                Key::Num5,
+                Key::Num6,
+                Key::Num7,
+                Key::Num8,
+                Key::Num9,
+            ];
             for (k, key) in digits.iter().enumerate() {
                 if i.consume_key(Modifiers::NONE, *key) {
                     if let Some(class) = ws.classes.get(k) {
-                        cmds.push(LabelCmd::Relabel { paths: vec![path.clone()], class: class.clone() });
+                        cmds.push(LabelCmd::Relabel {
+                            paths: vec![path.clone()],
+                            class: class.clone(),
+                        });
                     }
                 }
             }
-            if i.consume_key(Modifiers::NONE, Key::J) || i.consume_key(Modifiers::NONE, Key::ArrowRight) {
+            if i.consume_key(Modifiers::NONE, Key::J)
+                || i.consume_key(Modifiers::NONE, Key::ArrowRight)
+            {
                 self.skipped.insert(s.sample);
             }
-            if i.consume_key(Modifiers::NONE, Key::K) || i.consume_key(Modifiers::NONE, Key::ArrowLeft) {
+            if i.consume_key(Modifiers::NONE, Key::K)
+                || i.consume_key(Modifiers::NONE, Key::ArrowLeft)
+            {
                 // Back to the last skipped one.
                 self.skipped.clear();
             }

@@ -42,10 +42,17 @@ impl Thumbs {
     pub fn new(ctx: &egui::Context, cache_dir: Option<PathBuf>, budget_bytes: usize) -> Self {
         let queue: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let (done_tx, done_rx) = mpsc::channel();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8);
         let workers = (0..threads)
             .map(|i| {
-                let (queue, tx, ctx, cache) = (queue.clone(), done_tx.clone(), ctx.clone(), cache_dir.clone());
+                let (queue, tx, ctx, cache) = (
+                    queue.clone(),
+                    done_tx.clone(),
+                    ctx.clone(),
+                    cache_dir.clone(),
+                );
                 std::thread::Builder::new()
                     .name(format!("loupe-thumb-{i}"))
                     .spawn(move || worker(&queue, &tx, &ctx, cache.as_deref()))
@@ -65,12 +72,18 @@ impl Thumbs {
     }
 
     /// Call once per frame with the samples on screen (and a few ahead), in priority order.
-    pub fn want(&mut self, ctx: &egui::Context, visible: impl IntoIterator<Item = (usize, PathBuf)>) {
+    pub fn want(
+        &mut self,
+        ctx: &egui::Context,
+        visible: impl IntoIterator<Item = (usize, PathBuf)>,
+    ) {
         self.frame += 1;
         let (lock, cv) = &*self.queue;
         let mut q = lock.lock().expect("thumbnail queue poisoned");
         for _ in 0..UPLOADS_PER_FRAME {
-            let Ok((i, result)) = self.done_rx.try_recv() else { break };
+            let Ok((i, result)) = self.done_rx.try_recv() else {
+                break;
+            };
             q.taken.remove(&i);
             match result {
                 Ok(img) => {
@@ -106,7 +119,8 @@ impl Thumbs {
         if self.bytes <= self.budget {
             return;
         }
-        let mut by_age: Vec<(u64, usize)> = self.textures.iter().map(|(i, (_, f))| (*f, *i)).collect();
+        let mut by_age: Vec<(u64, usize)> =
+            self.textures.iter().map(|(i, (_, f))| (*f, *i)).collect();
         by_age.sort_unstable();
         for (last_used, i) in by_age {
             if self.bytes <= self.budget * 9 / 10 || last_used == self.frame {
@@ -128,7 +142,11 @@ impl Thumbs {
 
     /// Decodes queued or running.
     pub fn busy(&self) -> usize {
-        self.queue.0.lock().map(|q| q.items.len() + q.taken.len()).unwrap_or(0)
+        self.queue
+            .0
+            .lock()
+            .map(|q| q.items.len() + q.taken.len())
+            .unwrap_or(0)
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -149,7 +167,12 @@ impl Drop for Thumbs {
     }
 }
 
-fn worker(queue: &(Mutex<Queue>, Condvar), tx: &Sender<(usize, Result<ColorImage, String>)>, ctx: &egui::Context, cache: Option<&Path>) {
+fn worker(
+    queue: &(Mutex<Queue>, Condvar),
+    tx: &Sender<(usize, Result<ColorImage, String>)>,
+    ctx: &egui::Context,
+    cache: Option<&Path>,
+) {
     loop {
         let (i, path) = {
             let mut q = queue.0.lock().expect("thumbnail queue poisoned");
@@ -177,9 +200,17 @@ fn worker(queue: &(Mutex<Queue>, Condvar), tx: &Sender<(usize, Result<ColorImage
 pub fn thumbnail(path: &Path, cache: Option<&Path>) -> Result<ColorImage, crate::dataset::Reason> {
     let key = cache.and_then(|dir| {
         let meta = std::fs::metadata(path).ok()?;
-        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
         let id = format!("{}|{}|{}|{}", path.display(), meta.len(), mtime, THUMB_SIZE);
-        Some(dir.join(format!("{}.png", &blake3::hash(id.as_bytes()).to_hex()[..32])))
+        Some(dir.join(format!(
+            "{}.png",
+            &blake3::hash(id.as_bytes()).to_hex()[..32]
+        )))
     });
     if let Some(cached) = key.as_ref().and_then(|k| image::open(k).ok()) {
         return Ok(to_color_image(&cached.to_rgba8()));
@@ -190,7 +221,10 @@ pub fn thumbnail(path: &Path, cache: Option<&Path>) -> Result<ColorImage, crate:
         // A cache that cannot be written only costs a decode next time.
         let _ = k.parent().map(std::fs::create_dir_all);
         let tmp = k.with_extension("tmp");
-        if small.save_with_format(&tmp, image::ImageFormat::Png).is_ok() {
+        if small
+            .save_with_format(&tmp, image::ImageFormat::Png)
+            .is_ok()
+        {
             let _ = std::fs::rename(&tmp, &k);
         }
     }

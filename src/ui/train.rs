@@ -14,21 +14,50 @@ use egui::RichText;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::workspace::Workspace;
-use crate::train::engine::{self, Balance, DeviceChoice, EpochMetrics, Event, LossKind, OptimizerKind, RunHandle, Start, TrainConfig};
+use crate::train::engine::{
+    self, Balance, DeviceChoice, EpochMetrics, Event, LossKind, OptimizerKind, RunHandle, Start,
+    TrainConfig,
+};
 use crate::train::models::{self, ModelKind};
 use crate::train::record::{self, RunSummary, StepPoint};
 
 /// Presets: a name, and the config it sets (on top of the defaults).
 pub fn presets() -> Vec<(&'static str, TrainConfig)> {
     vec![
-        ("Quick, CPU", TrainConfig { model: ModelKind::SmallCnn, img_size: 64, epochs: 5, batch: 32, lr: 5e-3, device: DeviceChoice::Cpu, ..Default::default() }),
+        (
+            "Quick, CPU",
+            TrainConfig {
+                model: ModelKind::SmallCnn,
+                img_size: 64,
+                epochs: 5,
+                batch: 32,
+                lr: 5e-3,
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            },
+        ),
         (
             "Pretrained head only, CPU",
-            TrainConfig { model: ModelKind::EfficientnetLite0, weights: models::default_weights(ModelKind::EfficientnetLite0), freeze: true, lr: 1e-2, epochs: 3, device: DeviceChoice::Cpu, ..Default::default() },
+            TrainConfig {
+                model: ModelKind::EfficientnetLite0,
+                weights: models::default_weights(ModelKind::EfficientnetLite0),
+                freeze: true,
+                lr: 1e-2,
+                epochs: 3,
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            },
         ),
         (
             "Fine-tune pretrained, GPU",
-            TrainConfig { model: ModelKind::EfficientnetLite0, weights: models::default_weights(ModelKind::EfficientnetLite0), epochs: 10, batch: 64, device: DeviceChoice::Auto, ..Default::default() },
+            TrainConfig {
+                model: ModelKind::EfficientnetLite0,
+                weights: models::default_weights(ModelKind::EfficientnetLite0),
+                epochs: 10,
+                batch: 64,
+                device: DeviceChoice::Auto,
+                ..Default::default()
+            },
         ),
     ]
 }
@@ -75,18 +104,35 @@ impl Live {
         let mut ended = false;
         while let Ok(ev) = h.rx.try_recv() {
             match ev {
-                Event::Started { run_dir, device, train, val, skipped, .. } => {
+                Event::Started {
+                    run_dir,
+                    device,
+                    train,
+                    val,
+                    skipped,
+                    ..
+                } => {
                     if device.starts_with("Cuda") {
                         self.gpu_rx = Some(watch_gpu_memory(h.cancel.clone()));
                     }
                     self.run_dir = Some(run_dir);
                     self.device = device;
                     if skipped > 0 {
-                        self.notes.push(format!("{skipped} image(s) could not be decoded and are left out"));
+                        self.notes.push(format!(
+                            "{skipped} image(s) could not be decoded and are left out"
+                        ));
                     }
-                    self.notes.push(format!("{train} training and {val} validation images"));
+                    self.notes
+                        .push(format!("{train} training and {val} validation images"));
                 }
-                Event::Step { epoch, step, steps, loss, lr, images_per_s } => {
+                Event::Step {
+                    epoch,
+                    step,
+                    steps,
+                    loss,
+                    lr,
+                    images_per_s,
+                } => {
                     let x = (epoch - 1) as f64 + step as f64 / steps.max(1) as f64;
                     self.steps.push((x, loss));
                     self.lrs.push((x, lr));
@@ -96,9 +142,18 @@ impl Live {
                 Event::Epoch(m) => self.epochs.push(*m),
                 Event::Checkpoint { .. } => {}
                 Event::Note(n) => self.notes.push(n),
-                Event::Finished { best, monitor, cancelled, .. } => {
+                Event::Finished {
+                    best,
+                    monitor,
+                    cancelled,
+                    ..
+                } => {
                     let what = if cancelled { "stopped" } else { "finished" };
-                    let best = if best.is_nan() { "no epoch finished".to_string() } else { format!("best {} {best:.4}", monitor.name()) };
+                    let best = if best.is_nan() {
+                        "no epoch finished".to_string()
+                    } else {
+                        format!("best {} {best:.4}", monitor.name())
+                    };
                     self.outcome = Some(Ok(format!("{what}: {best}")));
                     ended = true;
                 }
@@ -125,17 +180,29 @@ impl Live {
 /// the run is cancelled or the receiver is dropped. Without nvidia-smi nothing is sent.
 fn watch_gpu_memory(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    let _ = std::thread::Builder::new().name("loupe-gpu-memory".into()).spawn(move || {
-        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=memory.used,memory.total", "--format=csv,noheader"]).output();
-            let Ok(out) = out else { return };
-            let line = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().replace(", ", " of ");
-            if !line.is_empty() && tx.send(format!("GPU memory {line}")).is_err() {
-                return;
+    let _ = std::thread::Builder::new()
+        .name("loupe-gpu-memory".into())
+        .spawn(move || {
+            while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new("nvidia-smi")
+                    .args([
+                        "--query-gpu=memory.used,memory.total",
+                        "--format=csv,noheader",
+                    ])
+                    .output();
+                let Ok(out) = out else { return };
+                let line = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .replace(", ", " of ");
+                if !line.is_empty() && tx.send(format!("GPU memory {line}")).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(2));
             }
-            std::thread::sleep(std::time::Duration::from_secs(2));
-        }
-    });
+        });
     rx
 }
 
@@ -145,7 +212,9 @@ impl Drop for Live {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
             h.cancel();
-            let _ = std::thread::Builder::new().name("loupe-train-stop".into()).spawn(move || drop(h));
+            let _ = std::thread::Builder::new()
+                .name("loupe-train-stop".into())
+                .spawn(move || drop(h));
         }
     }
 }
@@ -171,10 +240,16 @@ fn by_epoch(steps: &[StepPoint], value: impl Fn(&StepPoint) -> f64) -> Vec<(f64,
     let mut i = 0;
     while i < steps.len() {
         let epoch = steps[i].epoch;
-        let end = steps[i..].iter().position(|s| s.epoch != epoch).map_or(steps.len(), |p| i + p);
+        let end = steps[i..]
+            .iter()
+            .position(|s| s.epoch != epoch)
+            .map_or(steps.len(), |p| i + p);
         let n = end - i;
         for (k, s) in steps[i..end].iter().enumerate() {
-            out.push(((epoch.max(1) - 1) as f64 + (k + 1) as f64 / n as f64, value(s)));
+            out.push((
+                (epoch.max(1) - 1) as f64 + (k + 1) as f64 / n as f64,
+                value(s),
+            ));
         }
         i = end;
     }
@@ -244,12 +319,25 @@ impl TrainTab {
     pub fn open(&mut self, ctx: &egui::Context, ws: &Workspace) {
         let (tx, rx) = mpsc::channel();
         let c = ctx.clone();
-        let _ = std::thread::Builder::new().name("loupe-device".into()).spawn(move || {
-            let info = crate::train::device::probe();
-            let line = if info.cuda_available { format!("CUDA: {} GPU(s), cuDNN {}", info.cuda_devices, if info.cudnn_available { "yes" } else { "no" }) } else { format!("no CUDA GPU visible to libtorch: training runs on the CPU ({} threads)", info.cpu_threads) };
-            let _ = tx.send(line);
-            c.request_repaint();
-        });
+        let _ = std::thread::Builder::new()
+            .name("loupe-device".into())
+            .spawn(move || {
+                let info = crate::train::device::probe();
+                let line = if info.cuda_available {
+                    format!(
+                        "CUDA: {} GPU(s), cuDNN {}",
+                        info.cuda_devices,
+                        if info.cudnn_available { "yes" } else { "no" }
+                    )
+                } else {
+                    format!(
+                        "no CUDA GPU visible to libtorch: training runs on the CPU ({} threads)",
+                        info.cpu_threads
+                    )
+                };
+                let _ = tx.send(line);
+                c.request_repaint();
+            });
         self.device_rx = Some(rx);
         self.refresh(ctx, ws);
     }
@@ -259,10 +347,12 @@ impl TrainTab {
         let dir = runs_dir(ws);
         let (tx, rx) = mpsc::channel();
         let c = ctx.clone();
-        let _ = std::thread::Builder::new().name("loupe-runs".into()).spawn(move || {
-            let _ = tx.send(record::list_runs(&dir));
-            c.request_repaint();
-        });
+        let _ = std::thread::Builder::new()
+            .name("loupe-runs".into())
+            .spawn(move || {
+                let _ = tx.send(record::list_runs(&dir));
+                c.request_repaint();
+            });
         self.runs_rx = Some(rx);
     }
 
@@ -352,13 +442,16 @@ impl TrainTab {
 
     pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
         self.dialogs(ui.ctx());
-        egui::Panel::left("train-form").resizable(true).default_size(330.0).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| {
-                self.form(ui, ws);
-                ui.separator();
-                self.runs_list(ui, ws);
+        egui::Panel::left("train-form")
+            .resizable(true)
+            .default_size(330.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    self.form(ui, ws);
+                    ui.separator();
+                    self.runs_list(ui, ws);
+                });
             });
-        });
         egui::CentralPanel::default_margins().show(ui, |ui| self.curves(ui));
     }
 
@@ -374,83 +467,133 @@ impl TrainTab {
         });
         let running = self.running();
         ui.add_enabled_ui(!running, |ui| {
-            egui::Grid::new("train-options").num_columns(2).show(ui, |ui| {
-                let c = &mut self.cfg;
-                ui.label("model");
-                egui::ComboBox::from_id_salt("model").selected_text(format!("{:?}", c.model)).show_ui(ui, |ui| {
-                    for m in [ModelKind::SmallCnn, ModelKind::EfficientnetLite0, ModelKind::Resnet18, ModelKind::Resnet34, ModelKind::Resnet50] {
-                        ui.selectable_value(&mut c.model, m, format!("{m:?}"));
-                    }
-                });
-                ui.end_row();
-                ui.label("weights");
-                ui.horizontal(|ui| {
-                    let name = c.weights.as_ref().and_then(|w| w.file_name()).map_or("none (from scratch)".into(), |n| n.to_string_lossy().to_string());
-                    ui.label(name);
-                    if ui.small_button("…").on_hover_text("choose a .safetensors file").clicked() {
-                        let (tx, rx) = mpsc::channel();
-                        let ctx = ui.ctx().clone();
-                        let _ = std::thread::Builder::new().name("loupe-dialog".into()).spawn(move || {
-                            let _ = tx.send(rfd::FileDialog::new().set_title("Pretrained weights").add_filter("safetensors", &["safetensors"]).pick_file());
-                            ctx.request_repaint();
+            egui::Grid::new("train-options")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let c = &mut self.cfg;
+                    ui.label("model");
+                    egui::ComboBox::from_id_salt("model")
+                        .selected_text(format!("{:?}", c.model))
+                        .show_ui(ui, |ui| {
+                            for m in [
+                                ModelKind::SmallCnn,
+                                ModelKind::EfficientnetLite0,
+                                ModelKind::Resnet18,
+                                ModelKind::Resnet34,
+                                ModelKind::Resnet50,
+                            ] {
+                                ui.selectable_value(&mut c.model, m, format!("{m:?}"));
+                            }
                         });
-                        self.weights_rx = Some(rx);
-                    }
-                    if c.weights.is_some() && ui.small_button("×").on_hover_text("no weights: train from scratch").clicked() {
-                        c.weights = None;
-                    }
+                    ui.end_row();
+                    ui.label("weights");
+                    ui.horizontal(|ui| {
+                        let name = c
+                            .weights
+                            .as_ref()
+                            .and_then(|w| w.file_name())
+                            .map_or("none (from scratch)".into(), |n| {
+                                n.to_string_lossy().to_string()
+                            });
+                        ui.label(name);
+                        if ui
+                            .small_button("…")
+                            .on_hover_text("choose a .safetensors file")
+                            .clicked()
+                        {
+                            let (tx, rx) = mpsc::channel();
+                            let ctx = ui.ctx().clone();
+                            let _ = std::thread::Builder::new()
+                                .name("loupe-dialog".into())
+                                .spawn(move || {
+                                    let _ = tx.send(
+                                        rfd::FileDialog::new()
+                                            .set_title("Pretrained weights")
+                                            .add_filter("safetensors", &["safetensors"])
+                                            .pick_file(),
+                                    );
+                                    ctx.request_repaint();
+                                });
+                            self.weights_rx = Some(rx);
+                        }
+                        if c.weights.is_some()
+                            && ui
+                                .small_button("×")
+                                .on_hover_text("no weights: train from scratch")
+                                .clicked()
+                        {
+                            c.weights = None;
+                        }
+                    });
+                    ui.end_row();
+                    ui.label("epochs");
+                    ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
+                    ui.end_row();
+                    ui.label("batch");
+                    ui.add(egui::DragValue::new(&mut c.batch).range(1..=4096));
+                    ui.end_row();
+                    ui.label("learning rate");
+                    ui.add(
+                        egui::DragValue::new(&mut c.lr)
+                            .speed(1e-4)
+                            .range(1e-6..=1.0)
+                            .max_decimals(5),
+                    );
+                    ui.end_row();
+                    ui.label("image size");
+                    ui.add(egui::DragValue::new(&mut c.img_size).range(0..=1024))
+                        .on_hover_text("0: the model's default");
+                    ui.end_row();
+                    ui.label("backbone");
+                    ui.checkbox(&mut c.freeze, "frozen (head only)");
+                    ui.end_row();
+                    ui.label("loss");
+                    egui::ComboBox::from_id_salt("loss")
+                        .selected_text(format!("{:?}", c.loss))
+                        .show_ui(ui, |ui| {
+                            for l in [LossKind::Ce, LossKind::Smooth, LossKind::Focal] {
+                                ui.selectable_value(&mut c.loss, l, format!("{l:?}"));
+                            }
+                        });
+                    ui.end_row();
+                    ui.label("imbalance");
+                    egui::ComboBox::from_id_salt("balance")
+                        .selected_text(format!("{:?}", c.balance))
+                        .show_ui(ui, |ui| {
+                            for b in [Balance::None, Balance::Weights, Balance::Sampler] {
+                                ui.selectable_value(&mut c.balance, b, format!("{b:?}"));
+                            }
+                        });
+                    ui.end_row();
+                    ui.label("optimiser");
+                    egui::ComboBox::from_id_salt("optimizer")
+                        .selected_text(format!("{:?}", c.optimizer))
+                        .show_ui(ui, |ui| {
+                            for o in [
+                                OptimizerKind::Sgd,
+                                OptimizerKind::Adam,
+                                OptimizerKind::Adamw,
+                            ] {
+                                ui.selectable_value(&mut c.optimizer, o, format!("{o:?}"));
+                            }
+                        });
+                    ui.end_row();
+                    ui.label("device");
+                    egui::ComboBox::from_id_salt("device")
+                        .selected_text(format!("{:?}", c.device))
+                        .show_ui(ui, |ui| {
+                            for d in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda] {
+                                ui.selectable_value(&mut c.device, d, format!("{d:?}"));
+                            }
+                        });
+                    ui.end_row();
+                    ui.label("validation");
+                    ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"));
+                    ui.end_row();
+                    ui.label("seed");
+                    ui.add(egui::DragValue::new(&mut c.seed));
+                    ui.end_row();
                 });
-                ui.end_row();
-                ui.label("epochs");
-                ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
-                ui.end_row();
-                ui.label("batch");
-                ui.add(egui::DragValue::new(&mut c.batch).range(1..=4096));
-                ui.end_row();
-                ui.label("learning rate");
-                ui.add(egui::DragValue::new(&mut c.lr).speed(1e-4).range(1e-6..=1.0).max_decimals(5));
-                ui.end_row();
-                ui.label("image size");
-                ui.add(egui::DragValue::new(&mut c.img_size).range(0..=1024)).on_hover_text("0: the model's default");
-                ui.end_row();
-                ui.label("backbone");
-                ui.checkbox(&mut c.freeze, "frozen (head only)");
-                ui.end_row();
-                ui.label("loss");
-                egui::ComboBox::from_id_salt("loss").selected_text(format!("{:?}", c.loss)).show_ui(ui, |ui| {
-                    for l in [LossKind::Ce, LossKind::Smooth, LossKind::Focal] {
-                        ui.selectable_value(&mut c.loss, l, format!("{l:?}"));
-                    }
-                });
-                ui.end_row();
-                ui.label("imbalance");
-                egui::ComboBox::from_id_salt("balance").selected_text(format!("{:?}", c.balance)).show_ui(ui, |ui| {
-                    for b in [Balance::None, Balance::Weights, Balance::Sampler] {
-                        ui.selectable_value(&mut c.balance, b, format!("{b:?}"));
-                    }
-                });
-                ui.end_row();
-                ui.label("optimiser");
-                egui::ComboBox::from_id_salt("optimizer").selected_text(format!("{:?}", c.optimizer)).show_ui(ui, |ui| {
-                    for o in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw] {
-                        ui.selectable_value(&mut c.optimizer, o, format!("{o:?}"));
-                    }
-                });
-                ui.end_row();
-                ui.label("device");
-                egui::ComboBox::from_id_salt("device").selected_text(format!("{:?}", c.device)).show_ui(ui, |ui| {
-                    for d in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda] {
-                        ui.selectable_value(&mut c.device, d, format!("{d:?}"));
-                    }
-                });
-                ui.end_row();
-                ui.label("validation");
-                ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"));
-                ui.end_row();
-                ui.label("seed");
-                ui.add(egui::DragValue::new(&mut c.seed));
-                ui.end_row();
-            });
         });
         ui.horizontal(|ui| {
             if running {
@@ -460,7 +603,10 @@ impl TrainTab {
                 }
                 ui.label("training…");
             } else if ui.button("▶ Start").clicked() {
-                let start = Start::New { runs_dir: runs_dir(ws), val: None };
+                let start = Start::New {
+                    runs_dir: runs_dir(ws),
+                    val: None,
+                };
                 self.start(ws, start, self.cfg.clone());
             }
         });
@@ -475,23 +621,51 @@ impl TrainTab {
     fn runs_list(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
         ui.horizontal(|ui| {
             ui.heading("Runs");
-            if ui.small_button("⟲").on_hover_text("read the run folders again").clicked() {
+            if ui
+                .small_button("⟲")
+                .on_hover_text("read the run folders again")
+                .clicked()
+            {
                 self.refresh(ui.ctx(), ws);
             }
         });
         if self.runs.is_empty() {
-            ui.label(if self.loading_runs() { "reading the run folders…" } else { "No runs yet." });
+            ui.label(if self.loading_runs() {
+                "reading the run folders…"
+            } else {
+                "No runs yet."
+            });
             return;
         }
-        let current = self.live.as_ref().filter(|l| l.running()).and_then(|l| l.run_dir.clone());
+        let current = self
+            .live
+            .as_ref()
+            .filter(|l| l.running())
+            .and_then(|l| l.run_dir.clone());
         let mut action: Option<(PathBuf, &'static str)> = None;
         for run in &self.runs {
-            let best = run.best().map_or("–".to_string(), |e| format!("{} {:.3}", run.config.monitor.name(), run.config.monitor.value(run.config.monitor.score(e.macro_f1, e.accuracy, e.val_loss))));
-            let status = if current.as_deref() == Some(run.dir.as_path()) { "running".to_string() } else { run.status() };
+            let best = run.best().map_or("–".to_string(), |e| {
+                format!(
+                    "{} {:.3}",
+                    run.config.monitor.name(),
+                    run.config
+                        .monitor
+                        .value(run.config.monitor.score(e.macro_f1, e.accuracy, e.val_loss))
+                )
+            });
+            let status = if current.as_deref() == Some(run.dir.as_path()) {
+                "running".to_string()
+            } else {
+                run.status()
+            };
             ui.group(|ui| {
                 ui.horizontal(|ui| {
                     let mut on = self.overlay.contains(&run.dir);
-                    if ui.checkbox(&mut on, run.name()).on_hover_text("overlay its curves").changed() {
+                    if ui
+                        .checkbox(&mut on, run.name())
+                        .on_hover_text("overlay its curves")
+                        .changed()
+                    {
                         if on {
                             self.overlay.insert(run.dir.clone());
                         } else {
@@ -499,9 +673,22 @@ impl TrainTab {
                         }
                     }
                 });
-                ui.label(RichText::new(format!("{:?} · {status} · {best} · {:.0} s · {}", run.config.model, run.seconds(), crate::cli::utc(run.created))).small());
+                ui.label(
+                    RichText::new(format!(
+                        "{:?} · {status} · {best} · {:.0} s · {}",
+                        run.config.model,
+                        run.seconds(),
+                        crate::cli::utc(run.created)
+                    ))
+                    .small(),
+                );
                 ui.horizontal(|ui| {
-                    for (label, what) in [("config", "config"), ("resume", "resume"), ("rename", "rename"), ("delete", "delete")] {
+                    for (label, what) in [
+                        ("config", "config"),
+                        ("resume", "resume"),
+                        ("rename", "rename"),
+                        ("delete", "delete"),
+                    ] {
                         if ui.small_button(label).clicked() {
                             action = Some((run.dir.clone(), what));
                         }
@@ -516,7 +703,14 @@ impl TrainTab {
                     self.config_view = run.map(|r| (r.name(), r.config_text.clone()));
                 }
                 "resume" => self.resume(ws, &dir),
-                "rename" => self.renaming = Some((dir.clone(), dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default())),
+                "rename" => {
+                    self.renaming = Some((
+                        dir.clone(),
+                        dir.file_name()
+                            .map(|n| n.to_string_lossy().to_string())
+                            .unwrap_or_default(),
+                    ))
+                }
                 _ => self.confirm = Some(Confirm::Delete(dir)),
             }
         }
@@ -526,7 +720,12 @@ impl TrainTab {
     pub fn resume(&mut self, ws: &Workspace, dir: &Path) {
         match record::read_config(dir) {
             Ok((mut cfg, _)) => {
-                let done = self.runs.iter().find(|r| r.dir == dir).and_then(|r| r.epochs.last().map(|e| e.epoch)).unwrap_or(0);
+                let done = self
+                    .runs
+                    .iter()
+                    .find(|r| r.dir == dir)
+                    .and_then(|r| r.epochs.last().map(|e| e.epoch))
+                    .unwrap_or(0);
                 if done >= cfg.epochs {
                     cfg.epochs = (cfg.epochs * 2).max(self.cfg.epochs);
                 }
@@ -539,9 +738,12 @@ impl TrainTab {
     fn dialogs(&mut self, ctx: &egui::Context) {
         if let Some((title, text)) = &self.config_view {
             let mut open = true;
-            egui::Window::new(format!("config of {title}")).open(&mut open).default_size([520.0, 480.0]).show(ctx, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| ui.monospace(text.as_str()));
-            });
+            egui::Window::new(format!("config of {title}"))
+                .open(&mut open)
+                .default_size([520.0, 480.0])
+                .show(ctx, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| ui.monospace(text.as_str()));
+                });
             if !open {
                 self.config_view = None;
             }
@@ -562,7 +764,10 @@ impl TrainTab {
             });
             match done {
                 Some(true) => {
-                    let valid = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+                    let valid = !name.is_empty()
+                        && !name.contains(['/', '\\'])
+                        && name != "."
+                        && name != "..";
                     let to = dir.with_file_name(name.as_str());
                     let (from, name) = (dir.clone(), name.clone());
                     self.renaming = None;
@@ -572,10 +777,13 @@ impl TrainTab {
                             if to.exists() {
                                 return Err(format!("{} already exists", to.display()));
                             }
-                            std::fs::rename(&from, &to).map(|_| format!("renamed to {name}")).map_err(|e| format!("cannot rename {}: {e}", from.display()))
+                            std::fs::rename(&from, &to)
+                                .map(|_| format!("renamed to {name}"))
+                                .map_err(|e| format!("cannot rename {}: {e}", from.display()))
                         });
                     } else {
-                        self.message = Some(Err("a run name cannot be empty or contain a slash".into()));
+                        self.message =
+                            Some(Err("a run name cannot be empty or contain a slash".into()));
                     }
                 }
                 Some(false) => self.renaming = None,
@@ -587,7 +795,10 @@ impl TrainTab {
                 let dir = dir.clone();
                 let mut done = None;
                 egui::Modal::new(egui::Id::unique("delete-run")).show(ctx, |ui| {
-                    ui.label(format!("Delete the run {} with its checkpoints? This cannot be undone.", dir.file_name().unwrap_or_default().to_string_lossy()));
+                    ui.label(format!(
+                        "Delete the run {} with its checkpoints? This cannot be undone.",
+                        dir.file_name().unwrap_or_default().to_string_lossy()
+                    ));
                     ui.horizontal(|ui| {
                         if ui.button("Delete").clicked() {
                             done = Some(true);
@@ -599,12 +810,18 @@ impl TrainTab {
                 });
                 if let Some(yes) = done {
                     self.confirm = None;
-                    let running_here = self.live.as_ref().is_some_and(|l| l.running() && l.run_dir.as_deref() == Some(dir.as_path()));
+                    let running_here = self.live.as_ref().is_some_and(|l| {
+                        l.running() && l.run_dir.as_deref() == Some(dir.as_path())
+                    });
                     if yes && running_here {
                         self.message = Some(Err("stop the run before deleting it".into()));
                     } else if yes {
                         self.overlay.remove(&dir);
-                        self.in_background(ctx, move || std::fs::remove_dir_all(&dir).map(|_| "run deleted".to_string()).map_err(|e| format!("cannot delete {}: {e}", dir.display())));
+                        self.in_background(ctx, move || {
+                            std::fs::remove_dir_all(&dir)
+                                .map(|_| "run deleted".to_string())
+                                .map_err(|e| format!("cannot delete {}: {e}", dir.display()))
+                        });
                     }
                 }
             }
@@ -635,13 +852,19 @@ impl TrainTab {
 
     /// Runs a file operation off the UI thread; its message shows when done, then the list is
     /// read again.
-    fn in_background(&mut self, ctx: &egui::Context, job: impl FnOnce() -> Result<String, String> + Send + 'static) {
+    fn in_background(
+        &mut self,
+        ctx: &egui::Context,
+        job: impl FnOnce() -> Result<String, String> + Send + 'static,
+    ) {
         let (tx, rx) = mpsc::channel();
         let ctx = ctx.clone();
-        let _ = std::thread::Builder::new().name("loupe-runs-edit".into()).spawn(move || {
-            let _ = tx.send(job());
-            ctx.request_repaint();
-        });
+        let _ = std::thread::Builder::new()
+            .name("loupe-runs-edit".into())
+            .spawn(move || {
+                let _ = tx.send(job());
+                ctx.request_repaint();
+            });
         self.fs_rx = Some(rx);
     }
 
@@ -658,13 +881,24 @@ impl TrainTab {
                 ui.separator();
                 if live.running() {
                     let (e, s, n) = live.at;
-                    let eta = live.eta().map_or(String::new(), |t| format!(" · ETA {}", fmt_secs(t)));
-                    let gpu = live.gpu_memory.as_ref().map_or(String::new(), |m| format!(" · {m}"));
-                    ui.label(format!("epoch {e}/{} · step {s}/{n} · {:.0} img/s{eta} · {}{gpu}", live.total_epochs, live.images_per_s, live.device));
+                    let eta = live
+                        .eta()
+                        .map_or(String::new(), |t| format!(" · ETA {}", fmt_secs(t)));
+                    let gpu = live
+                        .gpu_memory
+                        .as_ref()
+                        .map_or(String::new(), |m| format!(" · {m}"));
+                    ui.label(format!(
+                        "epoch {e}/{} · step {s}/{n} · {:.0} img/s{eta} · {}{gpu}",
+                        live.total_epochs, live.images_per_s, live.device
+                    ));
                 } else if let Some(o) = &live.outcome {
                     match o {
                         Ok(t) => ui.label(t.as_str()),
-                        Err(e) => ui.colored_label(ui.visuals().error_fg_color, format!("the run failed: {e}")),
+                        Err(e) => ui.colored_label(
+                            ui.visuals().error_fg_color,
+                            format!("the run failed: {e}"),
+                        ),
                     };
                 }
             }
@@ -676,41 +910,138 @@ impl TrainTab {
         }
         let log = self.log_scale;
         let y = |v: f64| if log { v.max(1e-12).log10() } else { v };
-        let overlay: Vec<&RunSummary> = self.runs.iter().filter(|r| self.overlay.contains(&r.dir)).collect();
+        let overlay: Vec<&RunSummary> = self
+            .runs
+            .iter()
+            .filter(|r| self.overlay.contains(&r.dir))
+            .collect();
         let half = (ui.available_height() - 30.0) / 2.0;
-        let fmt_y = move |mark: egui_plot::GridMark, _r: &std::ops::RangeInclusive<f64>| if log { format!("{:.3}", 10f64.powf(mark.value)) } else { format!("{:.3}", mark.value) };
+        let fmt_y = move |mark: egui_plot::GridMark, _r: &std::ops::RangeInclusive<f64>| {
+            if log {
+                format!("{:.3}", 10f64.powf(mark.value))
+            } else {
+                format!("{:.3}", mark.value)
+            }
+        };
         ui.columns(2, |cols| {
-            Plot::new("loss").height(half).legend(Legend::default()).x_axis_label("epoch").y_axis_formatter(fmt_y).show(&mut cols[0], |p| {
+            Plot::new("loss")
+                .height(half)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .y_axis_formatter(fmt_y)
+                .show(&mut cols[0], |p| {
+                    if let Some(live) = &self.live {
+                        p.line(
+                            Line::new(
+                                "training loss",
+                                PlotPoints::from_iter(live.steps.iter().map(|&(x, v)| [x, y(v)])),
+                            )
+                            .color(egui::Color32::from_gray(110)),
+                        );
+                        p.line(
+                            Line::new(
+                                "training loss (smoothed)",
+                                PlotPoints::from_iter(
+                                    smooth(&live.steps, self.smoothing)
+                                        .into_iter()
+                                        .map(|(x, v)| [x, y(v)]),
+                                ),
+                            )
+                            .width(2.0),
+                        );
+                        p.line(
+                            Line::new(
+                                "validation loss",
+                                PlotPoints::from_iter(
+                                    live.epochs.iter().map(|m| [m.epoch as f64, y(m.val_loss)]),
+                                ),
+                            )
+                            .width(2.0),
+                        );
+                    }
+                    for r in &overlay {
+                        let steps = by_epoch(&r.steps, |s| s.loss);
+                        p.line(Line::new(
+                            format!("{} (smoothed)", r.name()),
+                            PlotPoints::from_iter(
+                                smooth(&steps, self.smoothing)
+                                    .into_iter()
+                                    .map(|(x, v)| [x, y(v)]),
+                            ),
+                        ));
+                        p.line(Line::new(
+                            format!("{} validation", r.name()),
+                            PlotPoints::from_iter(
+                                r.epochs.iter().map(|m| [m.epoch as f64, y(m.val_loss)]),
+                            ),
+                        ));
+                    }
+                });
+            Plot::new("scores")
+                .height(half)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .include_y(0.0)
+                .include_y(1.0)
+                .show(&mut cols[1], |p| {
+                    if let Some(live) = &self.live {
+                        p.line(
+                            Line::new(
+                                "accuracy",
+                                PlotPoints::from_iter(
+                                    live.epochs.iter().map(|m| [m.epoch as f64, m.accuracy]),
+                                ),
+                            )
+                            .width(2.0),
+                        );
+                        p.line(
+                            Line::new(
+                                "macro-F1",
+                                PlotPoints::from_iter(
+                                    live.epochs.iter().map(|m| [m.epoch as f64, m.macro_f1]),
+                                ),
+                            )
+                            .width(2.0),
+                        );
+                    }
+                    for r in &overlay {
+                        p.line(Line::new(
+                            format!("{} macro-F1", r.name()),
+                            PlotPoints::from_iter(
+                                r.epochs.iter().map(|m| [m.epoch as f64, m.macro_f1]),
+                            ),
+                        ));
+                        p.line(Line::new(
+                            format!("{} accuracy", r.name()),
+                            PlotPoints::from_iter(
+                                r.epochs.iter().map(|m| [m.epoch as f64, m.accuracy]),
+                            ),
+                        ));
+                    }
+                });
+        });
+        Plot::new("lr")
+            .height(half.min(160.0))
+            .legend(Legend::default())
+            .x_axis_label("epoch")
+            .show(ui, |p| {
                 if let Some(live) = &self.live {
-                    p.line(Line::new("training loss", PlotPoints::from_iter(live.steps.iter().map(|&(x, v)| [x, y(v)]))).color(egui::Color32::from_gray(110)));
-                    p.line(Line::new("training loss (smoothed)", PlotPoints::from_iter(smooth(&live.steps, self.smoothing).into_iter().map(|(x, v)| [x, y(v)]))).width(2.0));
-                    p.line(Line::new("validation loss", PlotPoints::from_iter(live.epochs.iter().map(|m| [m.epoch as f64, y(m.val_loss)]))).width(2.0));
+                    p.line(Line::new(
+                        "learning rate",
+                        PlotPoints::from_iter(live.lrs.iter().map(|&(x, v)| [x, v])),
+                    ));
                 }
                 for r in &overlay {
-                    let steps = by_epoch(&r.steps, |s| s.loss);
-                    p.line(Line::new(format!("{} (smoothed)", r.name()), PlotPoints::from_iter(smooth(&steps, self.smoothing).into_iter().map(|(x, v)| [x, y(v)]))));
-                    p.line(Line::new(format!("{} validation", r.name()), PlotPoints::from_iter(r.epochs.iter().map(|m| [m.epoch as f64, y(m.val_loss)]))));
+                    p.line(Line::new(
+                        format!("{} learning rate", r.name()),
+                        PlotPoints::from_iter(
+                            by_epoch(&r.steps, |s| s.lr)
+                                .into_iter()
+                                .map(|(x, v)| [x, v]),
+                        ),
+                    ));
                 }
             });
-            Plot::new("scores").height(half).legend(Legend::default()).x_axis_label("epoch").include_y(0.0).include_y(1.0).show(&mut cols[1], |p| {
-                if let Some(live) = &self.live {
-                    p.line(Line::new("accuracy", PlotPoints::from_iter(live.epochs.iter().map(|m| [m.epoch as f64, m.accuracy]))).width(2.0));
-                    p.line(Line::new("macro-F1", PlotPoints::from_iter(live.epochs.iter().map(|m| [m.epoch as f64, m.macro_f1]))).width(2.0));
-                }
-                for r in &overlay {
-                    p.line(Line::new(format!("{} macro-F1", r.name()), PlotPoints::from_iter(r.epochs.iter().map(|m| [m.epoch as f64, m.macro_f1]))));
-                    p.line(Line::new(format!("{} accuracy", r.name()), PlotPoints::from_iter(r.epochs.iter().map(|m| [m.epoch as f64, m.accuracy]))));
-                }
-            });
-        });
-        Plot::new("lr").height(half.min(160.0)).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
-            if let Some(live) = &self.live {
-                p.line(Line::new("learning rate", PlotPoints::from_iter(live.lrs.iter().map(|&(x, v)| [x, v]))));
-            }
-            for r in &overlay {
-                p.line(Line::new(format!("{} learning rate", r.name()), PlotPoints::from_iter(by_epoch(&r.steps, |s| s.lr).into_iter().map(|(x, v)| [x, v]))));
-            }
-        });
     }
 }
 
@@ -729,7 +1060,9 @@ mod tests {
 
     #[test]
     fn debiased_smoothing_starts_at_the_first_value_and_follows_a_step() {
-        let values: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, if i < 25 { 2.0 } else { 1.0 })).collect();
+        let values: Vec<(f64, f64)> = (0..50)
+            .map(|i| (i as f64, if i < 25 { 2.0 } else { 1.0 }))
+            .collect();
         let s = smooth(&values, 0.9);
         assert_eq!(s[0].1, 2.0, "no pull towards zero at the start");
         assert!((s[24].1 - 2.0).abs() < 1e-12);
@@ -741,8 +1074,17 @@ mod tests {
 
     #[test]
     fn steps_from_disk_spread_evenly_over_their_epoch() {
-        let st = |epoch, step| StepPoint { step, epoch, loss: step as f64, lr: 0.1, images_per_s: 1.0 };
-        let pts = by_epoch(&[st(1, 1), st(1, 2), st(2, 3), st(2, 4), st(2, 5), st(2, 6)], |s| s.loss);
+        let st = |epoch, step| StepPoint {
+            step,
+            epoch,
+            loss: step as f64,
+            lr: 0.1,
+            images_per_s: 1.0,
+        };
+        let pts = by_epoch(
+            &[st(1, 1), st(1, 2), st(2, 3), st(2, 4), st(2, 5), st(2, 6)],
+            |s| s.loss,
+        );
         let xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
         assert_eq!(xs, vec![0.5, 1.0, 1.25, 1.5, 1.75, 2.0]);
     }

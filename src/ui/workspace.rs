@@ -23,10 +23,19 @@ pub struct Flags {
 
 #[derive(Debug, Clone)]
 pub enum LabelCmd {
-    Relabel { paths: Vec<String>, class: String },
-    Exclude { paths: Vec<String>, excluded: bool },
+    Relabel {
+        paths: Vec<String>,
+        class: String,
+    },
+    Exclude {
+        paths: Vec<String>,
+        excluded: bool,
+    },
     /// Reviewed and kept as labelled.
-    Check { paths: Vec<String>, checked: bool },
+    Check {
+        paths: Vec<String>,
+        checked: bool,
+    },
     AddClass(String),
     Revert(String),
     Undo,
@@ -53,7 +62,12 @@ pub struct HistoryView {
 pub enum LabelReply {
     /// `summary` is the new statistics and class list, computed on the worker: at 100,000
     /// images that takes a noticeable fraction of a second, which the UI thread must not spend.
-    Done { message: String, changed: Vec<SampleNow>, history: HistoryView, summary: Box<(Stats, Vec<String>)> },
+    Done {
+        message: String,
+        changed: Vec<SampleNow>,
+        history: HistoryView,
+        summary: Box<(Stats, Vec<String>)>,
+    },
     Failed(String),
 }
 
@@ -86,10 +100,20 @@ impl Workspace {
     /// Builds the mirror from an opened store and moves the store to its worker thread.
     /// `on_reply` is called on the worker after each answer (a repaint request). Takes a
     /// fraction of a second on 100,000 images: call it off the UI thread (the loader does).
-    pub fn new(dataset: Dataset, hashes: Vec<Option<[u8; 32]>>, store: LabelStore, on_reply: impl Fn() + Send + 'static) -> Self {
+    pub fn new(
+        dataset: Dataset,
+        hashes: Vec<Option<[u8; 32]>>,
+        store: LabelStore,
+        on_reply: impl Fn() + Send + 'static,
+    ) -> Self {
         let dataset = Arc::new(dataset);
         let hashes = Arc::new(hashes);
-        let index: HashMap<String, usize> = dataset.samples.iter().enumerate().map(|(i, s)| (path_str(&s.path), i)).collect();
+        let index: HashMap<String, usize> = dataset
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (path_str(&s.path), i))
+            .collect();
         let mut labels: Vec<String> = dataset.samples.iter().map(|s| s.label.clone()).collect();
         let mut flags = vec![Flags::default(); dataset.samples.len()];
         for (path, _) in store.edited_states() {
@@ -100,12 +124,21 @@ impl Workspace {
         }
         let store_dir = store.dir().to_path_buf();
         let mut notes = store.warnings.clone();
-        notes.insert(0, format!("label edits are saved in {}", store.dir().display()));
+        notes.insert(
+            0,
+            format!("label edits are saved in {}", store.dir().display()),
+        );
         let history = history_of(&store);
         let (stats, classes) = summarize(&dataset, &hashes, &labels, &flags, &history.new_classes);
         let (tx, worker_rx) = mpsc::channel();
         let (worker_tx, rx) = mpsc::channel();
-        let mirror = Mirror { dataset: dataset.clone(), hashes, index: index.clone(), labels: labels.clone(), flags: flags.clone() };
+        let mirror = Mirror {
+            dataset: dataset.clone(),
+            hashes,
+            index: index.clone(),
+            labels: labels.clone(),
+            flags: flags.clone(),
+        };
         let worker = std::thread::Builder::new()
             .name("loupe-labels".into())
             .spawn(move || label_worker(store, mirror, worker_rx, worker_tx, on_reply))
@@ -142,7 +175,12 @@ impl Workspace {
         while let Ok(reply) = self.rx.try_recv() {
             self.pending = self.pending.saturating_sub(1);
             match reply {
-                LabelReply::Done { message, changed, history, summary } => {
+                LabelReply::Done {
+                    message,
+                    changed,
+                    history,
+                    summary,
+                } => {
                     for c in changed {
                         if let Some(&i) = self.index.get(&c.path) {
                             self.labels[i] = c.label;
@@ -162,7 +200,12 @@ impl Workspace {
 
     /// The dataset as training should see it now: current labels, excluded samples left out,
     /// every known class. Copies the sample list: call it off the UI thread on large datasets.
-    pub fn effective(dataset: &Dataset, labels: &[String], flags: &[Flags], classes: &[String]) -> Dataset {
+    pub fn effective(
+        dataset: &Dataset,
+        labels: &[String],
+        flags: &[Flags],
+        classes: &[String],
+    ) -> Dataset {
         let mut out = dataset.clone_without_samples();
         out.classes = classes.to_vec();
         out.samples = dataset
@@ -200,8 +243,17 @@ impl Drop for Workspace {
 }
 
 /// Statistics and the class list of the dataset as edited (excluded samples left out). No I/O.
-fn summarize(ds: &Dataset, hashes: &[Option<[u8; 32]>], labels: &[String], flags: &[Flags], new_classes: &[String]) -> (Stats, Vec<String>) {
-    let mut eff = Dataset { samples: Vec::with_capacity(ds.samples.len()), ..ds.clone_without_samples() };
+fn summarize(
+    ds: &Dataset,
+    hashes: &[Option<[u8; 32]>],
+    labels: &[String],
+    flags: &[Flags],
+    new_classes: &[String],
+) -> (Stats, Vec<String>) {
+    let mut eff = Dataset {
+        samples: Vec::with_capacity(ds.samples.len()),
+        ..ds.clone_without_samples()
+    };
     let mut kept_hashes = Vec::with_capacity(ds.samples.len());
     for (i, s) in ds.samples.iter().enumerate() {
         if flags[i].excluded {
@@ -221,7 +273,10 @@ fn summarize(ds: &Dataset, hashes: &[Option<[u8; 32]>], labels: &[String], flags
     classes.sort();
     classes.dedup();
     eff.classes = classes.clone();
-    (stats::compute_with_hashes(&eff, Some(&kept_hashes)), classes)
+    (
+        stats::compute_with_hashes(&eff, Some(&kept_hashes)),
+        classes,
+    )
 }
 
 /// The worker's own copy of the per-sample state, patched like the UI's, for `summarize`.
@@ -235,7 +290,12 @@ struct Mirror {
 
 fn flags_of(store: &LabelStore, path: &str) -> Flags {
     let st = store.sample_state(path);
-    Flags { edited: store.is_edited(path), excluded: st.excluded, unsure: st.unsure, checked: st.checked }
+    Flags {
+        edited: store.is_edited(path),
+        excluded: st.excluded,
+        unsure: st.unsure,
+        checked: st.checked,
+    }
 }
 
 fn history_of(store: &LabelStore) -> HistoryView {
@@ -247,20 +307,36 @@ fn history_of(store: &LabelStore) -> HistoryView {
     }
 }
 
-fn label_worker(mut store: LabelStore, mut m: Mirror, rx: Receiver<LabelCmd>, tx: Sender<LabelReply>, on_reply: impl Fn()) {
+fn label_worker(
+    mut store: LabelStore,
+    mut m: Mirror,
+    rx: Receiver<LabelCmd>,
+    tx: Sender<LabelReply>,
+    on_reply: impl Fn(),
+) {
     for cmd in rx {
         let result = match &cmd {
             LabelCmd::Relabel { paths, class } => {
-                let changes: Vec<(String, String)> = paths.iter().map(|p| (p.clone(), class.clone())).collect();
-                store.relabel(&changes, &format!("relabel {} to {class}", plural(paths.len()))).map(|s| (s, "relabelled"))
+                let changes: Vec<(String, String)> =
+                    paths.iter().map(|p| (p.clone(), class.clone())).collect();
+                store
+                    .relabel(
+                        &changes,
+                        &format!("relabel {} to {class}", plural(paths.len())),
+                    )
+                    .map(|s| (s, "relabelled"))
             }
             LabelCmd::Exclude { paths, excluded } => {
                 let what = if *excluded { "exclude" } else { "include" };
-                store.set_excluded(paths, *excluded, &format!("{what} {}", plural(paths.len()))).map(|s| (s, "done"))
+                store
+                    .set_excluded(paths, *excluded, &format!("{what} {}", plural(paths.len())))
+                    .map(|s| (s, "done"))
             }
             LabelCmd::Check { paths, checked } => {
                 let what = if *checked { "keep" } else { "uncheck" };
-                store.set_checked(paths, *checked, &format!("{what} {}", plural(paths.len()))).map(|s| (s, "kept as labelled"))
+                store
+                    .set_checked(paths, *checked, &format!("{what} {}", plural(paths.len())))
+                    .map(|s| (s, "kept as labelled"))
             }
             LabelCmd::AddClass(c) => store.add_class(c).map(|s| (s, "class added")),
             LabelCmd::Revert(p) => store.revert(p).map(|s| (s, "reverted")),
@@ -270,12 +346,22 @@ fn label_worker(mut store: LabelStore, mut m: Mirror, rx: Receiver<LabelCmd>, tx
         let reply = match result {
             Ok((step, verb)) => {
                 let (message, paths) = match &step {
-                    Some(s) => (format!("{verb}: {}", s.note), s.edits.iter().map(|e| e.path().to_string()).collect::<Vec<_>>()),
+                    Some(s) => (
+                        format!("{verb}: {}", s.note),
+                        s.edits
+                            .iter()
+                            .map(|e| e.path().to_string())
+                            .collect::<Vec<_>>(),
+                    ),
                     None => ("nothing to change".to_string(), Vec::new()),
                 };
                 let changed: Vec<SampleNow> = paths
                     .into_iter()
-                    .map(|p| SampleNow { label: store.label(&p).unwrap_or_default().to_string(), flags: flags_of(&store, &p), path: p })
+                    .map(|p| SampleNow {
+                        label: store.label(&p).unwrap_or_default().to_string(),
+                        flags: flags_of(&store, &p),
+                        path: p,
+                    })
                     .collect();
                 for c in &changed {
                     if let Some(&i) = m.index.get(&c.path) {
@@ -284,8 +370,19 @@ fn label_worker(mut store: LabelStore, mut m: Mirror, rx: Receiver<LabelCmd>, tx
                     }
                 }
                 let history = history_of(&store);
-                let summary = Box::new(summarize(&m.dataset, &m.hashes, &m.labels, &m.flags, &history.new_classes));
-                LabelReply::Done { message, changed, history, summary }
+                let summary = Box::new(summarize(
+                    &m.dataset,
+                    &m.hashes,
+                    &m.labels,
+                    &m.flags,
+                    &history.new_classes,
+                ));
+                LabelReply::Done {
+                    message,
+                    changed,
+                    history,
+                    summary,
+                }
             }
             Err(e) => LabelReply::Failed(e.to_string()),
         };

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use image::{ImageBuffer, Luma, Rgb, Rgba, RgbImage};
+use image::{ImageBuffer, Luma, Rgb, RgbImage, Rgba};
 
 /// A deterministic, non-flat picture, so that JPEG and PNG produce realistic streams.
 pub fn pattern(w: u32, h: u32, seed: u8) -> RgbImage {
@@ -17,12 +17,16 @@ pub fn pattern(w: u32, h: u32, seed: u8) -> RgbImage {
 
 pub fn write_png(path: &Path, w: u32, h: u32, seed: u8) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    pattern(w, h, seed).save_with_format(path, image::ImageFormat::Png).unwrap();
+    pattern(w, h, seed)
+        .save_with_format(path, image::ImageFormat::Png)
+        .unwrap();
 }
 
 pub fn write_jpeg(path: &Path, w: u32, h: u32, seed: u8) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    pattern(w, h, seed).save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+    pattern(w, h, seed)
+        .save_with_format(path, image::ImageFormat::Jpeg)
+        .unwrap();
 }
 
 fn jpeg_bytes(w: u16, h: u16, seed: u8, exif_orientation: Option<u16>) -> Vec<u8> {
@@ -36,7 +40,8 @@ fn jpeg_bytes(w: u16, h: u16, seed: u8, exif_orientation: Option<u16>) -> Vec<u8
         exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         enc.add_app_segment(1, exif).unwrap();
     }
-    enc.encode(img.as_raw(), w, h, jpeg_encoder::ColorType::Rgb).unwrap();
+    enc.encode(img.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
     out
 }
 
@@ -47,9 +52,13 @@ pub fn write_exif_rotated_jpeg(path: &Path, w: u16, h: u16) {
 }
 
 pub fn write_cmyk_jpeg(path: &Path, w: u16, h: u16) {
-    let data: Vec<u8> = (0..u32::from(w) * u32::from(h)).flat_map(|i| [(i % 200) as u8, 40, 90, 10]).collect();
+    let data: Vec<u8> = (0..u32::from(w) * u32::from(h))
+        .flat_map(|i| [(i % 200) as u8, 40, 90, 10])
+        .collect();
     let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 90).encode(&data, w, h, jpeg_encoder::ColorType::Cmyk).unwrap();
+    jpeg_encoder::Encoder::new(&mut out, 90)
+        .encode(&data, w, h, jpeg_encoder::ColorType::Cmyk)
+        .unwrap();
     fs::write(path, out).unwrap();
 }
 
@@ -72,7 +81,11 @@ pub fn write_png_header_only(path: &Path, w: u32, h: u32) {
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
     png_chunk(&mut out, b"IHDR", &ihdr);
-    png_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    png_chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
     png_chunk(&mut out, b"IEND", &[]);
     fs::write(path, out).unwrap();
 }
@@ -99,12 +112,22 @@ pub fn bad_collection(root: &Path) -> Expect {
     ImageBuffer::from_fn(17, 9, |x, y| Rgb([x as u16 * 3000, y as u16 * 7000, 65535]))
         .save(p("dogs/sixteen_bit.png"))
         .unwrap();
-    ImageBuffer::from_fn(12, 12, |x, _| Rgba([200u8, 10, 10, (x * 20) as u8])).save(p("dogs/rgba.png")).unwrap();
-    image::DynamicImage::ImageRgb8(pattern(10, 10, 4)).save_with_format(p("dogs/palette.gif"), image::ImageFormat::Gif).unwrap();
-    image::DynamicImage::ImageRgb8(pattern(24, 24, 5)).save_with_format(p("dogs/lossless.webp"), image::ImageFormat::WebP).unwrap();
+    ImageBuffer::from_fn(12, 12, |x, _| Rgba([200u8, 10, 10, (x * 20) as u8]))
+        .save(p("dogs/rgba.png"))
+        .unwrap();
+    image::DynamicImage::ImageRgb8(pattern(10, 10, 4))
+        .save_with_format(p("dogs/palette.gif"), image::ImageFormat::Gif)
+        .unwrap();
+    image::DynamicImage::ImageRgb8(pattern(24, 24, 5))
+        .save_with_format(p("dogs/lossless.webp"), image::ImageFormat::WebP)
+        .unwrap();
     write_exif_rotated_jpeg(&p("dogs/rotated.jpg"), 40, 20);
-    ImageBuffer::from_pixel(1, 1, Luma([7u8])).save(p("dogs/one.png")).unwrap();
-    ImageBuffer::from_pixel(1, 4000, Luma([7u8])).save(p("dogs/strip.png")).unwrap();
+    ImageBuffer::from_pixel(1, 1, Luma([7u8]))
+        .save(p("dogs/one.png"))
+        .unwrap();
+    ImageBuffer::from_pixel(1, 4000, Luma([7u8]))
+        .save(p("dogs/strip.png"))
+        .unwrap();
     fs::write(p("dogs/actually_jpeg.png"), jpeg_bytes(16, 16, 9, None)).unwrap();
     write_jpeg(&p("고양이/한국어 이름.jpg"), 16, 16, 6);
     write_png(&p("cats/with spaces é.png"), 8, 8, 7);
@@ -157,7 +180,12 @@ pub fn bad_collection(root: &Path) -> Expect {
             ("dogs/broken_link.jpg", "broken-link"),
             ("cats/loop", "symlink-loop"),
         ],
-        ignored: vec!["cats/Thumbs.db", "dogs/.DS_Store", "cats/ok.jpg.json", "README.txt"],
+        ignored: vec![
+            "cats/Thumbs.db",
+            "dogs/.DS_Store",
+            "cats/ok.jpg.json",
+            "README.txt",
+        ],
         classes: vec!["cats", "dogs", "empty_class", "고양이"],
     }
 }
@@ -166,9 +194,16 @@ pub fn bad_collection(root: &Path) -> Expect {
 /// three ImageNet photos, one class per photo; variant 7 of each is filed under the next class.
 pub fn planted_photos(root: &Path) -> Vec<(String, &'static str)> {
     let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join(".testdata/imagenet20");
-    assert!(photos.join(".complete").exists(), "run scripts/bootstrap.sh test first (fetches the photos)");
+    assert!(
+        photos.join(".complete").exists(),
+        "run scripts/bootstrap.sh test first (fetches the photos)"
+    );
     let names = ["dog", "bus", "fruit"];
-    let files = ["imagenet_00_243.jpg", "imagenet_01_559.jpg", "imagenet_02_438.jpg"];
+    let files = [
+        "imagenet_00_243.jpg",
+        "imagenet_01_559.jpg",
+        "imagenet_02_438.jpg",
+    ];
     let mut planted = Vec::new();
     for (c, file) in files.iter().enumerate() {
         let img = image::open(photos.join(file)).unwrap().to_rgb8();
@@ -184,7 +219,9 @@ pub fn planted_photos(root: &Path) -> Vec<(String, &'static str)> {
             let folder = if k == 7 { names[(c + 1) % 3] } else { names[c] };
             std::fs::create_dir_all(root.join(folder)).unwrap();
             let rel = format!("{folder}/{}_{k:02}.jpg", names[c]);
-            image::imageops::resize(&v, 96, 96, image::imageops::FilterType::Triangle).save(root.join(&rel)).unwrap();
+            image::imageops::resize(&v, 96, 96, image::imageops::FilterType::Triangle)
+                .save(root.join(&rel))
+                .unwrap();
             if k == 7 {
                 planted.push((rel, names[c]));
             }
