@@ -1,4 +1,5 @@
-//! `loupe`: argument parsing and dispatch only.
+//! `loupe`: argument parsing and dispatch only. Links no libtorch: networks run in the
+//! `loupe-engine` process (see `loupe::train::client`).
 
 use std::process::ExitCode;
 
@@ -7,11 +8,6 @@ use loupe::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let _ = loupe::ui::PROCESS_START.set(std::time::Instant::now());
-    // libtorch logs a deprecation warning on every autocast call; keep its logger to errors.
-    // Set before anything asks libtorch for work (its logger reads the variable lazily).
-    if std::env::var_os("TORCH_CPP_LOG_LEVEL").is_none() {
-        std::env::set_var("TORCH_CPP_LOG_LEVEL", "ERROR");
-    }
     let args = Cli::parse();
     let result = match args.command {
         Some(command) => cli::run(command),

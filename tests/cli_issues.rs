@@ -3,17 +3,11 @@
 
 mod common;
 
+use common::loupe;
+
 use std::path::Path;
-use std::process::Command;
 
 use image::{ImageBuffer, Rgb};
-
-fn loupe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 const CLASSES: [(&str, [u8; 3]); 3] = [
     ("blue", [40, 40, 200]),
@@ -188,7 +182,7 @@ fn cross_validated_embeddings_find_the_planted_flips_and_are_cached() {
     assert_planted_on_top(&first, &planted);
     assert!(first.len() <= 6, "{first:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("fold 5/5"), "{stderr}");
+    assert!(stderr.contains("cross-validation folds 5/5"), "{stderr}");
     // The second run embeds nothing: the cache answers (same ranking).
     assert!(data
         .join(".loupe/issues/embeddings/efficientnet-lite0-96.emb")

@@ -2,14 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn loupe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::loupe;
 
 #[test]
 fn stats_json_on_the_bad_collection() {

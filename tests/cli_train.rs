@@ -2,45 +2,15 @@
 
 mod common;
 
+use common::loupe;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use image::{ImageBuffer, Rgb};
-
-fn loupe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn colour_images(root: &Path, per_class: usize, offset: u32) {
-    for (name, c) in [
-        ("blue", [40u8, 40, 200]),
-        ("green", [40, 200, 40]),
-        ("red", [200, 40, 40]),
-    ] {
-        std::fs::create_dir_all(root.join(name)).unwrap();
-        for k in 0..per_class {
-            let img = ImageBuffer::from_fn(16, 16, |x, y| {
-                let n = ((x * 31 + y * 17 + (k as u32 + offset) * 13) % 60) as u8;
-                Rgb([
-                    c[0].saturating_add(n),
-                    c[1].saturating_add(n),
-                    c[2].saturating_add(n),
-                ])
-            });
-            img.save(root.join(name).join(format!("{k:02}.png")))
-                .unwrap();
-        }
-    }
-}
 
 #[test]
 fn train_then_eval_then_predict() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    colour_images(&data, 20, 0);
+    common::colour_images(&data, 20, 0);
     let d = data.to_str().unwrap();
     let out = loupe(&[
         "train",
@@ -96,7 +66,7 @@ fn train_then_eval_then_predict() {
 
     // New images of the same classes, plus one that cannot be read.
     let fresh = dir.path().join("fresh");
-    colour_images(&fresh, 5, 100);
+    common::colour_images(&fresh, 5, 100);
     std::fs::write(fresh.join("red/garbage.png"), b"not an image").unwrap();
     let preds = dir.path().join("preds.csv");
     let out = loupe(&[
@@ -149,8 +119,8 @@ fn a_run_folder_that_is_not_one_is_a_clear_error() {
 fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let (data, val) = (dir.path().join("data"), dir.path().join("val"));
-    colour_images(&data, 12, 0);
-    colour_images(&val, 3, 50);
+    common::colour_images(&data, 12, 0);
+    common::colour_images(&val, 3, 50);
     let out = loupe(&[
         "train",
         data.to_str().unwrap(),
@@ -223,7 +193,7 @@ fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
     );
 
     // A validation folder with a class the training data lacks is refused in words.
-    colour_images(&dir.path().join("odd"), 1, 0);
+    common::colour_images(&dir.path().join("odd"), 1, 0);
     std::fs::rename(dir.path().join("odd/red"), dir.path().join("odd/purple")).unwrap();
     let out = loupe(&[
         "train",

@@ -3,41 +3,15 @@
 
 mod common;
 
+use common::ui::settle;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use egui::{Key, Modifiers};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use loupe::dataset::{self, LabelStore, Progress, Source};
 use loupe::ui::LoupeApp;
-
-fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
-    Harness::builder()
-        .with_size([1200.0, 800.0])
-        .with_context_setup(|ctx| {
-            ctx.add_font_provider(std::sync::Arc::new(
-                egui_system_font_provider::SystemFontProvider::new(),
-            ))
-        })
-        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
-}
-
-/// Steps frames until `done` holds (the app's workers run on real threads).
-fn settle(h: &mut Harness<'_, LoupeApp>, done: impl Fn(&LoupeApp) -> bool) {
-    let t = Instant::now();
-    h.step();
-    while !done(h.state()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "timed out waiting for the app"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-        h.step();
-    }
-    h.step();
-    h.step();
-}
 
 fn loaded(app: &LoupeApp) -> bool {
     !app.is_loading() && app.workspace().is_some()
@@ -51,10 +25,7 @@ fn written(app: &LoupeApp) -> bool {
 fn opened() -> (tempfile::TempDir, Harness<'static, LoupeApp>) {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut h = harness(LoupeApp::open(
-        egui::Context::default(),
-        dir.path().to_path_buf(),
-    ));
+    let mut h = common::ui::open(dir.path(), [1200.0, 800.0]);
     settle(&mut h, loaded);
     (dir, h)
 }

@@ -2,38 +2,12 @@
 
 mod common;
 
+use common::ui::settle;
+
 use std::io::Write;
-use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
 use loupe::dataset::{CsvSource, Source};
-use loupe::ui::LoupeApp;
-
-/// The app as eframe runs it: with the system font provider eframe adds (`system_fonts`).
-fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
-    Harness::builder()
-        .with_size([1000.0, 700.0])
-        .with_context_setup(|ctx| {
-            ctx.add_font_provider(std::sync::Arc::new(
-                egui_system_font_provider::SystemFontProvider::new(),
-            ))
-        })
-        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
-}
-
-fn wait_until_loaded(h: &mut Harness<'_, LoupeApp>) {
-    let t = Instant::now();
-    while h.state().is_loading() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the dataset never finished loading"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-        h.step();
-    }
-    h.step();
-}
 
 #[cfg(unix)]
 #[test]
@@ -55,7 +29,7 @@ fn frames_keep_coming_while_the_dataset_is_still_being_read() {
         label_cols: vec!["label".into()],
         group_col: None,
     });
-    let mut h = harness(LoupeApp::with_source(egui::Context::default(), source));
+    let mut h = common::ui::open_source(source, dir.path(), [1000.0, 700.0]);
     for _ in 0..5 {
         h.step();
     }
@@ -68,7 +42,7 @@ fn frames_keep_coming_while_the_dataset_is_still_being_read() {
         .unwrap()
         .write_all("path,label\nimg/0.png,first\nimg/1.png,second\nimg/2.png,second\n".as_bytes())
         .unwrap();
-    wait_until_loaded(&mut h);
+    settle(&mut h, |a| !a.is_loading());
     let ws = h.state().workspace().expect("loaded");
     assert_eq!(ws.stats.images, 3);
     h.get_by_label("first");
@@ -79,8 +53,9 @@ fn frames_keep_coming_while_the_dataset_is_still_being_read() {
 #[test]
 fn the_sample_data_shows_its_classes_and_problems() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data");
-    let mut h = harness(LoupeApp::open(egui::Context::default(), root));
-    wait_until_loaded(&mut h);
+    let cache = tempfile::tempdir().unwrap();
+    let mut h = common::ui::open_in(&root, cache.path(), [1000.0, 700.0]);
+    settle(&mut h, |a| !a.is_loading());
     h.get_by_label("1906 images");
     for class in ["people_body", "activities", "flags"] {
         h.get_by_label(class);
@@ -93,10 +68,7 @@ fn the_sample_data_shows_its_classes_and_problems() {
 
 #[test]
 fn a_missing_folder_shows_a_message_instead_of_crashing() {
-    let mut h = harness(LoupeApp::open(
-        egui::Context::default(),
-        "/no/such/dataset".into(),
-    ));
+    let mut h = common::ui::open(std::path::Path::new("/no/such/dataset"), [1000.0, 700.0]);
     h.run();
     h.get_by_label("This dataset could not be opened");
     h.get_by_label("/no/such/dataset does not exist");
@@ -109,11 +81,8 @@ fn class_names_in_korean_chinese_japanese_and_accents_have_glyphs() {
     for (i, n) in names.iter().enumerate() {
         common::write_png(&dir.path().join(n).join("x.png"), 4, 4, i as u8);
     }
-    let mut h = harness(LoupeApp::open(
-        egui::Context::default(),
-        dir.path().to_path_buf(),
-    ));
-    wait_until_loaded(&mut h);
+    let mut h = common::ui::open(dir.path(), [1000.0, 700.0]);
+    settle(&mut h, |a| !a.is_loading());
     for n in names {
         h.get_by_label(n);
         // Every character has a glyph in some installed font: no empty boxes.

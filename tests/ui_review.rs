@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::ui::{idle, settle};
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use egui::{Key, Modifiers};
 use egui_kittest::kittest::Queryable;
@@ -15,41 +16,9 @@ use loupe::quality::confident::{Method, RankBy};
 use loupe::quality::issues;
 use loupe::ui::{LoupeApp, Tab};
 
-fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
-    Harness::builder()
-        .with_size([1200.0, 800.0])
-        .with_context_setup(|ctx| {
-            ctx.add_font_provider(std::sync::Arc::new(
-                egui_system_font_provider::SystemFontProvider::new(),
-            ))
-        })
-        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
-}
-
-/// Steps frames until `done` holds (the app's workers run on real threads).
-fn settle(h: &mut Harness<'_, LoupeApp>, limit: Duration, done: impl Fn(&LoupeApp) -> bool) {
-    let t = Instant::now();
-    h.step();
-    while !done(h.state()) {
-        assert!(t.elapsed() < limit, "timed out waiting for the app");
-        std::thread::sleep(Duration::from_millis(5));
-        h.step();
-    }
-    h.step();
-    h.step();
-}
-
-/// Loaded, the last search (if any) reopened, every edit written.
-fn idle(app: &LoupeApp) -> bool {
-    !app.is_loading()
-        && app.workspace().is_some()
-        && !app.review.running()
-        && app.pending_writes() == 0
-}
-
 fn open(root: &Path) -> Harness<'static, LoupeApp> {
-    let mut h = harness(LoupeApp::open(egui::Context::default(), root.to_path_buf()));
-    settle(&mut h, Duration::from_secs(60), idle);
+    let mut h = common::ui::open(root, [1200.0, 800.0]);
+    settle(&mut h, idle);
     h
 }
 
@@ -128,38 +97,38 @@ fn queue_keys_decide_through_the_journal_and_undo() {
 
     // A accepts the suggestion.
     h.key_press(Key::A);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     assert_eq!(store(dir.path()).label(queue[0]).unwrap(), flips[0].1);
     h.get_by_label_contains("reviewed 1 / 3");
     // Space keeps the given label: checked, label unchanged.
     let second = queue[1];
     h.key_press(Key::Space);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     let st = store(dir.path());
     assert!(st.is_checked(second));
     assert_eq!(st.label(second).unwrap(), second.split('/').next().unwrap());
     // X excludes the third; the queue is done.
     let third = queue[2];
     h.key_press(Key::X);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     assert!(store(dir.path()).sample_state(third).excluded);
     h.get_by_label_contains("All suspects reviewed");
 
     // Ctrl+Z brings the third back to the queue; 1 files it under the first class instead.
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     assert!(!store(dir.path()).sample_state(third).excluded);
     h.get_by_label_contains("reviewed 2 / 3");
     h.get_by_label_contains(third);
     h.key_press(Key::Num1);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     assert_eq!(store(dir.path()).label(third).unwrap(), "cats");
     // The buttons do what the keys do: undo it, then accept with the button.
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     h.get_by_label_contains(&format!("accept {}", flips[2].1))
         .click();
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     assert_eq!(store(dir.path()).label(third).unwrap(), flips[2].1);
     h.get_by_label_contains("reviewed 3 / 3");
 }
@@ -178,7 +147,7 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
         .click();
     h.step();
     assert!(h.state().review.running());
-    settle(&mut h, Duration::from_secs(300), idle);
+    settle(&mut h, idle);
     let status = h.state().review.status.clone().unwrap_or_default();
     assert!(
         status.contains("suspected label errors among 60 images"),
@@ -208,9 +177,9 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
     let truth = planted.iter().find(|p| p.0 == queue[0]).unwrap().1;
     assert_eq!(first.suggested, truth);
     h.key_press(Key::A);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     h.key_press(Key::Space);
-    settle(&mut h, Duration::from_secs(10), idle);
+    settle(&mut h, idle);
     assert!(store(&root).is_checked(&queue[1]));
     drop(h);
 
@@ -224,7 +193,7 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
     h.state_mut().review.img_size = 96;
     h.get_by_role_and_label(egui::accesskit::Role::Button, "Find label issues")
         .click();
-    settle(&mut h, Duration::from_secs(120), idle);
+    settle(&mut h, idle);
     let again: Vec<String> = h
         .state()
         .review

@@ -4,58 +4,18 @@
 
 mod common;
 
+use common::ui::{idle, settle, shown};
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use egui::accesskit::Role;
 use egui::Key;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use loupe::dataset::{self, LabelStore, Progress, Source};
-use loupe::ui::evaluate::{self, Gallery};
+use loupe::train::{predictions, record};
+use loupe::ui::evaluate::Gallery;
 use loupe::ui::{LoupeApp, Tab};
-
-fn harness(app: LoupeApp) -> Harness<'static, LoupeApp> {
-    Harness::builder()
-        .with_size([1400.0, 900.0])
-        .with_context_setup(|ctx| {
-            ctx.add_font_provider(std::sync::Arc::new(
-                egui_system_font_provider::SystemFontProvider::new(),
-            ))
-        })
-        .build_ui_state(|ui, app: &mut LoupeApp| app.show(ui), app)
-}
-
-fn settle(h: &mut Harness<'_, LoupeApp>, limit: Duration, done: impl Fn(&LoupeApp) -> bool) {
-    let t = Instant::now();
-    h.step();
-    while !done(h.state()) {
-        assert!(t.elapsed() < limit, "timed out waiting for the app");
-        std::thread::sleep(Duration::from_millis(10));
-        h.step();
-    }
-    h.step();
-    h.step();
-}
-
-/// Steps until a widget labelled `label` is there (a modal takes a few frames to appear).
-fn shown(h: &mut Harness<'_, LoupeApp>, label: &str) {
-    for _ in 0..20 {
-        h.step();
-        if h.query_by_label(label).is_some() {
-            return;
-        }
-    }
-    panic!("{label} never appeared");
-}
-
-fn idle(app: &LoupeApp) -> bool {
-    !app.is_loading()
-        && app.workspace().is_some()
-        && !app.review.running()
-        && !app.train.loading_runs()
-        && app.pending_writes() == 0
-}
 
 /// Two visually distinct classes (dark and bright noise), 24 images each.
 fn dataset(root: &Path) {
@@ -75,11 +35,8 @@ fn dataset(root: &Path) {
 fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut h = harness(LoupeApp::open(
-        egui::Context::default(),
-        dir.path().to_path_buf(),
-    ));
-    settle(&mut h, Duration::from_secs(60), idle);
+    let mut h = common::ui::open(dir.path(), [1400.0, 900.0]);
+    settle(&mut h, idle);
     h.state_mut().tab = Tab::Train;
     h.step();
     h.get_by_label("Quick, CPU").click();
@@ -89,7 +46,7 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     h.state_mut().train.cfg.img_size = 16;
     h.state_mut().train.cfg.batch = 8;
     h.get_by_label("▶ Start").click();
-    settle(&mut h, Duration::from_secs(120), |a| {
+    settle(&mut h, |a| {
         a.train.live.as_ref().is_some_and(|l| l.epochs.len() >= 2)
     });
     let live = h.state().train.live.as_ref().unwrap();
@@ -101,13 +58,11 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     assert!(live.steps.iter().all(|(x, y)| *x > 0.0 && y.is_finite()));
     h.get_by_label_contains("epoch ");
     // The runs list shows the run while it runs.
-    settle(&mut h, Duration::from_secs(30), |a| {
+    settle(&mut h, |a| {
         !a.train.runs.is_empty() && !a.train.loading_runs()
     });
     h.get_by_label("■ Stop").click();
-    settle(&mut h, Duration::from_secs(60), |a| {
-        !a.train.running() && !a.train.loading_runs()
-    });
+    settle(&mut h, |a| !a.train.running() && !a.train.loading_runs());
     let live = h.state().train.live.as_ref().unwrap();
     let outcome = live
         .outcome
@@ -126,7 +81,7 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     // Resume from the list: the run goes on in its folder, then stops again.
     let epochs_before = run.epochs.len();
     h.get_by_label("resume").click();
-    settle(&mut h, Duration::from_secs(120), |a| {
+    settle(&mut h, |a| {
         a.train
             .live
             .as_ref()
@@ -137,9 +92,7 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
         Some(&run.dir)
     );
     h.get_by_label("■ Stop").click();
-    settle(&mut h, Duration::from_secs(60), |a| {
-        !a.train.running() && !a.train.loading_runs()
-    });
+    settle(&mut h, |a| !a.train.running() && !a.train.loading_runs());
     assert_eq!(
         h.state().train.runs.len(),
         1,
@@ -153,8 +106,9 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     h.state_mut()
         .evaluate
         .select(&egui::Context::default(), run.dir.clone());
-    settle(&mut h, Duration::from_secs(30), |a| !a.evaluate.loading());
-    let (classes, preds) = evaluate::read_predictions(&run.dir).unwrap();
+    settle(&mut h, |a| !a.evaluate.loading());
+    let p = predictions::read_labelled(&run.dir.join(record::VAL_PREDICTIONS)).unwrap();
+    let (classes, preds) = (p.classes, p.rows);
     assert_eq!(preds.len(), 10, "20% of 48 images, stratified");
     let (t, p) = (0, 0);
     let expected: std::collections::BTreeSet<String> = preds
@@ -186,7 +140,7 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     h.get_by_label_contains(&format!("{first} [")).click();
     h.step();
     h.key_press(Key::Num2);
-    settle(&mut h, Duration::from_secs(10), |a| a.pending_writes() == 0);
+    settle(&mut h, |a| a.pending_writes() == 0);
     let ds = dataset::open(
         &Source::ImageFolder {
             root: dir.path().to_path_buf(),
@@ -237,16 +191,14 @@ fn a_bad_weights_file_is_reported_in_the_window_and_a_run_can_be_deleted() {
     dataset(&data);
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a safetensors file").unwrap();
-    let mut h = harness(LoupeApp::open(egui::Context::default(), data.clone()));
-    settle(&mut h, Duration::from_secs(60), idle);
+    let mut h = common::ui::open(&data, [1400.0, 900.0]);
+    settle(&mut h, idle);
     h.state_mut().tab = Tab::Train;
     h.step();
     h.state_mut().train.cfg.weights = Some(junk);
     h.state_mut().train.cfg.img_size = 16;
     h.get_by_label("▶ Start").click();
-    settle(&mut h, Duration::from_secs(60), |a| {
-        !a.train.running() && !a.train.loading_runs()
-    });
+    settle(&mut h, |a| !a.train.running() && !a.train.loading_runs());
     let outcome = h
         .state()
         .train
@@ -278,7 +230,7 @@ fn a_bad_weights_file_is_reported_in_the_window_and_a_run_can_be_deleted() {
     h.get_by_label("delete").click();
     shown(&mut h, "Delete");
     h.get_by_label("Delete").click();
-    settle(&mut h, Duration::from_secs(30), |a| {
+    settle(&mut h, |a| {
         a.train.runs.is_empty() && !a.train.loading_runs()
     });
     assert!(!runs[0].dir.exists());
@@ -298,17 +250,14 @@ fn request_close(h: &mut Harness<'_, LoupeApp>) {
 fn closing_the_window_during_a_run_asks_then_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let mut h = harness(LoupeApp::open(
-        egui::Context::default(),
-        dir.path().to_path_buf(),
-    ));
-    settle(&mut h, Duration::from_secs(60), idle);
+    let mut h = common::ui::open(dir.path(), [1400.0, 900.0]);
+    settle(&mut h, idle);
     h.state_mut().tab = Tab::Train;
     h.step();
     h.state_mut().train.cfg.epochs = 500;
     h.state_mut().train.cfg.img_size = 16;
     h.get_by_label("▶ Start").click();
-    settle(&mut h, Duration::from_secs(60), |a| {
+    settle(&mut h, |a| {
         a.train.live.as_ref().is_some_and(|l| !l.epochs.is_empty())
     });
     // Keep training: the run goes on.
@@ -318,7 +267,7 @@ fn closing_the_window_during_a_run_asks_then_stops_it() {
     h.step();
     assert!(h.state().train.running());
     let epochs = h.state().train.live.as_ref().unwrap().epochs.len();
-    settle(&mut h, Duration::from_secs(60), |a| {
+    settle(&mut h, |a| {
         a.train
             .live
             .as_ref()
@@ -328,9 +277,7 @@ fn closing_the_window_during_a_run_asks_then_stops_it() {
     request_close(&mut h);
     shown(&mut h, "Stop and close");
     h.get_by_label("Stop and close").click();
-    settle(&mut h, Duration::from_secs(60), |a| {
-        !a.train.running() && !a.train.loading_runs()
-    });
+    settle(&mut h, |a| !a.train.running() && !a.train.loading_runs());
     let outcome = h
         .state()
         .train

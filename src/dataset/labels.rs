@@ -6,12 +6,12 @@
 //! undo stays right even when another process edited the same samples in between.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::journal::{Damage, Edit, Entry, Journal, JournalError, Op};
 use super::scan::{label_parts, Dataset, Source, COMPOSITE_SEP};
-use super::stats::path_str;
+use crate::util::{path_str, write_atomic};
 
 /// A sample's edited state; absent fields mean "as in the original labels".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -273,26 +273,35 @@ impl LabelStore {
     }
 
     /// The dataset as it is after the edits: labels replaced, excluded samples left out, classes
-    /// created by edits added. What statistics, training and export see.
+    /// created by edits added. What statistics, training, label-issue searches and export see:
+    /// the one rule for "the edited dataset", whoever asks (the window, a command, the engine).
     pub fn effective(&self, ds: &Dataset) -> Dataset {
-        let mut out = ds.clone();
-        out.samples
-            .retain(|s| !self.is_excluded(&path_str(&s.path)));
-        for s in &mut out.samples {
-            if let Some(l) = self
-                .state
-                .get(&path_str(&s.path))
-                .and_then(|st| st.label.as_ref())
-            {
+        self.effective_with_origin(ds).0
+    }
+
+    /// [`Self::effective`], with the index in `ds.samples` each of its samples came from.
+    pub fn effective_with_origin(&self, ds: &Dataset) -> (Dataset, Vec<usize>) {
+        let mut out = ds.clone_without_samples();
+        let mut origin = Vec::with_capacity(ds.samples.len());
+        out.samples.reserve(ds.samples.len());
+        for (i, s) in ds.samples.iter().enumerate() {
+            let st = self.state.get(&path_str(&s.path));
+            if st.is_some_and(|st| st.excluded) {
+                continue;
+            }
+            let mut s = s.clone();
+            if let Some(l) = st.and_then(|st| st.label.as_ref()) {
                 s.label = l.clone();
                 s.parts = label_parts(l, ds.label_columns.len());
             }
+            out.samples.push(s);
+            origin.push(i);
         }
         let mut classes: BTreeSet<String> = ds.classes.iter().cloned().collect();
         classes.extend(self.new_classes.iter().cloned());
         classes.extend(out.samples.iter().map(|s| s.label.clone()));
         out.classes = classes.into_iter().collect();
-        out
+        (out, origin)
     }
 
     // ---- editing -------------------------------------------------------------------------
@@ -590,26 +599,6 @@ fn apply_edit(state: &mut BTreeMap<String, SampleState>, edit: &Edit) {
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new file, never a mix:
-/// temp file in the same folder, fsync, rename, fsync the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// The overlay folder of a dataset: `.loupe/` in the dataset folder (for a CSV dataset
 /// `.loupe/csv-<name>/`, so two CSVs in one folder keep separate edits), or, when the dataset
 /// folder is read-only, a folder in the user's data directory keyed by the dataset's path.
@@ -675,20 +664,38 @@ fn writable(dir: &Path) -> bool {
         .is_ok()
 }
 
-/// `$XDG_DATA_HOME/loupe/overlays/<folder name>-<hash of the absolute path>`.
+/// `<user data folder>/overlays/<folder name>-<hash of the absolute path>`.
 fn user_overlay_dir(ds: &Dataset) -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir);
     let abs = ds.root.canonicalize().unwrap_or_else(|_| ds.root.clone());
     let hash = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
     let name = abs
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dataset".into());
-    base.join("loupe")
+    crate::util::user_data_dir()
         .join("overlays")
         .join(format!("{name}-{}", &hash[..16]))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditedError {
+    #[error(transparent)]
+    Open(#[from] super::scan::OpenError),
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+}
+
+/// Opens the dataset at `source` as edited: its label overlay applied when it has one. A
+/// dataset never edited gets no overlay folder from this (read-only commands leave no trace).
+/// Also returns what the overlay had to recover from, for the user.
+pub fn open_edited(
+    source: &Source,
+    progress: &super::scan::Progress,
+) -> Result<(Dataset, Vec<String>), EditedError> {
+    let ds = super::scan::open(source, progress)?;
+    if !has_overlay(&ds) {
+        return Ok((ds, Vec::new()));
+    }
+    let store = LabelStore::open(&ds)?;
+    Ok((store.effective(&ds), store.warnings))
 }

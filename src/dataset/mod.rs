@@ -1,13 +1,17 @@
-//! Everything about the files on disk and their labels. Pure Rust: no egui, no tch.
+//! Everything about the files on disk and their labels: the scan, statistics, the label overlay
+//! (journal, undo) and the label service the window and the command line share (`workspace`,
+//! `loader`). Pure Rust: no egui, no tch; nothing of Loupe's above it.
 
 pub mod export;
 pub mod journal;
 pub mod labels;
+pub mod loader;
 pub mod probe;
 pub mod scan;
 pub mod stats;
+pub mod workspace;
 
-pub use labels::LabelStore;
+pub use labels::{open_edited, LabelStore};
 pub use probe::{ImageInfo, Reason};
 pub use scan::{
     open, source_for, CsvSource, Dataset, OpenError, Progress, Rejected, Sample, Source,

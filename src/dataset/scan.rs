@@ -49,6 +49,19 @@ pub fn label_parts(label: &str, columns: usize) -> Vec<String> {
 }
 
 impl Source {
+    /// The same source with absolute paths: what a run records and an engine is given, so it
+    /// means the same from any working folder.
+    pub fn absolute(&self) -> Source {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match self {
+            Source::ImageFolder { root } => Source::ImageFolder { root: abs(root) },
+            Source::Csv(c) => Source::Csv(CsvSource {
+                csv: abs(&c.csv),
+                ..c.clone()
+            }),
+        }
+    }
+
     /// The folder sample paths are relative to.
     pub fn root(&self) -> PathBuf {
         match self {
@@ -108,6 +121,18 @@ impl Dataset {
 
     pub fn abs_path(&self, rel: &Path) -> PathBuf {
         self.root.join(rel)
+    }
+
+    /// A fingerprint of the (path, label) list: two runs with the same one saw the same data.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for s in &self.samples {
+            h.update(crate::util::path_str(&s.path).as_bytes());
+            h.update(b"\t");
+            h.update(s.label.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize().to_hex().to_string()
     }
 }
 

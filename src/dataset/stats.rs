@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::scan::Dataset;
+use crate::util::path_str;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Count {
@@ -101,11 +102,6 @@ pub struct Stats {
     /// Groups of byte-identical samples (paths), largest group first.
     pub duplicates: Vec<Vec<String>>,
     pub label_conflicts: Vec<Conflict>,
-}
-
-/// Display form of a dataset-relative path: always `/`-separated.
-pub fn path_str(p: &std::path::Path) -> String {
-    p.to_string_lossy().replace('\\', "/")
 }
 
 /// Counts sorted by count, largest first, then by name.

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::confident::{self, Method, Probs, RankBy};
-use crate::dataset::stats::path_str;
 use crate::dataset::Dataset;
+use crate::util::path_str;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
@@ -118,7 +118,7 @@ pub fn write_csv(path: &Path, findings: &Findings) -> anyhow::Result<()> {
             &i.rank.to_string(),
         ])?;
     }
-    crate::dataset::labels::write_atomic(path, &w.into_inner()?)
+    crate::util::write_atomic(path, &w.into_inner()?)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
@@ -141,7 +141,7 @@ pub fn write_probs_csv(
         rec.extend(probs[r * k..(r + 1) * k].iter().map(|v| format!("{v:.6}")));
         w.write_record(&rec)?;
     }
-    crate::dataset::labels::write_atomic(path, &w.into_inner()?)
+    crate::util::write_atomic(path, &w.into_inner()?)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
@@ -219,21 +219,21 @@ pub fn save_run(
     probs: &[f32],
     findings: &Findings,
 ) -> anyhow::Result<std::path::PathBuf> {
-    let dir = crate::train::record::new_dir(issues_dir, name)?;
+    let dir = crate::util::new_dir(issues_dir, name)?;
     let config = serde_json::json!({
         "how": how,
         "method": findings.method,
         "rank_by": findings.rank_by,
-        "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": crate::train::record::fingerprint(ds) },
+        "dataset": { "root": ds.root, "source": ds.source, "images": ds.samples.len(), "fingerprint": ds.fingerprint() },
         "classes": ds.classes,
     });
-    crate::dataset::labels::write_atomic(
+    crate::util::write_atomic(
         &dir.join("config.json"),
         &serde_json::to_vec_pretty(&config)?,
     )?;
     write_probs_csv(&dir.join("pred_probs.csv"), ds, samples, probs)?;
     write_csv(&dir.join("issues.csv"), findings)?;
-    crate::dataset::labels::write_atomic(&dir.join(FINDINGS), &serde_json::to_vec(findings)?)?;
+    crate::util::write_atomic(&dir.join(FINDINGS), &serde_json::to_vec(findings)?)?;
     Ok(dir)
 }
 
@@ -258,10 +258,14 @@ pub fn latest(issues_dir: &Path) -> anyhow::Result<Option<(Findings, std::path::
     let Some((_, dir)) = newest else {
         return Ok(None);
     };
+    Ok(Some((load(&dir)?, dir)))
+}
+
+/// The findings of the search kept in `dir`.
+pub fn load(dir: &Path) -> anyhow::Result<Findings> {
     let path = dir.join(FINDINGS);
     let bytes =
         std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let findings = serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
-    Ok(Some((findings, dir)))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))
 }

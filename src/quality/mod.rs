@@ -1,8 +1,7 @@
-//! Label quality: out-of-fold predicted probabilities (cross-validation with the training
-//! engine, or a head on embeddings), then confident learning over them to rank the images whose
-//! given label is most likely wrong.
+//! Label quality, pure math and files: confident learning (as cleanlab) over out-of-fold
+//! probabilities ranks the images whose given label is most likely wrong (`confident`), and a
+//! search's findings are kept beside the dataset (`issues`). The probabilities themselves come
+//! from the engine process (`train::protocol::Job::FindIssues`).
 
 pub mod confident;
-pub mod embed;
 pub mod issues;
-pub mod oof;

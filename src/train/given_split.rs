@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::scan::normalize;
-use crate::dataset::stats::path_str;
 use crate::dataset::{self, Dataset, Source};
+use crate::util::path_str;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,15 +1,14 @@
-//! Everything that touches tch (libtorch). No egui here: the device probe, the model zoo and
-//! pretrained weights, the batch pipeline, the train/validation split, metrics, the training
-//! engine (a worker thread with events) and finished runs (evaluation, prediction).
+//! Training runs as the library knows them, without libtorch: what decides a run (`config`),
+//! the run folder on disk (`record`, `predictions`, `runs`), the metrics, the split and the
+//! schedule, and the engine process that does the work (`protocol`, `client`). The engine
+//! itself (`src/engine/`, the `loupe-engine` binary) is the only code that links tch.
 
-pub mod data;
-pub mod device;
-pub mod efficientnet_lite;
-pub mod engine;
+pub mod client;
+pub mod config;
 pub mod given_split;
 pub mod metrics;
-pub mod models;
-pub mod pipeline;
+pub mod predictions;
+pub mod protocol;
 pub mod record;
 pub mod runs;
 pub mod schedule;

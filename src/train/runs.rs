@@ -1,117 +1,104 @@
-//! Using a finished run: its config, classes and best checkpoint, for evaluation and prediction.
+//! The runs of a dataset as the runs list shows them: each run folder read once, on a background
+//! thread, into a [`RunSummary`].
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
+use super::record::{read_metrics, EpochMetrics, RunConfig, StepPoint, CONFIG};
 
-use super::engine::TrainConfig;
-use crate::dataset::{probe, scan::io_pool};
-
-pub struct Run {
+/// What the runs list shows of a run folder, read from its files.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
     pub dir: PathBuf,
-    pub config: TrainConfig,
-    pub classes: Vec<String>,
-    pub img_size: u32,
-    /// Validation paths of the run's split, relative to the dataset root.
-    pub val_paths: Vec<String>,
-    pub dataset_root: PathBuf,
-    /// How the dataset was opened (ImageFolder or CSV with its columns).
-    pub source: Option<crate::dataset::Source>,
-    vs: nn::VarStore,
-    net: Box<dyn ModuleT>,
+    pub record: RunConfig,
+    /// `config.json` as written, for people to read.
+    pub config_text: String,
+    pub epochs: Vec<EpochMetrics>,
+    pub steps: Vec<StepPoint>,
+    /// The run wrote its end: finished, stopped early or cancelled (`Some(cancelled)`); `None`
+    /// while it runs, or when its process died.
+    pub ended: Option<bool>,
+    /// When the folder was made (seconds since the epoch).
+    pub created: u64,
 }
 
-impl Run {
-    /// Loads `dir/config.json` and the best checkpoint (the last one when no epoch finished).
-    pub fn open(dir: &Path, device: Device) -> anyhow::Result<Run> {
-        let (config, v) = super::record::read_config(dir)?;
-        let classes: Vec<String> = serde_json::from_value(v["classes"].clone())?;
-        let img_size = v["img_size"]
-            .as_u64()
-            .unwrap_or(u64::from(config.model.default_size())) as u32;
-        let val_paths = super::record::val_paths(&v);
-        let dataset_root = PathBuf::from(v["dataset"]["root"].as_str().unwrap_or("."));
-        let source = serde_json::from_value(v["dataset"]["source"].clone()).ok();
-        let mut vs = nn::VarStore::new(device);
-        let net = config.model.build(&vs.root(), classes.len() as i64);
-        let ckpt = ["best.safetensors", "last.safetensors"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.exists());
-        let ckpt =
-            ckpt.ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet", dir.display()))?;
-        vs.load(&ckpt)
-            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", ckpt.display()))?;
-        Ok(Run {
+impl RunSummary {
+    /// Reads a run folder: its config, epochs, steps and whether it ended.
+    pub fn read(dir: &Path) -> anyhow::Result<RunSummary> {
+        let record = RunConfig::read(dir)?;
+        let metrics = read_metrics(dir)?;
+        let created = std::fs::metadata(dir)
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let config_text = std::fs::read_to_string(dir.join(CONFIG)).unwrap_or_default();
+        Ok(RunSummary {
             dir: dir.to_path_buf(),
-            config,
-            classes,
-            img_size,
-            val_paths,
-            dataset_root,
-            source,
-            vs,
-            net,
+            record,
+            config_text,
+            epochs: metrics.epochs,
+            steps: metrics.steps,
+            ended: metrics.ended,
+            created,
         })
     }
 
-    pub fn device(&self) -> Device {
-        self.vs.device()
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
     }
 
-    /// Class probabilities for each file (in order); `Err` with the reason for files that do not
-    /// decode. With `tta`, the mean over the image and its mirror.
-    pub fn predict(
-        &self,
-        files: &[PathBuf],
-        batch: usize,
-        tta: bool,
-    ) -> Vec<Result<Vec<f32>, String>> {
-        let (mean, std) = self.config.model.normalization();
-        let size = self.img_size;
-        // Decode in parallel (CPU), run the network in batches on its device.
-        let tensors: Vec<Result<Tensor, String>> = io_pool().install(|| {
-            files
-                .par_iter()
-                .map(|f| {
-                    probe::decode(f)
-                        .map(|img| super::data::eval_tensor(&img, size, mean, std))
-                        .map_err(|e| e.to_string())
-                })
-                .collect()
-        });
-        let mut out: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(files.len());
-        let ok: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].is_ok()).collect();
-        let mut probs: Vec<Option<Vec<f32>>> = vec![None; files.len()];
-        tch::no_grad(|| {
-            for chunk in ok.chunks(batch.max(1)) {
-                let xs: Vec<&Tensor> = chunk
-                    .iter()
-                    .map(|&i| tensors[i].as_ref().expect("filtered to Ok"))
-                    .collect();
-                let x = Tensor::stack(&xs, 0).to_device(self.device());
-                let mut p = self.net.forward_t(&x, false).softmax(1, Kind::Float);
-                if tta {
-                    p = (p + self
-                        .net
-                        .forward_t(&x.flip([3]), false)
-                        .softmax(1, Kind::Float))
-                        / 2.0;
-                }
-                let p = p.to_device(Device::Cpu);
-                for (r, &i) in chunk.iter().enumerate() {
-                    probs[i] = Vec::<f32>::try_from(p.get(r as i64)).ok();
-                }
-            }
-        });
-        for (i, t) in tensors.into_iter().enumerate() {
-            out.push(match t {
-                Ok(_) => probs[i].take().ok_or_else(|| "no prediction".to_string()),
-                Err(e) => Err(e),
-            });
-        }
-        out
+    /// The best epoch by the run's monitored metric.
+    pub fn best(&self) -> Option<&EpochMetrics> {
+        let m = self.record.config.monitor;
+        self.epochs
+            .iter()
+            .max_by(|a, b| m.of(a).total_cmp(&m.of(b)))
     }
+
+    pub fn seconds(&self) -> f64 {
+        self.epochs.last().map_or(0.0, |e| e.seconds)
+    }
+
+    /// Epochs finished so far.
+    pub fn done(&self) -> usize {
+        self.epochs.last().map_or(0, |e| e.epoch)
+    }
+
+    /// Whether resuming can add anything: it has a checkpoint to go on from. A run cancelled
+    /// before its first epoch ended has none worth resuming (start it again instead).
+    pub fn resumable(&self) -> bool {
+        self.done() > 0
+    }
+
+    pub fn status(&self) -> String {
+        let (done, epochs) = (self.done(), self.record.config.epochs);
+        match self.ended {
+            Some(true) if done == 0 => "cancelled before its first epoch".into(),
+            Some(true) => format!("cancelled at {done}/{epochs}"),
+            Some(false) if done < epochs => format!("stopped early at {done}/{epochs}"),
+            Some(false) => "finished".into(),
+            None => format!("running or interrupted ({done}/{epochs})"),
+        }
+    }
+}
+
+/// Every run under `runs_dir`, newest first; folders that are not runs are skipped.
+pub fn list_runs(runs_dir: &Path) -> Vec<RunSummary> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<RunSummary> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(CONFIG).is_file())
+        .filter_map(|e| RunSummary::read(&e.path()).ok())
+        .collect();
+    runs.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| b.name().cmp(&a.name()))
+    });
+    runs
 }

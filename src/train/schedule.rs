@@ -41,6 +41,11 @@ impl Monitor {
         }
     }
 
+    /// The metric of an epoch as a score (higher is better).
+    pub fn of(self, m: &super::record::EpochMetrics) -> f64 {
+        self.score(m.macro_f1, m.accuracy, m.val_loss)
+    }
+
     /// A score back in the metric's own units.
     pub fn value(self, score: f64) -> f64 {
         if self == Monitor::ValLoss {

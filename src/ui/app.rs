@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 use egui::{Color32, RichText};
 use serde::{Deserialize, Serialize};
 
-use super::browse::Browse;
-use super::distribution::{Distribution, Show};
+use super::browse::{Browse, FlagFilter};
+use super::command::{BrowseFilter, Command, Commands};
+use super::distribution::Distribution;
 use super::evaluate::Evaluate;
-use super::loading::Loader;
 use super::review::Review;
 use super::thumbs::{self, Thumbs};
 use super::train::TrainTab;
-use super::workspace::{LabelCmd, Workspace};
+use crate::dataset::loader::Loader;
+use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::dataset::{CsvSource, Source};
+use crate::train::client::Engine;
 
 /// Texture memory for thumbnails (128 px RGBA: about 4,000 of them).
 const THUMB_BUDGET: usize = 256 * 1024 * 1024;
@@ -51,6 +53,23 @@ impl Default for Settings {
             recent: Vec::new(),
             tile: 112.0,
             tab: Tab::Browse,
+        }
+    }
+}
+
+/// Where the app's helpers live: the engine binary and the thumbnail cache. Tests point both at
+/// their own, so that they never depend on the user's home.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub engine: Engine,
+    pub thumb_cache: Option<PathBuf>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            engine: Engine::locate(),
+            thumb_cache: thumbs::default_cache_dir(),
         }
     }
 }
@@ -87,7 +106,8 @@ pub struct LoupeApp {
     pub train: TrainTab,
     pub evaluate: Evaluate,
     thumbs: Option<Thumbs>,
-    cmds: Vec<LabelCmd>,
+    cmds: Commands,
+    setup: Setup,
     message: Option<(Result<String, String>, Instant)>,
     csv_setup: Option<CsvSetup>,
     picking: Option<Receiver<Option<Picked>>>,
@@ -116,19 +136,24 @@ impl LoupeApp {
     /// Opens the dataset at `path` (a folder of class folders, or a CSV: then its columns are
     /// asked for) in the background.
     pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
-        let mut app = Self::blank(path.clone());
+        Self::open_with(ctx, path, Setup::default())
+    }
+
+    /// [`Self::open`] with its own engine and thumbnail cache (tests).
+    pub fn open_with(ctx: egui::Context, path: PathBuf, setup: Setup) -> Self {
+        let mut app = Self::blank(path.clone(), setup);
         app.open_path(&ctx, path);
         app
     }
 
-    pub fn with_source(ctx: egui::Context, source: Source) -> Self {
-        let mut app = Self::blank(PathBuf::new());
+    pub fn with_source(ctx: egui::Context, source: Source, setup: Setup) -> Self {
+        let mut app = Self::blank(PathBuf::new(), setup);
         app.start(&ctx, source);
         app
     }
 
     /// No dataset yet.
-    fn blank(path: PathBuf) -> Self {
+    fn blank(path: PathBuf, setup: Setup) -> Self {
         LoupeApp {
             settings: Settings::default(),
             path,
@@ -140,7 +165,8 @@ impl LoupeApp {
             train: TrainTab::default(),
             evaluate: Evaluate::default(),
             thumbs: None,
-            cmds: Vec::new(),
+            cmds: Commands::default(),
+            setup,
             message: None,
             csv_setup: None,
             picking: None,
@@ -182,7 +208,11 @@ impl LoupeApp {
         self.browse = Browse::default();
         self.browse.tile = tile;
         // Dropping the old cache ends its workers; textures of the old dataset go with it.
-        self.thumbs = Some(Thumbs::new(ctx, thumbs::default_cache_dir(), THUMB_BUDGET));
+        self.thumbs = Some(Thumbs::new(
+            ctx,
+            self.setup.thumb_cache.clone(),
+            THUMB_BUDGET,
+        ));
     }
 
     pub fn is_loading(&self) -> bool {
@@ -214,16 +244,16 @@ impl LoupeApp {
 
     /// Label commands not yet answered by the labels worker (or not yet sent).
     pub fn pending_writes(&self) -> usize {
-        self.cmds.len() + self.workspace().map_or(0, |w| w.pending)
+        self.cmds.label_edits() + self.workspace().map_or(0, |w| w.pending)
     }
 
     fn poll(&mut self, ctx: &egui::Context) {
         if let State::Loading(loader) = &mut self.state {
             match loader.poll() {
                 Some(Ok(ws)) => {
-                    self.review = Review::default();
+                    self.review = Review::with_engine(self.setup.engine.clone());
                     self.review.reopen(ctx, &ws);
-                    self.train = TrainTab::default();
+                    self.train = TrainTab::with_engine(self.setup.engine.clone());
                     self.train.open(ctx, &ws);
                     self.evaluate = Evaluate::default();
                     self.state = State::Ready(Box::new(ws));
@@ -253,16 +283,40 @@ impl LoupeApp {
                 self.message = Some((m, Instant::now()));
             }
             // Polled here, not in its tab, so a search finishes while another tab is shown.
-            self.review.poll(ws);
+            self.review.poll(ctx, ws);
             self.train.poll(ctx, ws);
         }
     }
 
-    /// Applies the frame's commands: the one place where label edits leave the UI.
-    fn apply(&mut self) {
-        if let State::Ready(ws) = &mut self.state {
-            for cmd in self.cmds.drain(..) {
-                ws.send(cmd);
+    /// Carries out the frame's commands: the one place where label edits, runs, searches and
+    /// navigation leave the panels.
+    fn apply(&mut self, ctx: &egui::Context) {
+        let State::Ready(ws) = &mut self.state else {
+            self.cmds.take();
+            return;
+        };
+        for cmd in self.cmds.take() {
+            match cmd {
+                Command::Label(c) => ws.send(c),
+                Command::Browse(filter) => {
+                    self.browse.class_filter = None;
+                    self.browse.only = None;
+                    self.browse.flag_filter = FlagFilter::All;
+                    match filter {
+                        BrowseFilter::Class(c) => self.browse.class_filter = Some(c),
+                        BrowseFilter::Paths { title, paths } => {
+                            let set = paths.iter().filter_map(|p| ws.index_of(p)).collect();
+                            self.browse.only = Some((title, set));
+                        }
+                        BrowseFilter::Unreadable => {
+                            self.browse.flag_filter = FlagFilter::Unreadable
+                        }
+                    }
+                    self.tab = Tab::Browse;
+                }
+                Command::FindIssues => self.review.start(ctx, ws),
+                Command::CancelIssues => self.review.cancel(),
+                run => self.train.apply(ctx, ws, run),
             }
         }
     }
@@ -329,7 +383,7 @@ impl LoupeApp {
             State::Ready(ws) => self.workspace_ui(ui, ws),
         }
         self.state = state;
-        self.apply();
+        self.apply(&ctx);
         if self.first_frame.is_none() {
             self.first_frame = super::PROCESS_START.get().map(Instant::elapsed);
         }
@@ -457,7 +511,7 @@ impl LoupeApp {
                     .expect("a thumbnail cache exists while a dataset is open");
                 self.review.show(ui, ws, thumbs, &mut self.cmds);
             }
-            Tab::Train => self.train.show(ui, ws),
+            Tab::Train => self.train.show(ui, &mut self.cmds),
             Tab::Evaluate => {
                 let thumbs = self
                     .thumbs
@@ -469,24 +523,7 @@ impl LoupeApp {
                     self.browse.run_scores = self.evaluate.run_scores(ws);
                 }
             }
-            Tab::Distribution => match self.distribution.show(ui, ws) {
-                Some(Show::Class(c)) => {
-                    self.browse.class_filter = Some(c);
-                    self.browse.flag_filter = super::browse::FlagFilter::All;
-                    self.tab = Tab::Browse;
-                }
-                Some(Show::Paths { title, paths }) => {
-                    let set = paths.iter().filter_map(|p| ws.index_of(p)).collect();
-                    self.browse.only = Some((title, set));
-                    self.browse.class_filter = None;
-                    self.tab = Tab::Browse;
-                }
-                Some(Show::Unreadable) => {
-                    self.browse.flag_filter = super::browse::FlagFilter::Unreadable;
-                    self.tab = Tab::Browse;
-                }
-                None => {}
-            },
+            Tab::Distribution => self.distribution.show(ui, ws, &mut self.cmds),
         });
     }
 

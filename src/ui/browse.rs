@@ -8,8 +8,9 @@ use std::sync::mpsc::{self, Receiver};
 
 use egui::{Color32, Key, Modifiers, Rect, RichText, Sense, Stroke, TextureHandle, Vec2};
 
+use super::command::Commands;
 use super::thumbs::Thumbs;
-use super::workspace::{LabelCmd, Workspace};
+use crate::dataset::workspace::{LabelCmd, Workspace};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
@@ -146,7 +147,7 @@ impl Browse {
         ui: &mut egui::Ui,
         ws: &Workspace,
         thumbs: &mut Thumbs,
-        cmds: &mut Vec<LabelCmd>,
+        cmds: &mut Commands,
     ) {
         self.view(ws);
         self.toolbar(ui, ws);
@@ -234,7 +235,7 @@ impl Browse {
         ui.separator();
     }
 
-    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Vec<LabelCmd>) {
+    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Commands) {
         // A shortcut never fires while a text field (search, picker) has the keyboard.
         if ctx.egui_wants_keyboard_input()
             || self.picker.is_some()
@@ -354,7 +355,7 @@ impl Browse {
         }
     }
 
-    fn class_picker(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Vec<LabelCmd>) {
+    fn class_picker(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Commands) {
         let Some(mut text) = self.picker.take() else {
             return;
         };
@@ -713,7 +714,7 @@ fn unreadable_list(ui: &mut egui::Ui, ws: &Workspace) {
                 .num_columns(2)
                 .show(ui, |ui| {
                     for r in &ws.dataset.rejected {
-                        ui.label(crate::dataset::stats::path_str(&r.path));
+                        ui.label(crate::util::path_str(&r.path));
                         ui.label(r.reason.to_string());
                         ui.end_row();
                     }

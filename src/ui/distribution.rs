@@ -2,17 +2,12 @@
 //! formats, unreadable files, duplicates and label conflicts; each one click from Browse.
 
 use egui::{Color32, RichText};
-use egui_plot::{Bar, BarChart, Plot, PlotPoints, Points};
+use egui_plot::{Bar, BarChart, Plot, Points};
 
-use super::workspace::Workspace;
+use super::command::{BrowseFilter, Command, Commands};
+use super::plots::{finite, Extent};
 use crate::dataset::stats::{Count, ASPECT_BINS};
-
-/// What a click in this tab asks Browse to show.
-pub enum Show {
-    Class(String),
-    Paths { title: String, paths: Vec<String> },
-    Unreadable,
-}
+use crate::dataset::workspace::Workspace;
 
 #[derive(Default)]
 pub struct Distribution {
@@ -23,7 +18,7 @@ pub struct Distribution {
 const RARE_SHARE: f64 = 0.2;
 
 impl Distribution {
-    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace) -> Option<Show> {
+    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, cmds: &mut Commands) {
         let mut action = None;
         let s = &ws.stats;
         egui::ScrollArea::vertical()
@@ -65,7 +60,7 @@ impl Distribution {
                     counts.sort_by(|a, b| a.name.cmp(&b.name));
                 }
                 if let Some(c) = bar_chart(ui, "class_chart", &counts, s.images) {
-                    action = Some(Show::Class(c));
+                    action = Some(BrowseFilter::Class(c));
                 }
                 egui::CollapsingHeader::new("Class table")
                     .default_open(false)
@@ -73,7 +68,7 @@ impl Distribution {
                         egui::Grid::new("class_table").striped(true).show(ui, |ui| {
                             for c in &counts {
                                 if ui.link(&c.name).on_hover_text("Show in Browse").clicked() {
-                                    action = Some(Show::Class(c.name.clone()));
+                                    action = Some(BrowseFilter::Class(c.name.clone()));
                                 }
                                 ui.label(c.count.to_string());
                                 ui.label(format!(
@@ -94,7 +89,13 @@ impl Distribution {
                 ui.add_space(8.0);
                 ui.heading("Image sizes");
                 ui.columns(2, |cols| {
-                    size_scatter(&mut cols[0], ws);
+                    size_scatter(
+                        &mut cols[0],
+                        ws.dataset
+                            .samples
+                            .iter()
+                            .map(|s| (s.info.width, s.info.height)),
+                    );
                     aspect_histogram(&mut cols[1], &s.sizes.aspect_histogram);
                 });
 
@@ -112,7 +113,7 @@ impl Distribution {
                     ui.label(format!("{}: {}", r.name, r.count));
                 }
                 if !s.unreadable.is_empty() && ui.button("Show them").clicked() {
-                    action = Some(Show::Unreadable);
+                    action = Some(BrowseFilter::Unreadable);
                 }
 
                 ui.add_space(8.0);
@@ -122,7 +123,7 @@ impl Distribution {
                         .link(format!("{} identical files: {}", g.len(), g.join(", ")))
                         .clicked()
                     {
-                        action = Some(Show::Paths {
+                        action = Some(BrowseFilter::Paths {
                             title: format!("duplicate group {}", k + 1),
                             paths: g.clone(),
                         });
@@ -141,20 +142,22 @@ impl Distribution {
                         .link(RichText::new(text.join("  =  ")).color(Color32::LIGHT_RED))
                         .clicked()
                     {
-                        action = Some(Show::Paths {
+                        action = Some(BrowseFilter::Paths {
                             title: format!("conflict {}", k + 1),
                             paths: c.paths.clone(),
                         });
                     }
                 }
             });
-        action
+        if let Some(filter) = action {
+            cmds.push(Command::Browse(filter));
+        }
     }
 }
 
 /// Horizontal bar chart (names on the left, first on top) with hover count/share; returns the
 /// class whose bar was clicked.
-fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Option<String> {
+pub fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Option<String> {
     let n = counts.len();
     // Bar k sits at y = n-1-k, so the list reads top-down in the order given.
     let y_of = move |k: usize| (n - 1 - k) as f64;
@@ -181,7 +184,14 @@ fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Opt
         ((y - k).abs() < 0.4 && k >= 0.0 && (k as usize) < n)
             .then(|| names_fmt[n - 1 - k as usize].clone())
     };
-    let resp = Plot::new(id)
+    let mut extent = Extent::default();
+    extent.add_all(counts.iter().map(|c| [c.count as f64, 0.0]));
+    let max = counts.iter().map(|c| c.count).max().unwrap_or(0).max(1) as f64;
+    let resp = extent
+        .include(Plot::new(id), (0.0, max), (0.0, 1.0))
+        .include_x(0.0)
+        .include_y(-0.5)
+        .include_y(n as f64 - 0.5)
         .height((22.0 * n as f32).clamp(120.0, 640.0))
         .allow_zoom(false)
         .allow_drag(false)
@@ -206,28 +216,31 @@ fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Opt
     None
 }
 
-fn size_scatter(ui: &mut egui::Ui, ws: &Workspace) {
+/// Width x height of every image, each distinct size once (100,000 images are a few sizes).
+pub fn size_scatter(ui: &mut egui::Ui, sizes: impl IntoIterator<Item = (u32, u32)>) {
     ui.label("width × height (each distinct size once)");
-    let mut sizes: Vec<[f64; 2]> = ws
-        .dataset
-        .samples
-        .iter()
-        .map(|s| [f64::from(s.info.width), f64::from(s.info.height)])
+    let mut sizes: Vec<[f64; 2]> = sizes
+        .into_iter()
+        .map(|(w, h)| [f64::from(w), f64::from(h)])
         .collect();
-    // 100,000 points of a few distinct sizes: plot each size once.
     sizes.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     sizes.dedup();
-    Plot::new("sizes")
+    let mut extent = Extent::default();
+    extent.add_all(sizes.iter().copied());
+    extent
+        .include(Plot::new("sizes"), (0.0, 1.0), (0.0, 1.0))
+        .include_x(0.0)
+        .include_y(0.0)
         .height(200.0)
         .x_axis_label("width")
         .y_axis_label("height")
         .data_aspect(1.0)
         .show(ui, |p| {
-            p.points(Points::new("sizes", PlotPoints::from(sizes)).radius(2.5));
+            p.points(Points::new("sizes", finite(sizes)).radius(2.5));
         });
 }
 
-fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) {
+pub fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) {
     ui.label("aspect ratio (width / height)");
     let labels: Vec<String> = (0..hist.len())
         .map(|k| match k {
@@ -241,7 +254,12 @@ fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) {
         .enumerate()
         .map(|(k, &n)| Bar::new(k as f64, n as f64).name(&labels[k]).width(0.8))
         .collect();
+    let max = hist.iter().copied().max().unwrap_or(0).max(1) as f64;
     Plot::new("aspect")
+        .include_x(-0.5)
+        .include_x(hist.len().max(1) as f64 - 0.5)
+        .include_y(0.0)
+        .include_y(max)
         .height(200.0)
         .allow_zoom(false)
         .allow_drag(false)

@@ -2,113 +2,18 @@
 //! heatmap, a per-class table, and galleries: the images of a clicked cell, or the top losses.
 //! Images are relabelled right there with the Browse keys, through the same journal.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
 
 use egui::{Color32, Key, Modifiers, RichText, Sense, Vec2};
 
+use super::command::Commands;
 use super::thumbs::Thumbs;
-use super::workspace::{LabelCmd, Workspace};
-
-/// One validation image as the run predicted it.
-#[derive(Debug, Clone)]
-pub struct Prediction {
-    pub path: String,
-    /// Class index of the label the run trained with.
-    pub label: usize,
-    pub predicted: usize,
-    pub probs: Vec<f32>,
-}
-
-impl Prediction {
-    /// Cross-entropy of the label: what "top losses" sorts by.
-    pub fn loss(&self) -> f32 {
-        -self.probs[self.label].max(1e-12).ln()
-    }
-}
-
-/// The classes of a predictions file (its header) and its rows.
-pub type Predictions = (Vec<String>, Vec<Prediction>);
-
-/// A run's `val_predictions.csv`.
-pub fn read_predictions(run_dir: &Path) -> anyhow::Result<Predictions> {
-    let path = run_dir.join("val_predictions.csv");
-    let mut r = csv::Reader::from_path(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {}: {e} (a run has predictions once an epoch finished)",
-            path.display()
-        )
-    })?;
-    let header = r.headers()?.clone();
-    anyhow::ensure!(
-        header.len() > 3
-            && &header[0] == "path"
-            && &header[1] == "label"
-            && &header[2] == "predicted",
-        "{} is not a predictions file",
-        path.display()
-    );
-    let classes: Vec<String> = header.iter().skip(3).map(str::to_string).collect();
-    let index = |name: &str| classes.iter().position(|c| c == name);
-    let mut out = Vec::new();
-    for rec in r.records() {
-        let rec = rec?;
-        let (Some(label), Some(predicted)) = (index(&rec[1]), index(&rec[2])) else {
-            continue;
-        };
-        let probs: Vec<f32> = rec
-            .iter()
-            .skip(3)
-            .map(|v| v.parse().unwrap_or(0.0))
-            .collect();
-        if probs.len() == classes.len() {
-            out.push(Prediction {
-                path: rec[0].to_string(),
-                label,
-                predicted,
-                probs,
-            });
-        }
-    }
-    Ok((classes, out))
-}
-
-/// Confusion counts: `[true][predicted]`.
-pub fn confusion(k: usize, preds: &[Prediction]) -> Vec<Vec<usize>> {
-    let mut m = vec![vec![0; k]; k];
-    for p in preds {
-        m[p.label][p.predicted] += 1;
-    }
-    m
-}
-
-/// Per class: (precision, recall, F1, support) from a confusion matrix.
-pub fn per_class(m: &[Vec<usize>]) -> Vec<(f64, f64, f64, usize)> {
-    let k = m.len();
-    (0..k)
-        .map(|c| {
-            let tp = m[c][c] as f64;
-            let predicted: usize = (0..k).map(|r| m[r][c]).sum();
-            let support: usize = m[c].iter().sum();
-            let p = if predicted == 0 {
-                0.0
-            } else {
-                tp / predicted as f64
-            };
-            let r = if support == 0 {
-                0.0
-            } else {
-                tp / support as f64
-            };
-            let f1 = if p + r == 0.0 {
-                0.0
-            } else {
-                2.0 * p * r / (p + r)
-            };
-            (p, r, f1, support)
-        })
-        .collect()
-}
+use crate::dataset::workspace::{LabelCmd, Workspace};
+use crate::train::metrics::Report;
+use crate::train::predictions::{self, Prediction, Predictions};
+use crate::train::record::VAL_PREDICTIONS;
+use crate::train::runs::RunSummary;
 
 /// What the gallery shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,7 +26,7 @@ pub enum Gallery {
 struct Loaded {
     classes: Vec<String>,
     preds: Vec<Prediction>,
-    matrix: Vec<Vec<usize>>,
+    report: Report,
 }
 
 #[derive(Default)]
@@ -129,6 +34,8 @@ pub struct Evaluate {
     pub run: Option<PathBuf>,
     loaded: Option<Loaded>,
     rx: Option<Receiver<(PathBuf, Result<Predictions, String>)>>,
+    /// Rows of the predictions file that could not be read (left out, and said so).
+    pub problems: Vec<String>,
     pub error: Option<String>,
     pub gallery: Option<Gallery>,
     pub normalized: bool,
@@ -151,15 +58,14 @@ impl Evaluate {
         self.gallery = None;
         self.selected = None;
         self.error = None;
+        self.problems.clear();
         let (tx, rx) = mpsc::channel();
         let ctx = ctx.clone();
         let _ = std::thread::Builder::new()
             .name("loupe-eval-load".into())
             .spawn(move || {
-                let _ = tx.send((
-                    run.clone(),
-                    read_predictions(&run).map_err(|e| format!("{e:#}")),
-                ));
+                let result = predictions::read_labelled(&run.join(VAL_PREDICTIONS));
+                let _ = tx.send((run.clone(), result.map_err(|e| format!("{e:#}"))));
                 ctx.request_repaint();
             });
         self.rx = Some(rx);
@@ -177,12 +83,13 @@ impl Evaluate {
                 return; // another run was chosen meanwhile
             }
             match result {
-                Ok((classes, preds)) => {
-                    let matrix = confusion(classes.len(), &preds);
+                Ok(p) => {
+                    let report = p.report();
+                    self.problems = p.problems;
                     self.loaded = Some(Loaded {
-                        classes,
-                        preds,
-                        matrix,
+                        classes: p.classes,
+                        preds: p.rows,
+                        report,
                     });
                     self.fresh = true;
                 }
@@ -244,9 +151,9 @@ impl Evaluate {
         &mut self,
         ui: &mut egui::Ui,
         ws: &Workspace,
-        runs: &[crate::train::record::RunSummary],
+        runs: &[RunSummary],
         thumbs: &mut Thumbs,
-        cmds: &mut Vec<LabelCmd>,
+        cmds: &mut Commands,
     ) {
         self.poll();
         ui.horizontal(|ui| {
@@ -287,6 +194,16 @@ impl Evaluate {
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
+        if let Some(first) = self.problems.first() {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!(
+                    "{} row(s) of the predictions file could not be read and are left out \
+                     ({first})",
+                    self.problems.len()
+                ),
+            );
+        }
         if self.loaded.is_none() {
             if self.run.is_none() {
                 ui.label(
@@ -319,7 +236,15 @@ impl Evaluate {
             ))
             .small(),
         );
-        let max = l.matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f32;
+        let max = l
+            .report
+            .confusion
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f32;
         let mut clicked = None;
         egui::Grid::new("confusion")
             .spacing([2.0, 2.0])
@@ -333,9 +258,9 @@ impl Evaluate {
                 for r in 0..k {
                     ui.label(RichText::new(short(&l.classes[r])).small())
                         .on_hover_text(&l.classes[r]);
-                    let row_sum: usize = l.matrix[r].iter().sum();
+                    let row_sum: usize = l.report.confusion[r].iter().sum();
                     for c in 0..k {
-                        let n = l.matrix[r][c];
+                        let n = l.report.confusion[r][c];
                         let share = if row_sum == 0 {
                             0.0
                         } else {
@@ -383,7 +308,12 @@ impl Evaluate {
 
     fn table(&mut self, ui: &mut egui::Ui) {
         let Some(l) = &self.loaded else { return };
-        let stats = per_class(&l.matrix);
+        let stats: Vec<(f64, f64, f64, usize)> = l
+            .report
+            .per_class
+            .iter()
+            .map(|c| (c.precision, c.recall, c.f1, c.support))
+            .collect();
         let mut order: Vec<usize> = (0..stats.len()).collect();
         let (col, desc) = self.sort;
         let key = |c: usize| -> f64 {
@@ -564,7 +494,7 @@ impl Evaluate {
         }
     }
 
-    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Vec<LabelCmd>) {
+    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, cmds: &mut Commands) {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
@@ -622,21 +552,5 @@ fn short(name: &str) -> String {
         name.to_string()
     } else {
         format!("{}…", name.chars().take(9).collect::<String>())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_class_scores_from_a_confusion_matrix() {
-        // 3 classes; class 2 never predicted.
-        let m = vec![vec![8, 2, 0], vec![1, 9, 0], vec![3, 1, 0]];
-        let s = per_class(&m);
-        assert!((s[0].0 - 8.0 / 12.0).abs() < 1e-12);
-        assert!((s[0].1 - 0.8).abs() < 1e-12);
-        assert_eq!(s[2], (0.0, 0.0, 0.0, 4));
-        assert_eq!(s[1].3, 10);
     }
 }

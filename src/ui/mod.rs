@@ -1,19 +1,20 @@
-//! The desktop app (egui/eframe). Panels read state; nothing here touches the filesystem on the
-//! UI thread: datasets are opened on a named background thread (see `loading`).
+//! The desktop app (egui/eframe). Panels read state and push commands (`command`), which the
+//! app applies in one place per frame; nothing here touches the filesystem on the UI thread:
+//! datasets open on a background thread (`dataset::loader`), edits go to the labels worker
+//! (`dataset::workspace`), runs and searches are engine processes (`train::client`).
 
 mod app;
 pub mod browse;
+pub mod command;
 pub mod distribution;
 pub mod evaluate;
 pub mod fonts;
-mod loading;
+pub mod plots;
 pub mod review;
 pub mod thumbs;
 pub mod train;
-pub mod workspace;
 
-pub use app::{LoupeApp, Tab};
-pub use loading::Loader;
+pub use app::{LoupeApp, Setup, Tab};
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

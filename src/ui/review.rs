@@ -16,12 +16,14 @@ use std::sync::Arc;
 use egui::{Key, Modifiers, RichText};
 
 use super::browse::Viewer;
+use super::command::{Command, Commands};
 use super::thumbs::Thumbs;
-use super::workspace::{LabelCmd, Workspace};
+use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::quality::confident::{Method, RankBy};
 use crate::quality::issues::{self, Findings};
-use crate::quality::oof::{self, OofConfig};
-use crate::train::models::{self, ModelKind};
+use crate::train::client::Engine;
+use crate::train::config::{default_weights, ModelKind, OofConfig};
+use crate::train::protocol::{Event, Job as EngineJob, JobResult};
 
 /// One suspected label error, as the search left it.
 #[derive(Debug, Clone)]
@@ -80,6 +82,10 @@ pub struct Review {
     viewer: Viewer,
     /// When set, the search runs on this instead of the default weights (tests).
     pub weights: Option<PathBuf>,
+    /// A search asked for while label edits were still being written.
+    waiting: bool,
+    /// The engine binary searches are run with.
+    pub engine: Engine,
 }
 
 impl Default for Review {
@@ -94,13 +100,22 @@ impl Default for Review {
             status: None,
             viewer: Viewer::default(),
             weights: None,
+            waiting: false,
+            engine: Engine::default(),
         }
     }
 }
 
 impl Review {
+    pub fn with_engine(engine: Engine) -> Self {
+        Review {
+            engine,
+            ..Default::default()
+        }
+    }
+
     pub fn running(&self) -> bool {
-        self.job.is_some()
+        self.job.is_some() || self.waiting
     }
 
     /// Reopens the newest search kept beside the dataset, so a review goes on where it stopped
@@ -148,105 +163,107 @@ impl Review {
             .or_else(|| remaining.first().copied())
     }
 
-    /// Starts the search on the current labels (excluded images left out).
+    /// Starts the search on the labels as edited (excluded images left out), once the edits sent
+    /// so far are on disk, where the engine reads them.
     pub fn start(&mut self, ctx: &egui::Context, ws: &Workspace) {
-        let weights = self
-            .weights
-            .clone()
-            .or_else(|| models::default_weights(ModelKind::EfficientnetLite0));
-        let Some(weights) = weights else {
-            self.status = Some("no pretrained weights found: run `make test` (or scripts/fetch_weights.py) to install EfficientNet-Lite0's".into());
+        if self.job.is_some() {
             return;
-        };
-        let (dataset, labels, flags, classes) = (
-            ws.dataset.clone(),
-            ws.labels.clone(),
-            ws.flags.clone(),
-            ws.classes.clone(),
-        );
-        let kept: std::collections::HashSet<String> = (0..labels.len())
-            .filter(|&i| flags[i].checked)
+        }
+        if ws.pending > 0 {
+            self.waiting = true;
+            return;
+        }
+        self.waiting = false;
+        let kept: std::collections::HashSet<String> = (0..ws.labels.len())
+            .filter(|&i| ws.flags[i].checked)
             .map(|i| ws.path(i))
             .collect();
-        let issues_dir = ws.store_dir.join("issues");
-        let cfg = OofConfig {
-            folds: self.folds,
-            img_size: self.img_size,
-            weights: Some(weights),
-            ..Default::default()
-        };
+        let source = ws.dataset.source.absolute();
+        let issues_dir = std::path::absolute(ws.store_dir.join("issues"))
+            .unwrap_or_else(|_| ws.store_dir.join("issues"));
+        let (folds, img_size, weights) = (self.folds, self.img_size, self.weights.clone());
+        let engine = self.engine.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let (c, ctx) = (cancel.clone(), ctx.clone());
         std::thread::Builder::new()
             .name("loupe-issues".into())
             .spawn(move || {
-                let ds = Workspace::effective(&dataset, &labels, &flags, &classes);
                 let say = |m: JobMsg| {
                     let _ = tx.send(m);
                     ctx.request_repaint();
                 };
-                let progress = |p: oof::Progress| {
-                    say(JobMsg::Progress(match p {
-                        oof::Progress::Embedding { done, total } => {
-                            format!("embedding images {done} / {total}")
-                        }
-                        oof::Progress::Fold { fold, folds } => {
-                            format!("cross-validation: fold {fold} of {folds}")
-                        }
-                        oof::Progress::Epoch {
-                            fold,
-                            epoch,
-                            epochs,
-                        } => format!("fold {fold}: epoch {epoch} of {epochs}"),
-                    }))
+                let weights = weights.or_else(|| default_weights(ModelKind::EfficientnetLite0));
+                let Some(weights) = weights else {
+                    say(JobMsg::Done(Err(
+                        "no pretrained weights found: run `make test` (or \
+                         scripts/fetch_weights.py) to install EfficientNet-Lite0's"
+                            .into(),
+                    )));
+                    return;
                 };
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                    || -> anyhow::Result<Option<(Findings, PathBuf)>> {
-                        let Some(oof) = oof::out_of_fold(&ds, &cfg, &issues_dir, &progress, &c)?
-                        else {
-                            return Ok(None);
-                        };
-                        anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
-                        let findings = issues::find(
-                            &ds,
-                            &oof.samples,
-                            &oof.probs,
-                            Method::PruneByNoiseRate,
-                            RankBy::SelfConfidence,
-                        )
-                        .without_kept(&kept);
-                        let dir = issues::save_run(
-                            &issues_dir,
-                            "efficientnet-lite0",
-                            &ds,
-                            serde_json::to_value(&cfg)?,
-                            &oof.samples,
-                            &oof.probs,
-                            &findings,
-                        )?;
-                        Ok(Some((findings, dir)))
+                let job = EngineJob::FindIssues {
+                    dataset: source,
+                    config: OofConfig {
+                        folds,
+                        img_size,
+                        weights: Some(weights),
+                        ..Default::default()
                     },
-                ));
-                let msg = match result {
-                    Ok(Ok(Some(done))) => Ok(done),
-                    Ok(Ok(None)) => Err("cancelled".to_string()),
-                    Ok(Err(e)) => Err(format!("{e:#}")),
-                    Err(_) => Err("the search stopped unexpectedly (see the terminal)".to_string()),
+                    method: Method::PruneByNoiseRate,
+                    rank_by: RankBy::SelfConfidence,
+                    issues_dir,
                 };
-                say(JobMsg::Done(msg));
+                let h = engine.start(&job, None);
+                let mut asked_to_stop = false;
+                let done = loop {
+                    if c.load(Ordering::Relaxed) && !asked_to_stop {
+                        h.cancel();
+                        asked_to_stop = true;
+                    }
+                    match h.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                        Ok(Event::Progress { what, done, total }) => {
+                            say(JobMsg::Progress(format!("{what} {done} / {total}")))
+                        }
+                        Ok(Event::Done {
+                            result: JobResult::Issues { folder, .. },
+                        }) => {
+                            break issues::load(&folder)
+                                .map(|f| (f.without_kept(&kept), folder))
+                                .map_err(|e| format!("{e:#}"))
+                        }
+                        Ok(Event::Done { .. }) => break Err("cancelled".to_string()),
+                        Ok(Event::Failed { message }) => break Err(message),
+                        Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            break Err("the engine ended without a result".to_string())
+                        }
+                    }
+                };
+                say(JobMsg::Done(done));
             })
             .expect("spawning a thread only fails when the OS is out of resources");
         self.job = Some(Job {
             rx,
             cancel,
-            progress: "starting".into(),
+            progress: "starting the engine".into(),
         });
         self.status = None;
     }
 
+    /// Stops a search (the engine is told to cancel; nothing is kept).
+    pub fn cancel(&mut self) {
+        self.waiting = false;
+        if let Some(job) = &self.job {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Takes in what the search reported; `ws` maps result samples back to the window's.
-    pub fn poll(&mut self, ws: &Workspace) {
+    pub fn poll(&mut self, ctx: &egui::Context, ws: &Workspace) {
+        if self.waiting && ws.pending == 0 {
+            self.start(ctx, ws);
+        }
         let Some(job) = &mut self.job else { return };
         while let Ok(msg) = job.rx.try_recv() {
             match msg {
@@ -310,25 +327,44 @@ impl Review {
         ui: &mut egui::Ui,
         ws: &Workspace,
         thumbs: &mut Thumbs,
-        cmds: &mut Vec<LabelCmd>,
+        cmds: &mut Commands,
     ) {
         ui.horizontal(|ui| {
-            if let Some(job) = &self.job {
-                // Progress text, no spinner: a spinner repaints every frame, taking CPU from the search.
-                ui.label(&job.progress);
+            if self.running() {
+                // Progress text, no spinner: a spinner repaints every frame, taking CPU from the
+                // search.
+                let progress = self
+                    .job
+                    .as_ref()
+                    .map_or("waiting for the edits to be saved", |j| j.progress.as_str());
+                ui.label(progress);
                 if ui.button("Cancel").clicked() {
-                    job.cancel.store(true, Ordering::Relaxed);
+                    cmds.push(Command::CancelIssues);
                 }
             } else {
-                if ui.button("Find label issues").on_hover_text("5-fold cross-validation on embeddings of the pretrained network, then confident learning").clicked() {
-                    self.start(ui.ctx(), ws);
+                if ui
+                    .button("Find label issues")
+                    .on_hover_text(
+                        "5-fold cross-validation on embeddings of the pretrained network, then \
+                         confident learning",
+                    )
+                    .clicked()
+                {
+                    cmds.push(Command::FindIssues);
                 }
                 ui.add(egui::Slider::new(&mut self.img_size, 64..=224).text("px"));
             }
             if !self.queue.is_empty() {
                 let remaining = self.remaining(ws).len();
                 ui.separator();
-                ui.label(RichText::new(format!("reviewed {} / {}   ·   {remaining} remaining", self.queue.len() - remaining, self.queue.len())).strong());
+                ui.label(
+                    RichText::new(format!(
+                        "reviewed {} / {}   ·   {remaining} remaining",
+                        self.queue.len() - remaining,
+                        self.queue.len()
+                    ))
+                    .strong(),
+                );
             }
         });
         if let Some(s) = &self.status {
@@ -487,7 +523,7 @@ impl Review {
     }
 
     /// Undo and redo also work once the queue is done.
-    fn undo_keys(&self, ctx: &egui::Context, cmds: &mut Vec<LabelCmd>) {
+    fn undo_keys(&self, ctx: &egui::Context, cmds: &mut Commands) {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
@@ -503,7 +539,7 @@ impl Review {
         });
     }
 
-    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, q: usize, cmds: &mut Vec<LabelCmd>) {
+    fn keys(&mut self, ctx: &egui::Context, ws: &Workspace, q: usize, cmds: &mut Commands) {
         if ctx.egui_wants_keyboard_input() {
             return;
         }

@@ -187,7 +187,15 @@ fn worker(
                 q = queue.1.wait(q).expect("thumbnail queue poisoned");
             }
         };
-        let result = thumbnail(&path, cache).map_err(|e| e.to_string());
+        // A panic in a decoder (a hostile file) must not leave the tile loading forever or end
+        // the worker: it becomes the tile's error, and the worker goes on.
+        let result = std::panic::catch_unwind(|| thumbnail(&path, cache))
+            .unwrap_or_else(|_| {
+                Err(crate::dataset::Reason::Io(
+                    "the decoder crashed on this file".into(),
+                ))
+            })
+            .map_err(|e| e.to_string());
         if tx.send((i, result)).is_err() {
             return;
         }
@@ -220,13 +228,11 @@ pub fn thumbnail(path: &Path, cache: Option<&Path>) -> Result<ColorImage, crate:
     if let Some(k) = key {
         // A cache that cannot be written only costs a decode next time.
         let _ = k.parent().map(std::fs::create_dir_all);
-        let tmp = k.with_extension("tmp");
-        if small
-            .save_with_format(&tmp, image::ImageFormat::Png)
-            .is_ok()
-        {
-            let _ = std::fs::rename(&tmp, &k);
-        }
+        let _ = crate::util::replace_file(&k, |tmp| {
+            small
+                .save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(std::io::Error::other)
+        });
     }
     Ok(to_color_image(&small))
 }
@@ -235,11 +241,7 @@ pub fn to_color_image(img: &image::RgbaImage) -> ColorImage {
     ColorImage::from_rgba_unmultiplied([img.width() as usize, img.height() as usize], img.as_raw())
 }
 
-/// `$XDG_CACHE_HOME/loupe/thumbs` (or `~/.cache/loupe/thumbs`).
+/// The user cache folder's `thumbs/` (see `util::user_cache_dir`; tests point it elsewhere).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|c| c.join("loupe").join("thumbs"))
+    Some(crate::util::user_cache_dir().join("thumbs"))
 }

@@ -2,27 +2,36 @@
 //! the run this window started, and the list of every run of the dataset (the command line's
 //! too) to overlay, open, resume, rename or delete.
 //!
-//! The engine runs on its own thread (`loupe-train`) and reports events; this tab only drains
-//! them each frame. Run folders are listed and read on a background thread.
+//! A run is an engine process (`loupe-engine`): this tab drains its events each frame, and if
+//! the process dies the run ends with the reason, the window lives on. The panel itself only
+//! pushes commands; `apply` carries them out (the app calls it). Run folders are listed, renamed
+//! and deleted on background threads.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::time::Instant;
 
 use egui::RichText;
-use egui_plot::{Legend, Line, Plot, PlotPoints};
+use egui_plot::{Legend, Line, Plot};
 
-use super::workspace::Workspace;
-use crate::train::engine::{
-    self, Balance, DeviceChoice, EpochMetrics, Event, LossKind, OptimizerKind, RunHandle, Start,
-    TrainConfig,
+use super::command::{Command, Commands};
+use super::plots::{finite, Extent};
+use crate::dataset::workspace::Workspace;
+use crate::train::client::{Engine, EngineHandle};
+use crate::train::config::{
+    default_weights, Balance, DeviceChoice, LossKind, ModelKind, OptimizerKind, TrainConfig,
 };
-use crate::train::models::{self, ModelKind};
-use crate::train::record::{self, RunSummary, StepPoint};
+use crate::train::protocol::{Event, Job, JobResult};
+use crate::train::record::{EpochMetrics, StepPoint};
+use crate::train::runs::{list_runs, RunSummary};
+use crate::util::{clock, utc};
 
-/// Presets: a name, and the config it sets (on top of the defaults).
-pub fn presets() -> Vec<(&'static str, TrainConfig)> {
+/// Presets: a name, and the config it sets (on top of the defaults). `weights`: the installed
+/// ImageNet weights of EfficientNet-Lite0, if any (found once, off the UI thread).
+pub fn presets(weights: Option<PathBuf>) -> Vec<(&'static str, TrainConfig)> {
     vec![
         (
             "Quick, CPU",
@@ -40,7 +49,7 @@ pub fn presets() -> Vec<(&'static str, TrainConfig)> {
             "Pretrained head only, CPU",
             TrainConfig {
                 model: ModelKind::EfficientnetLite0,
-                weights: models::default_weights(ModelKind::EfficientnetLite0),
+                weights: weights.clone(),
                 freeze: true,
                 lr: 1e-2,
                 epochs: 3,
@@ -52,7 +61,7 @@ pub fn presets() -> Vec<(&'static str, TrainConfig)> {
             "Fine-tune pretrained, GPU",
             TrainConfig {
                 model: ModelKind::EfficientnetLite0,
-                weights: models::default_weights(ModelKind::EfficientnetLite0),
+                weights,
                 epochs: 10,
                 batch: 64,
                 device: DeviceChoice::Auto,
@@ -64,7 +73,7 @@ pub fn presets() -> Vec<(&'static str, TrainConfig)> {
 
 /// The run this window started, as its events describe it.
 pub struct Live {
-    handle: Option<RunHandle>,
+    handle: Option<EngineHandle>,
     pub run_dir: Option<PathBuf>,
     pub device: String,
     /// (fractional epoch, loss) per step.
@@ -72,6 +81,8 @@ pub struct Live {
     pub lrs: Vec<(f64, f64)>,
     pub epochs: Vec<EpochMetrics>,
     pub notes: Vec<String>,
+    /// Work before the first step (decoding the images), as "what done/total".
+    pub preparing: Option<String>,
     pub images_per_s: f64,
     /// Epoch and step within it of the last step, and the steps per epoch.
     pub at: (usize, usize, usize),
@@ -81,11 +92,38 @@ pub struct Live {
     /// GPU memory in use, as nvidia-smi reports it while a CUDA run goes.
     pub gpu_memory: Option<String>,
     gpu_rx: Option<Receiver<String>>,
+    gpu_stop: Arc<AtomicBool>,
 }
 
 impl Live {
+    fn new(handle: EngineHandle, total_epochs: usize) -> Live {
+        Live {
+            handle: Some(handle),
+            run_dir: None,
+            device: String::new(),
+            steps: Vec::new(),
+            lrs: Vec::new(),
+            epochs: Vec::new(),
+            notes: Vec::new(),
+            preparing: Some("starting the engine".into()),
+            images_per_s: 0.0,
+            at: (0, 0, 0),
+            total_epochs,
+            started: Instant::now(),
+            outcome: None,
+            gpu_memory: None,
+            gpu_rx: None,
+            gpu_stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     pub fn running(&self) -> bool {
         self.handle.is_some()
+    }
+
+    /// The engine's process id while it runs (tests end it to see the window survive).
+    pub fn pid(&self) -> Option<u32> {
+        self.handle.as_ref().and_then(EngineHandle::pid)
     }
 
     /// Seconds left, from the pace so far.
@@ -113,10 +151,11 @@ impl Live {
                     ..
                 } => {
                     if device.starts_with("Cuda") {
-                        self.gpu_rx = Some(watch_gpu_memory(h.cancel.clone()));
+                        self.gpu_rx = Some(watch_gpu_memory(self.gpu_stop.clone()));
                     }
                     self.run_dir = Some(run_dir);
                     self.device = device;
+                    self.preparing = None;
                     if skipped > 0 {
                         self.notes.push(format!(
                             "{skipped} image(s) could not be decoded and are left out"
@@ -124,6 +163,9 @@ impl Live {
                     }
                     self.notes
                         .push(format!("{train} training and {val} validation images"));
+                }
+                Event::Progress { what, done, total } => {
+                    self.preparing = Some(format!("{what} {done} / {total}"));
                 }
                 Event::Step {
                     epoch,
@@ -139,9 +181,8 @@ impl Live {
                     self.images_per_s = images_per_s;
                     self.at = (epoch, step, steps);
                 }
-                Event::Epoch(m) => self.epochs.push(*m),
-                Event::Checkpoint { .. } => {}
-                Event::Note(n) => self.notes.push(n),
+                Event::Epoch { metrics } => self.epochs.push(*metrics),
+                Event::Note { text } => self.notes.push(text),
                 Event::Finished {
                     best,
                     monitor,
@@ -149,18 +190,17 @@ impl Live {
                     ..
                 } => {
                     let what = if cancelled { "stopped" } else { "finished" };
-                    let best = if best.is_nan() {
-                        "no epoch finished".to_string()
-                    } else {
-                        format!("best {} {best:.4}", monitor.name())
-                    };
+                    let best = best.map_or("no epoch finished".to_string(), |b| {
+                        format!("best {} {b:.4}", monitor.name())
+                    });
                     self.outcome = Some(Ok(format!("{what}: {best}")));
                     ended = true;
                 }
-                Event::Failed(msg) => {
-                    self.outcome = Some(Err(msg));
+                Event::Failed { message } => {
+                    self.outcome = Some(Err(message));
                     ended = true;
                 }
+                Event::Hello { .. } | Event::Checkpoint { .. } | Event::Done { .. } => {}
             }
         }
         if let Some(rx) = &self.gpu_rx {
@@ -169,21 +209,30 @@ impl Live {
             }
         }
         if ended {
-            // The worker sends its last event just before it returns: joining is immediate.
             self.handle = None;
+            self.preparing = None;
+            self.gpu_stop.store(true, Ordering::Relaxed);
             self.gpu_rx = None;
         }
     }
 }
 
+impl Drop for Live {
+    /// A run nobody watches any more (another dataset was opened, the window closed) is told to
+    /// stop: dropping the handle cancels the engine, which keeps its last checkpoint.
+    fn drop(&mut self) {
+        self.gpu_stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Polls `nvidia-smi` every two seconds (libtorch does not report CUDA memory through tch) until
-/// the run is cancelled or the receiver is dropped. Without nvidia-smi nothing is sent.
-fn watch_gpu_memory(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Receiver<String> {
+/// `stop` is set or the receiver is dropped. Without nvidia-smi nothing is sent.
+fn watch_gpu_memory(stop: Arc<AtomicBool>) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     let _ = std::thread::Builder::new()
         .name("loupe-gpu-memory".into())
         .spawn(move || {
-            while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let out = std::process::Command::new("nvidia-smi")
                     .args([
                         "--query-gpu=memory.used,memory.total",
@@ -204,19 +253,6 @@ fn watch_gpu_memory(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Re
             }
         });
     rx
-}
-
-impl Drop for Live {
-    /// A run nobody watches any more (another dataset was opened) is cancelled; waiting for its
-    /// thread to notice (up to one batch) happens off the UI thread.
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.cancel();
-            let _ = std::thread::Builder::new()
-                .name("loupe-train-stop".into())
-                .spawn(move || drop(h));
-        }
-    }
 }
 
 /// Debiased exponential moving average (as TensorBoard's): the first values are not pulled
@@ -261,6 +297,13 @@ enum Confirm {
     Close,
 }
 
+/// What a background thread found: the device line and the presets (which need to know whether
+/// pretrained weights are installed).
+struct Setup {
+    device_line: String,
+    presets: Vec<(&'static str, TrainConfig)>,
+}
+
 pub struct TrainTab {
     pub cfg: TrainConfig,
     pub live: Option<Live>,
@@ -270,8 +313,9 @@ pub struct TrainTab {
     pub overlay: BTreeSet<PathBuf>,
     pub smoothing: f64,
     pub log_scale: bool,
-    device_rx: Option<Receiver<String>>,
+    setup_rx: Option<Receiver<Setup>>,
     pub device_line: String,
+    presets: Vec<(&'static str, TrainConfig)>,
     weights_rx: Option<Receiver<Option<PathBuf>>>,
     pub message: Option<Result<String, String>>,
     confirm: Option<Confirm>,
@@ -281,20 +325,28 @@ pub struct TrainTab {
     pub close_confirmed: bool,
     /// A rename or delete under way on a background thread.
     fs_rx: Option<Receiver<Result<String, String>>>,
+    /// A run asked for while label edits were still being written: it starts once they are
+    /// on disk, where the engine reads them.
+    waiting: Option<(Job, usize)>,
+    /// The engine binary runs are started with.
+    pub engine: Engine,
+    runs_dir: PathBuf,
 }
 
 impl Default for TrainTab {
     fn default() -> Self {
+        let presets = presets(None);
         TrainTab {
-            cfg: presets().remove(0).1,
+            cfg: presets[0].1.clone(),
             live: None,
             runs: Vec::new(),
             runs_rx: None,
             overlay: BTreeSet::new(),
             smoothing: 0.6,
             log_scale: false,
-            device_rx: None,
+            setup_rx: None,
             device_line: "looking for a GPU…".into(),
+            presets,
             weights_rx: None,
             message: None,
             confirm: None,
@@ -302,55 +354,54 @@ impl Default for TrainTab {
             config_view: None,
             close_confirmed: false,
             fs_rx: None,
+            waiting: None,
+            engine: Engine::default(),
+            runs_dir: PathBuf::new(),
         }
     }
 }
 
-pub fn runs_dir(ws: &Workspace) -> PathBuf {
-    ws.store_dir.join("runs")
-}
-
 impl TrainTab {
-    pub fn running(&self) -> bool {
-        self.live.as_ref().is_some_and(Live::running)
+    pub fn with_engine(engine: Engine) -> Self {
+        TrainTab {
+            engine,
+            ..Default::default()
+        }
     }
 
-    /// Starts looking for devices and run folders (background threads).
+    pub fn running(&self) -> bool {
+        self.live.as_ref().is_some_and(Live::running) || self.waiting.is_some()
+    }
+
+    /// Starts looking for devices, weights and run folders (background threads).
     pub fn open(&mut self, ctx: &egui::Context, ws: &Workspace) {
+        self.runs_dir = ws.store_dir.join("runs");
         let (tx, rx) = mpsc::channel();
-        let c = ctx.clone();
+        let (c, engine) = (ctx.clone(), self.engine.clone());
         let _ = std::thread::Builder::new()
-            .name("loupe-device".into())
+            .name("loupe-train-setup".into())
             .spawn(move || {
-                let info = crate::train::device::probe();
-                let line = if info.cuda_available {
-                    format!(
-                        "CUDA: {} GPU(s), cuDNN {}",
-                        info.cuda_devices,
-                        if info.cudnn_available { "yes" } else { "no" }
-                    )
-                } else {
-                    format!(
-                        "no CUDA GPU visible to libtorch: training runs on the CPU ({} threads)",
-                        info.cpu_threads
-                    )
-                };
-                let _ = tx.send(line);
+                let device_line = device_line(&engine);
+                let presets = presets(default_weights(ModelKind::EfficientnetLite0));
+                let _ = tx.send(Setup {
+                    device_line,
+                    presets,
+                });
                 c.request_repaint();
             });
-        self.device_rx = Some(rx);
-        self.refresh(ctx, ws);
+        self.setup_rx = Some(rx);
+        self.refresh(ctx);
     }
 
     /// Reads the run folders again, in the background.
-    pub fn refresh(&mut self, ctx: &egui::Context, ws: &Workspace) {
-        let dir = runs_dir(ws);
+    pub fn refresh(&mut self, ctx: &egui::Context) {
+        let dir = self.runs_dir.clone();
         let (tx, rx) = mpsc::channel();
         let c = ctx.clone();
         let _ = std::thread::Builder::new()
             .name("loupe-runs".into())
             .spawn(move || {
-                let _ = tx.send(record::list_runs(&dir));
+                let _ = tx.send(list_runs(&dir));
                 c.request_repaint();
             });
         self.runs_rx = Some(rx);
@@ -362,10 +413,15 @@ impl TrainTab {
 
     /// Takes in what the background threads and the run reported.
     pub fn poll(&mut self, ctx: &egui::Context, ws: &Workspace) {
-        if let Some(rx) = &self.device_rx {
-            if let Ok(line) = rx.try_recv() {
-                self.device_line = line;
-                self.device_rx = None;
+        if let Some(rx) = &self.setup_rx {
+            if let Ok(setup) = rx.try_recv() {
+                self.device_line = setup.device_line;
+                // The form keeps what the user set; only the weights are filled in once found.
+                if self.cfg.weights.is_none() && self.cfg.model == ModelKind::EfficientnetLite0 {
+                    self.cfg.weights = setup.presets[1].1.weights.clone();
+                }
+                self.presets = setup.presets;
+                self.setup_rx = None;
             }
         }
         if let Some(rx) = &self.runs_rx {
@@ -378,7 +434,7 @@ impl TrainTab {
             if let Ok(done) = rx.try_recv() {
                 self.message = Some(done);
                 self.fs_rx = None;
-                self.refresh(ctx, ws);
+                self.refresh(ctx);
             }
         }
         if let Some(rx) = &self.weights_rx {
@@ -389,7 +445,12 @@ impl TrainTab {
                 self.weights_rx = None;
             }
         }
-        let was_running = self.running();
+        if ws.pending == 0 {
+            if let Some((job, epochs)) = self.waiting.take() {
+                self.launch(ctx, job, epochs);
+            }
+        }
+        let was_running = self.live.as_ref().is_some_and(Live::running);
         let had_dir = self.live.as_ref().is_some_and(|l| l.run_dir.is_some());
         if let Some(live) = &mut self.live {
             live.drain();
@@ -400,68 +461,142 @@ impl TrainTab {
                 ctx.request_repaint_after(std::time::Duration::from_secs(1));
             }
         }
+        let is_running = self.live.as_ref().is_some_and(Live::running);
         let has_dir = self.live.as_ref().is_some_and(|l| l.run_dir.is_some());
         // The list shows a run from its start, and its final state at its end.
-        if (was_running && !self.running()) || (!had_dir && has_dir) {
-            self.refresh(ctx, ws);
+        if (was_running && !is_running) || (!had_dir && has_dir) {
+            self.refresh(ctx);
         }
     }
 
-    /// Starts a run on the current labels (excluded images left out).
-    pub fn start(&mut self, ws: &Workspace, start: Start, cfg: TrainConfig) {
-        if self.running() {
-            return;
+    /// Carries out a run command (the app calls this, in one place per frame).
+    pub fn apply(&mut self, ctx: &egui::Context, ws: &Workspace, cmd: Command) {
+        match cmd {
+            Command::StartRun(config) => {
+                if self.running() {
+                    return;
+                }
+                let epochs = config.epochs;
+                let job = Job::Train {
+                    dataset: ws.dataset.source.absolute(),
+                    config,
+                    runs_dir: std::path::absolute(&self.runs_dir)
+                        .unwrap_or_else(|_| self.runs_dir.clone()),
+                };
+                self.queue(ctx, ws, job, epochs);
+            }
+            Command::ResumeRun(dir) => {
+                if self.running() {
+                    return;
+                }
+                let Some(run) = self.runs.iter().find(|r| r.dir == dir) else {
+                    return;
+                };
+                // A finished run goes on to twice its epochs, or to the form's when that is more.
+                let mut epochs = run.record.config.epochs;
+                if run.done() >= epochs {
+                    epochs = (epochs * 2).max(self.cfg.epochs);
+                }
+                let job = Job::Resume {
+                    run: dir,
+                    epochs: Some(epochs),
+                };
+                self.queue(ctx, ws, job, epochs);
+            }
+            Command::StopRun => {
+                if self.waiting.take().is_some() {
+                    return;
+                }
+                if let Some(h) = self.live.as_ref().and_then(|l| l.handle.as_ref()) {
+                    h.cancel();
+                }
+            }
+            Command::RenameRun(from, name) => {
+                let valid =
+                    !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+                if !valid {
+                    self.message =
+                        Some(Err("a run name cannot be empty or contain a slash".into()));
+                    return;
+                }
+                if self.is_live(&from) {
+                    self.message = Some(Err("stop the run before renaming it".into()));
+                    return;
+                }
+                let to = from.with_file_name(&name);
+                self.overlay.remove(&from);
+                self.in_background(ctx, move || {
+                    if to.exists() {
+                        return Err(format!("{} already exists", to.display()));
+                    }
+                    std::fs::rename(&from, &to)
+                        .map(|_| format!("renamed to {name}"))
+                        .map_err(|e| format!("cannot rename {}: {e}", from.display()))
+                });
+            }
+            Command::DeleteRun(dir) => {
+                if self.is_live(&dir) {
+                    self.message = Some(Err("stop the run before deleting it".into()));
+                    return;
+                }
+                self.overlay.remove(&dir);
+                self.in_background(ctx, move || {
+                    std::fs::remove_dir_all(&dir)
+                        .map(|_| "run deleted".to_string())
+                        .map_err(|e| format!("cannot delete {}: {e}", dir.display()))
+                });
+            }
+            _ => {}
         }
-        let ds = Workspace::effective(&ws.dataset, &ws.labels, &ws.flags, &ws.classes);
-        let total_epochs = cfg.epochs;
-        let handle = engine::spawn(ds, cfg, start);
-        self.live = Some(Live {
-            handle: Some(handle),
-            run_dir: None,
-            device: String::new(),
-            steps: Vec::new(),
-            lrs: Vec::new(),
-            epochs: Vec::new(),
-            notes: Vec::new(),
-            images_per_s: 0.0,
-            at: (0, 0, 0),
-            total_epochs,
-            started: Instant::now(),
-            outcome: None,
-            gpu_memory: None,
-            gpu_rx: None,
-        });
+    }
+
+    fn is_live(&self, dir: &Path) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.running() && l.run_dir.as_deref() == Some(dir))
+    }
+
+    /// Starts `job` once the label edits sent so far are on disk.
+    fn queue(&mut self, ctx: &egui::Context, ws: &Workspace, job: Job, epochs: usize) {
         self.message = None;
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(h) = self.live.as_ref().and_then(|l| l.handle.as_ref()) {
-            h.cancel();
+        if ws.pending == 0 {
+            self.launch(ctx, job, epochs);
+        } else {
+            self.waiting = Some((job, epochs));
         }
     }
 
-    pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
-        self.dialogs(ui.ctx());
+    fn launch(&mut self, ctx: &egui::Context, job: Job, epochs: usize) {
+        let c = ctx.clone();
+        // Events wake the window at most once a second (see `poll`): a repaint per step would
+        // take the run's CPU where the window is drawn in software.
+        let wake = Arc::new(move || c.request_repaint_after(std::time::Duration::from_secs(1)));
+        self.live = Some(Live::new(self.engine.start(&job, Some(wake)), epochs));
+    }
+
+    pub fn show(&mut self, ui: &mut egui::Ui, cmds: &mut Commands) {
+        self.dialogs(ui.ctx(), cmds);
         egui::Panel::left("train-form")
             .resizable(true)
             .default_size(330.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| {
-                    self.form(ui, ws);
+                    self.form(ui, cmds);
                     ui.separator();
-                    self.runs_list(ui, ws);
+                    self.runs_list(ui, cmds);
                 });
             });
         egui::CentralPanel::default_margins().show(ui, |ui| self.curves(ui));
     }
 
-    fn form(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
+    fn form(&mut self, ui: &mut egui::Ui, cmds: &mut Commands) {
         ui.heading("Train");
         ui.label(RichText::new(&self.device_line).small());
         ui.horizontal_wrapped(|ui| {
-            for (name, preset) in presets() {
-                if ui.button(name).clicked() {
-                    self.cfg = preset;
+            for (name, preset) in &self.presets {
+                let active = self.cfg == *preset;
+                if ui.selectable_label(active, *name).clicked() {
+                    self.cfg = preset.clone();
                 }
             }
         });
@@ -469,145 +604,17 @@ impl TrainTab {
         ui.add_enabled_ui(!running, |ui| {
             egui::Grid::new("train-options")
                 .num_columns(2)
-                .show(ui, |ui| {
-                    let c = &mut self.cfg;
-                    ui.label("model");
-                    egui::ComboBox::from_id_salt("model")
-                        .selected_text(format!("{:?}", c.model))
-                        .show_ui(ui, |ui| {
-                            for m in [
-                                ModelKind::SmallCnn,
-                                ModelKind::EfficientnetLite0,
-                                ModelKind::Resnet18,
-                                ModelKind::Resnet34,
-                                ModelKind::Resnet50,
-                            ] {
-                                ui.selectable_value(&mut c.model, m, format!("{m:?}"));
-                            }
-                        });
-                    ui.end_row();
-                    ui.label("weights");
-                    ui.horizontal(|ui| {
-                        let name = c
-                            .weights
-                            .as_ref()
-                            .and_then(|w| w.file_name())
-                            .map_or("none (from scratch)".into(), |n| {
-                                n.to_string_lossy().to_string()
-                            });
-                        ui.label(name);
-                        if ui
-                            .small_button("…")
-                            .on_hover_text("choose a .safetensors file")
-                            .clicked()
-                        {
-                            let (tx, rx) = mpsc::channel();
-                            let ctx = ui.ctx().clone();
-                            let _ = std::thread::Builder::new()
-                                .name("loupe-dialog".into())
-                                .spawn(move || {
-                                    let _ = tx.send(
-                                        rfd::FileDialog::new()
-                                            .set_title("Pretrained weights")
-                                            .add_filter("safetensors", &["safetensors"])
-                                            .pick_file(),
-                                    );
-                                    ctx.request_repaint();
-                                });
-                            self.weights_rx = Some(rx);
-                        }
-                        if c.weights.is_some()
-                            && ui
-                                .small_button("×")
-                                .on_hover_text("no weights: train from scratch")
-                                .clicked()
-                        {
-                            c.weights = None;
-                        }
-                    });
-                    ui.end_row();
-                    ui.label("epochs");
-                    ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
-                    ui.end_row();
-                    ui.label("batch");
-                    ui.add(egui::DragValue::new(&mut c.batch).range(1..=4096));
-                    ui.end_row();
-                    ui.label("learning rate");
-                    ui.add(
-                        egui::DragValue::new(&mut c.lr)
-                            .speed(1e-4)
-                            .range(1e-6..=1.0)
-                            .max_decimals(5),
-                    );
-                    ui.end_row();
-                    ui.label("image size");
-                    ui.add(egui::DragValue::new(&mut c.img_size).range(0..=1024))
-                        .on_hover_text("0: the model's default");
-                    ui.end_row();
-                    ui.label("backbone");
-                    ui.checkbox(&mut c.freeze, "frozen (head only)");
-                    ui.end_row();
-                    ui.label("loss");
-                    egui::ComboBox::from_id_salt("loss")
-                        .selected_text(format!("{:?}", c.loss))
-                        .show_ui(ui, |ui| {
-                            for l in [LossKind::Ce, LossKind::Smooth, LossKind::Focal] {
-                                ui.selectable_value(&mut c.loss, l, format!("{l:?}"));
-                            }
-                        });
-                    ui.end_row();
-                    ui.label("imbalance");
-                    egui::ComboBox::from_id_salt("balance")
-                        .selected_text(format!("{:?}", c.balance))
-                        .show_ui(ui, |ui| {
-                            for b in [Balance::None, Balance::Weights, Balance::Sampler] {
-                                ui.selectable_value(&mut c.balance, b, format!("{b:?}"));
-                            }
-                        });
-                    ui.end_row();
-                    ui.label("optimiser");
-                    egui::ComboBox::from_id_salt("optimizer")
-                        .selected_text(format!("{:?}", c.optimizer))
-                        .show_ui(ui, |ui| {
-                            for o in [
-                                OptimizerKind::Sgd,
-                                OptimizerKind::Adam,
-                                OptimizerKind::Adamw,
-                            ] {
-                                ui.selectable_value(&mut c.optimizer, o, format!("{o:?}"));
-                            }
-                        });
-                    ui.end_row();
-                    ui.label("device");
-                    egui::ComboBox::from_id_salt("device")
-                        .selected_text(format!("{:?}", c.device))
-                        .show_ui(ui, |ui| {
-                            for d in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda] {
-                                ui.selectable_value(&mut c.device, d, format!("{d:?}"));
-                            }
-                        });
-                    ui.end_row();
-                    ui.label("validation");
-                    ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"));
-                    ui.end_row();
-                    ui.label("seed");
-                    ui.add(egui::DragValue::new(&mut c.seed));
-                    ui.end_row();
-                });
+                .show(ui, |ui| self.options(ui));
         });
         ui.horizontal(|ui| {
             if running {
                 // No spinner: it repaints every frame, taking CPU from the run.
                 if ui.button("■ Stop").clicked() {
-                    self.stop();
+                    cmds.push(Command::StopRun);
                 }
                 ui.label("training…");
             } else if ui.button("▶ Start").clicked() {
-                let start = Start::New {
-                    runs_dir: runs_dir(ws),
-                    val: None,
-                };
-                self.start(ws, start, self.cfg.clone());
+                cmds.push(Command::StartRun(self.cfg.clone()));
             }
         });
         if let Some(m) = &self.message {
@@ -618,7 +625,138 @@ impl TrainTab {
         }
     }
 
-    fn runs_list(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
+    fn options(&mut self, ui: &mut egui::Ui) {
+        let c = &mut self.cfg;
+        ui.label("model");
+        egui::ComboBox::from_id_salt("model")
+            .selected_text(c.model.title())
+            .show_ui(ui, |ui| {
+                for m in ModelKind::ALL {
+                    ui.selectable_value(&mut c.model, m, m.title());
+                }
+            });
+        ui.end_row();
+        ui.label("weights");
+        ui.horizontal(|ui| {
+            let name = c
+                .weights
+                .as_ref()
+                .and_then(|w| w.file_name())
+                .map_or("none (from scratch)".into(), |n| {
+                    n.to_string_lossy().to_string()
+                });
+            ui.label(name);
+            if ui
+                .small_button("…")
+                .on_hover_text("choose a .safetensors file")
+                .clicked()
+            {
+                let (tx, rx) = mpsc::channel();
+                let ctx = ui.ctx().clone();
+                let _ = std::thread::Builder::new()
+                    .name("loupe-dialog".into())
+                    .spawn(move || {
+                        let _ = tx.send(
+                            rfd::FileDialog::new()
+                                .set_title("Pretrained weights")
+                                .add_filter("safetensors", &["safetensors"])
+                                .pick_file(),
+                        );
+                        ctx.request_repaint();
+                    });
+                self.weights_rx = Some(rx);
+            }
+            if c.weights.is_some()
+                && ui
+                    .small_button("×")
+                    .on_hover_text("no weights: train from scratch")
+                    .clicked()
+            {
+                c.weights = None;
+            }
+        });
+        ui.end_row();
+        ui.label("epochs");
+        ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
+        ui.end_row();
+        ui.label("batch");
+        ui.add(egui::DragValue::new(&mut c.batch).range(1..=4096));
+        ui.end_row();
+        ui.label("learning rate");
+        ui.add(
+            egui::DragValue::new(&mut c.lr)
+                .speed(1e-4)
+                .range(1e-6..=1.0)
+                .max_decimals(5),
+        );
+        ui.end_row();
+        ui.label("image size");
+        let size = c.size();
+        ui.add(
+            egui::DragValue::new(&mut c.img_size)
+                .range(0..=1024)
+                .custom_formatter(move |v, _| {
+                    if v == 0.0 {
+                        format!("{size} (the model's)")
+                    } else {
+                        format!("{v}")
+                    }
+                }),
+        )
+        .on_hover_text("pixels per side; 0 uses the model's own");
+        ui.end_row();
+        ui.label("backbone");
+        ui.checkbox(&mut c.freeze, "frozen (head only)");
+        ui.end_row();
+        ui.label("loss");
+        egui::ComboBox::from_id_salt("loss")
+            .selected_text(c.loss.title())
+            .show_ui(ui, |ui| {
+                for l in [LossKind::Ce, LossKind::Smooth, LossKind::Focal] {
+                    ui.selectable_value(&mut c.loss, l, l.title());
+                }
+            });
+        ui.end_row();
+        ui.label("imbalance");
+        egui::ComboBox::from_id_salt("balance")
+            .selected_text(c.balance.title())
+            .show_ui(ui, |ui| {
+                for b in [Balance::None, Balance::Weights, Balance::Sampler] {
+                    ui.selectable_value(&mut c.balance, b, b.title());
+                }
+            });
+        ui.end_row();
+        ui.label("optimiser");
+        egui::ComboBox::from_id_salt("optimizer")
+            .selected_text(c.optimizer.title())
+            .show_ui(ui, |ui| {
+                for o in [
+                    OptimizerKind::Sgd,
+                    OptimizerKind::Adam,
+                    OptimizerKind::Adamw,
+                ] {
+                    ui.selectable_value(&mut c.optimizer, o, o.title());
+                }
+            });
+        ui.end_row();
+        ui.label("device");
+        egui::ComboBox::from_id_salt("device")
+            .selected_text(c.device.title())
+            .show_ui(ui, |ui| {
+                for d in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda] {
+                    ui.selectable_value(&mut c.device, d, d.title());
+                }
+            });
+        ui.end_row();
+        ui.label("validation");
+        ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"));
+        ui.end_row();
+        ui.label("seed");
+        ui.add(egui::DragValue::new(&mut c.seed));
+        ui.end_row();
+    }
+
+    fn runs_list(&mut self, ui: &mut egui::Ui, cmds: &mut Commands) {
         ui.horizontal(|ui| {
             ui.heading("Runs");
             if ui
@@ -626,7 +764,7 @@ impl TrainTab {
                 .on_hover_text("read the run folders again")
                 .clicked()
             {
-                self.refresh(ui.ctx(), ws);
+                self.refresh(ui.ctx());
             }
         });
         if self.runs.is_empty() {
@@ -644,14 +782,9 @@ impl TrainTab {
             .and_then(|l| l.run_dir.clone());
         let mut action: Option<(PathBuf, &'static str)> = None;
         for run in &self.runs {
+            let monitor = run.record.config.monitor;
             let best = run.best().map_or("–".to_string(), |e| {
-                format!(
-                    "{} {:.3}",
-                    run.config.monitor.name(),
-                    run.config
-                        .monitor
-                        .value(run.config.monitor.score(e.macro_f1, e.accuracy, e.val_loss))
-                )
+                format!("{} {:.3}", monitor.name(), monitor.value(monitor.of(e)))
             });
             let status = if current.as_deref() == Some(run.dir.as_path()) {
                 "running".to_string()
@@ -675,20 +808,20 @@ impl TrainTab {
                 });
                 ui.label(
                     RichText::new(format!(
-                        "{:?} · {status} · {best} · {:.0} s · {}",
-                        run.config.model,
-                        run.seconds(),
-                        crate::cli::utc(run.created)
+                        "{} · {status} · {best} · {} · {}",
+                        run.record.config.model.title(),
+                        clock(run.seconds()),
+                        utc(run.created)
                     ))
                     .small(),
                 );
                 ui.horizontal(|ui| {
-                    for (label, what) in [
-                        ("config", "config"),
-                        ("resume", "resume"),
-                        ("rename", "rename"),
-                        ("delete", "delete"),
-                    ] {
+                    let mut buttons = vec![("config", "config")];
+                    if run.resumable() {
+                        buttons.push(("resume", "resume"));
+                    }
+                    buttons.extend([("rename", "rename"), ("delete", "delete")]);
+                    for (label, what) in buttons {
                         if ui.small_button(label).clicked() {
                             action = Some((run.dir.clone(), what));
                         }
@@ -702,7 +835,7 @@ impl TrainTab {
                     let run = self.runs.iter().find(|r| r.dir == dir);
                     self.config_view = run.map(|r| (r.name(), r.config_text.clone()));
                 }
-                "resume" => self.resume(ws, &dir),
+                "resume" => cmds.push(Command::ResumeRun(dir)),
                 "rename" => {
                     self.renaming = Some((
                         dir.clone(),
@@ -716,26 +849,7 @@ impl TrainTab {
         }
     }
 
-    /// Resumes a run to twice its epochs, or to the form's epoch count when that is larger.
-    pub fn resume(&mut self, ws: &Workspace, dir: &Path) {
-        match record::read_config(dir) {
-            Ok((mut cfg, _)) => {
-                let done = self
-                    .runs
-                    .iter()
-                    .find(|r| r.dir == dir)
-                    .and_then(|r| r.epochs.last().map(|e| e.epoch))
-                    .unwrap_or(0);
-                if done >= cfg.epochs {
-                    cfg.epochs = (cfg.epochs * 2).max(self.cfg.epochs);
-                }
-                self.start(ws, Start::Resume(dir.to_path_buf()), cfg);
-            }
-            Err(e) => self.message = Some(Err(format!("{e:#}"))),
-        }
-    }
-
-    fn dialogs(&mut self, ctx: &egui::Context) {
+    fn dialogs(&mut self, ctx: &egui::Context, cmds: &mut Commands) {
         if let Some((title, text)) = &self.config_view {
             let mut open = true;
             egui::Window::new(format!("config of {title}"))
@@ -762,32 +876,11 @@ impl TrainTab {
                     }
                 });
             });
-            match done {
-                Some(true) => {
-                    let valid = !name.is_empty()
-                        && !name.contains(['/', '\\'])
-                        && name != "."
-                        && name != "..";
-                    let to = dir.with_file_name(name.as_str());
-                    let (from, name) = (dir.clone(), name.clone());
-                    self.renaming = None;
-                    if valid {
-                        self.overlay.remove(&from);
-                        self.in_background(ctx, move || {
-                            if to.exists() {
-                                return Err(format!("{} already exists", to.display()));
-                            }
-                            std::fs::rename(&from, &to)
-                                .map(|_| format!("renamed to {name}"))
-                                .map_err(|e| format!("cannot rename {}: {e}", from.display()))
-                        });
-                    } else {
-                        self.message =
-                            Some(Err("a run name cannot be empty or contain a slash".into()));
-                    }
+            if let Some(rename) = done {
+                if rename {
+                    cmds.push(Command::RenameRun(dir.clone(), name.clone()));
                 }
-                Some(false) => self.renaming = None,
-                None => {}
+                self.renaming = None;
             }
         }
         match &self.confirm {
@@ -810,25 +903,18 @@ impl TrainTab {
                 });
                 if let Some(yes) = done {
                     self.confirm = None;
-                    let running_here = self.live.as_ref().is_some_and(|l| {
-                        l.running() && l.run_dir.as_deref() == Some(dir.as_path())
-                    });
-                    if yes && running_here {
-                        self.message = Some(Err("stop the run before deleting it".into()));
-                    } else if yes {
-                        self.overlay.remove(&dir);
-                        self.in_background(ctx, move || {
-                            std::fs::remove_dir_all(&dir)
-                                .map(|_| "run deleted".to_string())
-                                .map_err(|e| format!("cannot delete {}: {e}", dir.display()))
-                        });
+                    if yes {
+                        cmds.push(Command::DeleteRun(dir));
                     }
                 }
             }
             Some(Confirm::Close) => {
                 let mut done = None;
                 egui::Modal::new(egui::Id::unique("close-while-training")).show(ctx, |ui| {
-                    ui.label("A training run is going. Stop it and close Loupe? Its last checkpoint is kept and it can be resumed.");
+                    ui.label(
+                        "A training run is going. Stop it and close Loupe? Its last checkpoint \
+                         is kept and it can be resumed.",
+                    );
                     ui.horizontal(|ui| {
                         if ui.button("Stop and close").clicked() {
                             done = Some(true);
@@ -841,7 +927,7 @@ impl TrainTab {
                 if let Some(yes) = done {
                     self.confirm = None;
                     if yes {
-                        self.stop();
+                        cmds.push(Command::StopRun);
                         self.close_confirmed = true;
                     }
                 }
@@ -874,16 +960,18 @@ impl TrainTab {
     }
 
     fn curves(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.99).text("smoothing"));
             ui.checkbox(&mut self.log_scale, "log scale (loss)");
             if let Some(live) = &self.live {
                 ui.separator();
-                if live.running() {
+                if let Some(p) = live.preparing.as_ref().filter(|_| live.running()) {
+                    ui.label(p);
+                } else if live.running() {
                     let (e, s, n) = live.at;
                     let eta = live
                         .eta()
-                        .map_or(String::new(), |t| format!(" · ETA {}", fmt_secs(t)));
+                        .map_or(String::new(), |t| format!(" · ETA {}", clock(t)));
                     let gpu = live
                         .gpu_memory
                         .as_ref()
@@ -903,19 +991,17 @@ impl TrainTab {
                 }
             }
         });
-        if let Some(live) = &self.live {
-            if let Some(n) = live.notes.last() {
-                ui.label(RichText::new(n).small());
-            }
+        if let Some(n) = self.live.as_ref().and_then(|l| l.notes.last()) {
+            ui.label(RichText::new(n).small());
         }
         let log = self.log_scale;
-        let y = |v: f64| if log { v.max(1e-12).log10() } else { v };
+        let y = move |v: f64| if log { v.max(1e-12).log10() } else { v };
         let overlay: Vec<&RunSummary> = self
             .runs
             .iter()
             .filter(|r| self.overlay.contains(&r.dir))
             .collect();
-        let half = (ui.available_height() - 30.0) / 2.0;
+        let half = ((ui.available_height() - 30.0) / 2.0).max(80.0);
         let fmt_y = move |mark: egui_plot::GridMark, _r: &std::ops::RangeInclusive<f64>| {
             if log {
                 format!("{:.3}", 10f64.powf(mark.value))
@@ -923,135 +1009,181 @@ impl TrainTab {
                 format!("{:.3}", mark.value)
             }
         };
+
+        // Every series once, as plain points: the lines and the plot ranges are made from them.
+        type Series = Vec<(String, Vec<[f64; 2]>, f32, Option<egui::Color32>)>;
+        let (mut loss, mut scores, mut lrs): (Series, Series, Series) = Default::default();
+        if let Some(live) = &self.live {
+            let pts = |v: &[(f64, f64)]| v.iter().map(|&(x, v)| [x, y(v)]).collect::<Vec<_>>();
+            loss.push((
+                "training loss".into(),
+                pts(&live.steps),
+                1.0,
+                Some(egui::Color32::from_gray(110)),
+            ));
+            loss.push((
+                "training loss (smoothed)".into(),
+                pts(&smooth(&live.steps, self.smoothing)),
+                2.0,
+                None,
+            ));
+            loss.push((
+                "validation loss".into(),
+                live.epochs
+                    .iter()
+                    .map(|m| [m.epoch as f64, y(m.val_loss)])
+                    .collect(),
+                2.0,
+                None,
+            ));
+            scores.push((
+                "accuracy".into(),
+                live.epochs
+                    .iter()
+                    .map(|m| [m.epoch as f64, m.accuracy])
+                    .collect(),
+                2.0,
+                None,
+            ));
+            scores.push((
+                "macro-F1".into(),
+                live.epochs
+                    .iter()
+                    .map(|m| [m.epoch as f64, m.macro_f1])
+                    .collect(),
+                2.0,
+                None,
+            ));
+            lrs.push((
+                "learning rate".into(),
+                live.lrs.iter().map(|&(x, v)| [x, v]).collect(),
+                1.0,
+                None,
+            ));
+        }
+        for r in &overlay {
+            let steps = by_epoch(&r.steps, |s| s.loss);
+            loss.push((
+                format!("{} (smoothed)", r.name()),
+                smooth(&steps, self.smoothing)
+                    .into_iter()
+                    .map(|(x, v)| [x, y(v)])
+                    .collect(),
+                1.0,
+                None,
+            ));
+            loss.push((
+                format!("{} validation", r.name()),
+                r.epochs
+                    .iter()
+                    .map(|m| [m.epoch as f64, y(m.val_loss)])
+                    .collect(),
+                1.0,
+                None,
+            ));
+            scores.push((
+                format!("{} macro-F1", r.name()),
+                r.epochs
+                    .iter()
+                    .map(|m| [m.epoch as f64, m.macro_f1])
+                    .collect(),
+                1.0,
+                None,
+            ));
+            scores.push((
+                format!("{} accuracy", r.name()),
+                r.epochs
+                    .iter()
+                    .map(|m| [m.epoch as f64, m.accuracy])
+                    .collect(),
+                1.0,
+                None,
+            ));
+            lrs.push((
+                format!("{} learning rate", r.name()),
+                by_epoch(&r.steps, |s| s.lr)
+                    .into_iter()
+                    .map(|(x, v)| [x, v])
+                    .collect(),
+                1.0,
+                None,
+            ));
+        }
+        let epochs = self.live.as_ref().map_or(1, |l| l.total_epochs.max(1)) as f64;
+        let draw = |ui: &mut egui::Ui, plot: Plot<'_>, series: Series, default_y: (f64, f64)| {
+            let mut extent = Extent::default();
+            for (_, pts, ..) in &series {
+                extent.add_all(pts.iter().copied());
+            }
+            extent
+                .include(plot, (0.0, epochs), default_y)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .show(ui, |p| {
+                    for (name, pts, width, color) in series {
+                        let mut line = Line::new(name, finite(pts)).width(width);
+                        if let Some(c) = color {
+                            line = line.color(c);
+                        }
+                        p.line(line);
+                    }
+                });
+        };
         ui.columns(2, |cols| {
-            Plot::new("loss")
-                .height(half)
-                .legend(Legend::default())
-                .x_axis_label("epoch")
-                .y_axis_formatter(fmt_y)
-                .show(&mut cols[0], |p| {
-                    if let Some(live) = &self.live {
-                        p.line(
-                            Line::new(
-                                "training loss",
-                                PlotPoints::from_iter(live.steps.iter().map(|&(x, v)| [x, y(v)])),
-                            )
-                            .color(egui::Color32::from_gray(110)),
-                        );
-                        p.line(
-                            Line::new(
-                                "training loss (smoothed)",
-                                PlotPoints::from_iter(
-                                    smooth(&live.steps, self.smoothing)
-                                        .into_iter()
-                                        .map(|(x, v)| [x, y(v)]),
-                                ),
-                            )
-                            .width(2.0),
-                        );
-                        p.line(
-                            Line::new(
-                                "validation loss",
-                                PlotPoints::from_iter(
-                                    live.epochs.iter().map(|m| [m.epoch as f64, y(m.val_loss)]),
-                                ),
-                            )
-                            .width(2.0),
-                        );
-                    }
-                    for r in &overlay {
-                        let steps = by_epoch(&r.steps, |s| s.loss);
-                        p.line(Line::new(
-                            format!("{} (smoothed)", r.name()),
-                            PlotPoints::from_iter(
-                                smooth(&steps, self.smoothing)
-                                    .into_iter()
-                                    .map(|(x, v)| [x, y(v)]),
-                            ),
-                        ));
-                        p.line(Line::new(
-                            format!("{} validation", r.name()),
-                            PlotPoints::from_iter(
-                                r.epochs.iter().map(|m| [m.epoch as f64, y(m.val_loss)]),
-                            ),
-                        ));
-                    }
-                });
-            Plot::new("scores")
-                .height(half)
-                .legend(Legend::default())
-                .x_axis_label("epoch")
-                .include_y(0.0)
-                .include_y(1.0)
-                .show(&mut cols[1], |p| {
-                    if let Some(live) = &self.live {
-                        p.line(
-                            Line::new(
-                                "accuracy",
-                                PlotPoints::from_iter(
-                                    live.epochs.iter().map(|m| [m.epoch as f64, m.accuracy]),
-                                ),
-                            )
-                            .width(2.0),
-                        );
-                        p.line(
-                            Line::new(
-                                "macro-F1",
-                                PlotPoints::from_iter(
-                                    live.epochs.iter().map(|m| [m.epoch as f64, m.macro_f1]),
-                                ),
-                            )
-                            .width(2.0),
-                        );
-                    }
-                    for r in &overlay {
-                        p.line(Line::new(
-                            format!("{} macro-F1", r.name()),
-                            PlotPoints::from_iter(
-                                r.epochs.iter().map(|m| [m.epoch as f64, m.macro_f1]),
-                            ),
-                        ));
-                        p.line(Line::new(
-                            format!("{} accuracy", r.name()),
-                            PlotPoints::from_iter(
-                                r.epochs.iter().map(|m| [m.epoch as f64, m.accuracy]),
-                            ),
-                        ));
-                    }
-                });
+            cols[0].label(RichText::new("Loss").strong());
+            draw(
+                &mut cols[0],
+                Plot::new("loss").height(half).y_axis_formatter(fmt_y),
+                loss,
+                if log { (-1.0, 0.5) } else { (0.0, 2.5) },
+            );
+            cols[1].label(RichText::new("Validation accuracy and macro-F1").strong());
+            draw(
+                &mut cols[1],
+                Plot::new("scores")
+                    .height(half)
+                    .include_y(0.0)
+                    .include_y(1.0),
+                scores,
+                (0.0, 1.0),
+            );
         });
-        Plot::new("lr")
-            .height(half.min(160.0))
-            .legend(Legend::default())
-            .x_axis_label("epoch")
-            .show(ui, |p| {
-                if let Some(live) = &self.live {
-                    p.line(Line::new(
-                        "learning rate",
-                        PlotPoints::from_iter(live.lrs.iter().map(|&(x, v)| [x, v])),
-                    ));
-                }
-                for r in &overlay {
-                    p.line(Line::new(
-                        format!("{} learning rate", r.name()),
-                        PlotPoints::from_iter(
-                            by_epoch(&r.steps, |s| s.lr)
-                                .into_iter()
-                                .map(|(x, v)| [x, v]),
-                        ),
-                    ));
-                }
-            });
+        ui.label(RichText::new("Learning rate").strong());
+        draw(
+            ui,
+            Plot::new("lr").height(half.min(160.0)),
+            lrs,
+            (0.0, self.cfg.lr.max(1e-6)),
+        );
     }
 }
 
-fn fmt_secs(s: f64) -> String {
-    let s = s.round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
+/// The device line of the form: what libtorch sees, asked of an engine process.
+fn device_line(engine: &Engine) -> String {
+    let events = engine.start(&Job::Device, None).wait();
+    for e in events {
+        match e {
+            Event::Done {
+                result: JobResult::Device(info),
+            } => {
+                return if info.cuda_available {
+                    format!(
+                        "CUDA: {} GPU(s), cuDNN {}",
+                        info.cuda_devices,
+                        if info.cudnn_available { "yes" } else { "no" }
+                    )
+                } else {
+                    format!(
+                        "no CUDA GPU visible to libtorch: training runs on the CPU ({} threads)",
+                        info.cpu_threads
+                    )
+                }
+            }
+            Event::Failed { message } => return message,
+            _ => {}
+        }
     }
+    "the engine did not say which device it sees".into()
 }
 
 #[cfg(test)]

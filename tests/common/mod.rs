@@ -229,3 +229,47 @@ pub fn planted_photos(root: &Path) -> Vec<(String, &'static str)> {
     }
     planted
 }
+
+/// `per_class` noisy 16x16 images of three colours (blue, green, red), one folder each; `offset`
+/// makes a different set of the same classes.
+pub fn colour_images(root: &Path, per_class: usize, offset: u32) {
+    for (name, c) in [
+        ("blue", [40u8, 40, 200]),
+        ("green", [40, 200, 40]),
+        ("red", [200, 40, 40]),
+    ] {
+        fs::create_dir_all(root.join(name)).unwrap();
+        for k in 0..per_class {
+            let img = ImageBuffer::from_fn(16, 16, |x, y| {
+                let n = ((x * 31 + y * 17 + (k as u32 + offset) * 13) % 60) as u8;
+                Rgb([
+                    c[0].saturating_add(n),
+                    c[1].saturating_add(n),
+                    c[2].saturating_add(n),
+                ])
+            });
+            img.save(root.join(name).join(format!("{k:02}.png")))
+                .unwrap();
+        }
+    }
+}
+
+/// The engine binary cargo built beside the tests.
+pub fn engine() -> loupe::train::client::Engine {
+    loupe::train::client::Engine::at(env!("CARGO_BIN_EXE_loupe-engine"))
+}
+
+/// `loupe` with `args`, its output captured.
+pub fn loupe(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// How long a test waits for something that must happen before it calls it a hang. Not a
+/// timing expectation: what the tests wait for does not depend on speed, only on getting there,
+/// so this is set far beyond what a loaded 2-core machine needs.
+pub const HANG: std::time::Duration = std::time::Duration::from_secs(900);
+
+pub mod ui;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::workspace::Workspace;
-use crate::dataset::{self, stats, LabelStore, Progress, Source};
+use super::{stats, LabelStore, Progress, Source};
 
 pub struct Loader {
     pub path: PathBuf,
@@ -32,7 +32,7 @@ impl Loader {
         let handle = std::thread::Builder::new()
             .name("loupe-open-dataset".into())
             .spawn(move || {
-                let result = dataset::open(&source, &worker_progress)
+                let result = super::open(&source, &worker_progress)
                     .map_err(|e| e.to_string())
                     .and_then(|dataset| {
                         let store = LabelStore::open(&dataset).map_err(|e| e.to_string())?;

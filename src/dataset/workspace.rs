@@ -3,15 +3,18 @@
 //! The `LabelStore` itself lives on a worker thread ("loupe-labels"): every edit is an fsynced
 //! journal append, which does not belong on the UI thread. Panels send [`LabelCmd`]s; the worker
 //! answers with the new state of exactly the samples that changed, and the mirror is patched.
+//! Statistics and the class list come from [`LabelStore::effective`], the one rule for what the
+//! edited dataset is, computed on the worker.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::dataset::labels::{LabelStore, Step};
-use crate::dataset::stats::{self, path_str, Stats};
-use crate::dataset::Dataset;
+use super::labels::{LabelStore, Step};
+use super::stats::{self, Stats};
+use super::Dataset;
+use crate::util::path_str;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags {
@@ -21,7 +24,7 @@ pub struct Flags {
     pub checked: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LabelCmd {
     Relabel {
         paths: Vec<String>,
@@ -129,19 +132,13 @@ impl Workspace {
             format!("label edits are saved in {}", store.dir().display()),
         );
         let history = history_of(&store);
-        let (stats, classes) = summarize(&dataset, &hashes, &labels, &flags, &history.new_classes);
+        let (stats, classes) = summarize(&store, &dataset, &hashes);
         let (tx, worker_rx) = mpsc::channel();
         let (worker_tx, rx) = mpsc::channel();
-        let mirror = Mirror {
-            dataset: dataset.clone(),
-            hashes,
-            index: index.clone(),
-            labels: labels.clone(),
-            flags: flags.clone(),
-        };
+        let (ds, h) = (dataset.clone(), hashes);
         let worker = std::thread::Builder::new()
             .name("loupe-labels".into())
-            .spawn(move || label_worker(store, mirror, worker_rx, worker_tx, on_reply))
+            .spawn(move || label_worker(store, &ds, &h, worker_rx, worker_tx, on_reply))
             .expect("spawning a thread only fails when the OS is out of resources");
         Workspace {
             stats,
@@ -198,31 +195,6 @@ impl Workspace {
         out
     }
 
-    /// The dataset as training should see it now: current labels, excluded samples left out,
-    /// every known class. Copies the sample list: call it off the UI thread on large datasets.
-    pub fn effective(
-        dataset: &Dataset,
-        labels: &[String],
-        flags: &[Flags],
-        classes: &[String],
-    ) -> Dataset {
-        let mut out = dataset.clone_without_samples();
-        out.classes = classes.to_vec();
-        out.samples = dataset
-            .samples
-            .iter()
-            .zip(labels.iter().zip(flags))
-            .filter(|(_, (_, f))| !f.excluded)
-            .map(|(s, (label, _))| {
-                let mut s = s.clone();
-                s.label = label.clone();
-                s.parts = crate::dataset::scan::label_parts(label, dataset.label_columns.len());
-                s
-            })
-            .collect();
-        out
-    }
-
     pub fn path(&self, i: usize) -> String {
         path_str(&self.dataset.samples[i].path)
     }
@@ -242,50 +214,19 @@ impl Drop for Workspace {
     }
 }
 
-/// Statistics and the class list of the dataset as edited (excluded samples left out). No I/O.
+/// Statistics and the class list of the dataset as the store has it edited (excluded samples
+/// left out). No file I/O: the content hashes were computed when the dataset was opened.
 fn summarize(
+    store: &LabelStore,
     ds: &Dataset,
     hashes: &[Option<[u8; 32]>],
-    labels: &[String],
-    flags: &[Flags],
-    new_classes: &[String],
 ) -> (Stats, Vec<String>) {
-    let mut eff = Dataset {
-        samples: Vec::with_capacity(ds.samples.len()),
-        ..ds.clone_without_samples()
-    };
-    let mut kept_hashes = Vec::with_capacity(ds.samples.len());
-    for (i, s) in ds.samples.iter().enumerate() {
-        if flags[i].excluded {
-            continue;
-        }
-        let mut s = s.clone();
-        if s.label != labels[i] {
-            s.parts = crate::dataset::scan::label_parts(&labels[i], ds.label_columns.len());
-            s.label = labels[i].clone();
-        }
-        kept_hashes.push(hashes.get(i).copied().flatten());
-        eff.samples.push(s);
-    }
-    let mut classes: Vec<String> = ds.classes.clone();
-    classes.extend(new_classes.iter().cloned());
-    classes.extend(labels.iter().cloned());
-    classes.sort();
-    classes.dedup();
-    eff.classes = classes.clone();
-    (
-        stats::compute_with_hashes(&eff, Some(&kept_hashes)),
-        classes,
-    )
-}
-
-/// The worker's own copy of the per-sample state, patched like the UI's, for `summarize`.
-struct Mirror {
-    dataset: Arc<Dataset>,
-    hashes: Arc<Vec<Option<[u8; 32]>>>,
-    index: HashMap<String, usize>,
-    labels: Vec<String>,
-    flags: Vec<Flags>,
+    let (eff, origin) = store.effective_with_origin(ds);
+    let kept: Vec<Option<[u8; 32]>> = origin
+        .iter()
+        .map(|&i| hashes.get(i).copied().flatten())
+        .collect();
+    (stats::compute_with_hashes(&eff, Some(&kept)), eff.classes)
 }
 
 fn flags_of(store: &LabelStore, path: &str) -> Flags {
@@ -309,7 +250,8 @@ fn history_of(store: &LabelStore) -> HistoryView {
 
 fn label_worker(
     mut store: LabelStore,
-    mut m: Mirror,
+    ds: &Dataset,
+    hashes: &[Option<[u8; 32]>],
     rx: Receiver<LabelCmd>,
     tx: Sender<LabelReply>,
     on_reply: impl Fn(),
@@ -363,20 +305,8 @@ fn label_worker(
                         path: p,
                     })
                     .collect();
-                for c in &changed {
-                    if let Some(&i) = m.index.get(&c.path) {
-                        m.labels[i] = c.label.clone();
-                        m.flags[i] = c.flags;
-                    }
-                }
                 let history = history_of(&store);
-                let summary = Box::new(summarize(
-                    &m.dataset,
-                    &m.hashes,
-                    &m.labels,
-                    &m.flags,
-                    &history.new_classes,
-                ));
+                let summary = Box::new(summarize(&store, ds, hashes));
                 LabelReply::Done {
                     message,
                     changed,

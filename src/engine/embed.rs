@@ -11,10 +11,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-use crate::dataset::stats::path_str;
-use crate::dataset::{probe, scan::io_pool, Dataset};
-use crate::train::data::eval_tensor;
-use crate::train::models::{self, ModelKind};
+use loupe::dataset::{probe, scan::io_pool, Dataset};
+use loupe::train::config::ModelKind;
+use loupe::util::path_str;
+
+use super::data::eval_tensor;
+use super::zoo;
 
 /// Features of some samples: `dim` floats per embedded sample.
 pub struct Embeddings {
@@ -65,11 +67,7 @@ struct CacheHeader {
 
 /// The cache file of one (model, size): a JSON header line, then `dim` little-endian f32 per entry.
 fn cache_path(dir: &Path, model: ModelKind, size: u32) -> PathBuf {
-    let name = serde_json::to_value(model)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    dir.join(format!("{name}-{size}.emb"))
+    dir.join(format!("{}-{size}.emb", model.id()))
 }
 
 fn load_cache(
@@ -114,23 +112,23 @@ fn save_cache(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("emb.tmp");
-    let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-    let header = CacheHeader {
-        model,
-        size,
-        blocks: blocks.to_vec(),
-        entries: entries.iter().map(|(k, _)| k.clone()).collect(),
-    };
-    serde_json::to_writer(&mut w, &header)?;
-    w.write_all(b"\n")?;
-    for (_, v) in entries {
-        for x in *v {
-            w.write_all(&x.to_le_bytes())?;
+    loupe::util::replace_file(path, |tmp| {
+        let mut w = BufWriter::new(std::fs::File::create(tmp)?);
+        let header = CacheHeader {
+            model,
+            size,
+            blocks: blocks.to_vec(),
+            entries: entries.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        serde_json::to_writer(&mut w, &header)?;
+        w.write_all(b"\n")?;
+        for (_, v) in entries {
+            for x in *v {
+                w.write_all(&x.to_le_bytes())?;
+            }
         }
-    }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(tmp, path)
+        w.flush()
+    })
 }
 
 /// What to embed with.
@@ -155,14 +153,14 @@ pub fn embed(
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Embeddings>> {
     let mut vs = nn::VarStore::new(cfg.device);
-    let (net, blocks) = cfg.model.build_embedder(&vs.root())?;
+    let (net, blocks) = zoo::build_embedder(cfg.model, &vs.root())?;
     let dim: usize = blocks.iter().sum();
-    let report = models::load_pretrained(&mut vs, cfg.model, &cfg.weights)?;
+    let report = zoo::load_pretrained(&mut vs, cfg.model, &cfg.weights)?;
     anyhow::ensure!(
         report.complete(),
-        "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}",
+        "the weights in {} do not fit {}: missing {:?}, mis-shaped {:?}",
         cfg.weights.display(),
-        cfg.model,
+        cfg.model.title(),
         report.missing,
         report.mismatched
     );

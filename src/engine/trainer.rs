@@ -1,220 +1,32 @@
-//! The training engine: a named worker thread that owns everything tch (VarStore, model,
-//! optimiser: tch tensors are not `Sync`, grad mode is per thread) and reports typed [`Event`]s
-//! over a bounded channel. A cancel flag stops it within one batch, keeping the last checkpoint.
-//! A panic inside libtorch becomes a `Failed` event: the caller survives.
+//! The training loop, as it runs inside the engine process: it owns everything tch (VarStore,
+//! model, optimiser: tch tensors are not `Sync`, grad mode is per thread) and reports typed
+//! [`Event`]s through `emit`. A cancel flag stops it within one batch, keeping the last
+//! checkpoint. Everything it writes goes into the run folder (see `loupe::train::record`).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::given_split::GivenSplit;
-use super::metrics::{self, argmax, Report};
-use super::models::{self, ModelKind};
+use loupe::dataset::Dataset;
+use loupe::train::config::{Balance, LossKind, OptimizerKind, TrainConfig};
+use loupe::train::metrics::{self, argmax};
+use loupe::train::predictions;
+use loupe::train::protocol::Event;
+use loupe::train::record::{self, EpochMetrics, MetricsLine, MetricsLog, RunConfig};
+use loupe::train::schedule::Policy;
+use loupe::train::split::{self, SplitMix64};
+use loupe::util::{path_str, write_atomic};
+
 use super::pipeline::{bytes_for, to_batch, Cache, Frames, Stream};
-use super::record;
-use super::schedule::{Monitor, Policy, ScheduleKind};
-use super::split::{self, SplitMix64};
-use crate::dataset::stats::path_str;
-use crate::dataset::Dataset;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossKind {
-    Ce,
-    /// Cross-entropy with label smoothing 0.1.
-    Smooth,
-    /// Focal loss, gamma 2.
-    Focal,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Balance {
-    None,
-    /// Loss weights inversely proportional to class frequency.
-    Weights,
-    /// Draw training images with probability inversely proportional to their class frequency.
-    Sampler,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    Sgd,
-    Adam,
-    Adamw,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-/// Everything that decides a run; saved in the run's `config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrainConfig {
-    pub model: ModelKind,
-    /// Pretrained weights (.safetensors); the head is replaced for the dataset's classes.
-    pub weights: Option<PathBuf>,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    /// Training resolution; 0 means the model's default.
-    pub img_size: u32,
-    /// Train only the head (the backbone frozen, BatchNorm in eval mode).
-    pub freeze: bool,
-    pub loss: LossKind,
-    pub balance: Balance,
-    pub optimizer: OptimizerKind,
-    pub weight_decay: f64,
-    /// Learning rate of the classifier head when it should differ from `lr` (fine-tuning often
-    /// wants a new head to move faster than pretrained layers).
-    pub head_lr: Option<f64>,
-    /// Linear warm-up (in epochs), then `schedule`, per optimiser step.
-    pub warmup_epochs: f64,
-    pub schedule: ScheduleKind,
-    /// Step schedule: epochs between decays (0 = a third of the run).
-    pub step_epochs: usize,
-    /// Optimiser step every this many batches (an effective batch of `batch * accumulate`).
-    pub accumulate: usize,
-    /// The metric that picks the best checkpoint.
-    pub monitor: Monitor,
-    /// Stop after this many epochs without a better `monitor` (0 = never).
-    pub patience: usize,
-    pub val_frac: f64,
-    /// A split the user gave (then `val_frac` is unused); see [`super::given_split::prepare`].
-    pub given_split: Option<GivenSplit>,
-    pub seed: u64,
-    pub device: DeviceChoice,
-    /// Memory for the decoded-image cache in GB; beyond it images are decoded per batch.
-    /// `None`: half of the memory available when the run starts.
-    pub cache_gb: Option<f64>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            model: ModelKind::EfficientnetLite0,
-            weights: None,
-            epochs: 10,
-            batch: 32,
-            lr: 1e-3,
-            img_size: 0,
-            freeze: false,
-            loss: LossKind::Ce,
-            balance: Balance::None,
-            optimizer: OptimizerKind::Adamw,
-            weight_decay: 0.01,
-            head_lr: None,
-            warmup_epochs: 1.0,
-            schedule: ScheduleKind::Cosine,
-            step_epochs: 0,
-            accumulate: 1,
-            monitor: Monitor::MacroF1,
-            patience: 0,
-            val_frac: 0.2,
-            given_split: None,
-            seed: 0,
-            device: DeviceChoice::Auto,
-            cache_gb: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    /// Learning rate at the end of the epoch.
-    #[serde(default)]
-    pub lr: f64,
-    pub train_loss: f64,
-    pub val_loss: f64,
-    pub accuracy: f64,
-    pub macro_f1: f64,
-    pub report: Report,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone)]
-pub enum Event {
-    Started {
-        run_dir: PathBuf,
-        device: String,
-        train: usize,
-        val: usize,
-        skipped: usize,
-        classes: Vec<String>,
-    },
-    Step {
-        epoch: usize,
-        step: usize,
-        steps: usize,
-        loss: f64,
-        lr: f64,
-        images_per_s: f64,
-    },
-    Epoch(Box<EpochMetrics>),
-    Checkpoint {
-        path: PathBuf,
-        best: bool,
-    },
-    /// Something the user should know that does not stop the run: streaming instead of caching,
-    /// a smaller batch after running out of GPU memory, early stopping, a resumed run.
-    Note(String),
-    /// `best` is the best value of the monitored metric (in its own units; NaN when no epoch
-    /// finished).
-    Finished {
-        run_dir: PathBuf,
-        best: f64,
-        monitor: Monitor,
-        cancelled: bool,
-    },
-    Failed(String),
-}
-
-pub struct RunHandle {
-    pub rx: Receiver<Event>,
-    pub cancel: Arc<AtomicBool>,
-    /// Images decoded into the cache so far (progress before the first step).
-    pub decoded: Arc<AtomicUsize>,
-    join: Option<JoinHandle<()>>,
-}
-
-impl RunHandle {
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
-    }
-
-    /// Waits for the worker to end.
-    pub fn join(mut self) {
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
-}
-
-impl Drop for RunHandle {
-    fn drop(&mut self) {
-        self.cancel();
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
-}
+use super::{device, zoo, Emit};
+#[cfg(test)]
+use loupe::train::config::ModelKind;
 
 /// Where a run goes.
 #[derive(Debug, Clone)]
@@ -225,105 +37,21 @@ pub enum Start {
         runs_dir: PathBuf,
         val: Option<Vec<bool>>,
     },
-    /// Continue the run in this folder from its last checkpoint up to `epochs`, on the validation
-    /// images recorded in its config. Optimiser moments start afresh (tch cannot save them).
+    /// Continue the run in this folder from its last checkpoint up to the config's epochs, on
+    /// the validation images recorded in its config. Optimiser moments start afresh (tch cannot
+    /// save them).
     Resume(PathBuf),
 }
 
-/// Starts training on `ds` (pass the effective dataset: edited labels, excluded left out).
-pub fn spawn(ds: Dataset, cfg: TrainConfig, start: Start) -> RunHandle {
-    let (tx, rx) = mpsc::sync_channel(256);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let decoded = Arc::new(AtomicUsize::new(0));
-    let (c, d) = (cancel.clone(), decoded.clone());
-    let join = std::thread::Builder::new()
-        .name("loupe-train".into())
-        .spawn(move || {
-            let fail_tx = tx.clone();
-            let result =
-                std::panic::catch_unwind(AssertUnwindSafe(|| run(&ds, &cfg, &start, &tx, &c, &d)));
-            let msg = match result {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(panic) => panic_text(panic.as_ref()),
-            };
-            let _ = fail_tx.send(Event::Failed(explain(&msg)));
-        })
-        .expect("spawning a thread only fails when the OS is out of resources");
-    RunHandle {
-        rx,
-        cancel,
-        decoded,
-        join: Some(join),
-    }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "the training thread panicked".into())
-}
-
-fn is_oom(msg: &str) -> bool {
-    msg.contains("out of memory")
-}
-
-/// libtorch's messages, in words that say what to do.
-fn explain(msg: &str) -> String {
-    if is_oom(msg) {
-        format!("the GPU ran out of memory even one image at a time: use a smaller --img-size or model ({})", msg.lines().next().unwrap_or(msg))
-    } else if msg.contains("No space left on device") {
-        format!("the disk is full; the previous checkpoint is intact ({msg})")
-    } else {
-        msg.to_string()
-    }
-}
-
-/// Runs `attempt(micro)`; when it runs out of memory, halves `micro` (telling `retrying`) and
-/// tries again, down to one image. libtorch reports some failures as panics: caught here too.
-pub fn halve_on_oom<T>(
-    micro: &mut usize,
-    mut attempt: impl FnMut(usize) -> anyhow::Result<T>,
-    mut retrying: impl FnMut(usize),
-) -> anyhow::Result<T> {
-    loop {
-        let err = match std::panic::catch_unwind(AssertUnwindSafe(|| attempt(*micro))) {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(panic) => panic_text(panic.as_ref()),
-        };
-        if !is_oom(&err) || *micro <= 1 {
-            anyhow::bail!(err);
-        }
-        *micro /= 2;
-        retrying(*micro);
-    }
-}
-
-fn pick_device(choice: DeviceChoice) -> anyhow::Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        DeviceChoice::Cuda => anyhow::bail!(
-            "--device cuda was asked for, but libtorch sees no CUDA GPU (see `loupe device`)"
-        ),
-    }
-}
-
-fn run(
+/// Trains on `ds` (the effective dataset: edited labels, excluded left out); ends with a
+/// `Finished` event, or an error for the caller to report as `Failed`.
+pub fn train(
     ds: &Dataset,
     cfg: &TrainConfig,
     start: &Start,
-    tx: &SyncSender<Event>,
+    emit: &Emit<'_>,
     cancel: &AtomicBool,
-    decoded: &AtomicUsize,
 ) -> anyhow::Result<()> {
-    let send = |e: Event| {
-        let _ = tx.send(e);
-    };
     let classes: Vec<String> = ds.classes.clone();
     anyhow::ensure!(
         classes.len() >= 2,
@@ -344,12 +72,8 @@ fn run(
         .iter()
         .map(|s| class_of[s.label.as_str()])
         .collect();
-    let device = pick_device(cfg.device)?;
-    let size = if cfg.img_size == 0 {
-        cfg.model.default_size()
-    } else {
-        cfg.img_size
-    };
+    let device = device::pick(cfg.device)?;
+    let size = cfg.size();
 
     let (run_dir, sp, history) = match start {
         Start::New { runs_dir, val } => {
@@ -376,12 +100,13 @@ fn run(
                 sp.train.len(),
                 sp.val.len()
             );
-            let dir = record::new_run_dir(runs_dir, cfg.model)?;
-            record::write_config(&dir, ds, cfg, &classes, &sp, size)?;
+            let dir = loupe::util::new_dir(runs_dir, cfg.model.id())
+                .map_err(|e| anyhow::anyhow!("cannot create the run folder: {e}"))?;
+            RunConfig::new(ds, cfg, &sp).write(&dir)?;
             (dir, sp, Vec::new())
         }
         Start::Resume(dir) => {
-            let (sp, history) = prepare_resume(dir, ds, cfg, &classes, size, &send)?;
+            let (sp, history) = prepare_resume(dir, ds, cfg, emit)?;
             (dir.clone(), sp, history)
         }
     };
@@ -396,27 +121,55 @@ fn run(
         .or_else(|| available_memory().map(|a| a / 2));
     let (train, val): (Box<dyn Frames>, Box<dyn Frames>) = match budget {
         Some(b) if need > b => {
-            send(Event::Note(format!(
-                "the decoded images would take {:.2} GB, more than the {:.2} GB memory budget: decoding each batch as it is needed (slower; raise --cache-gb or lower --img-size to cache)",
-                need as f64 / 1e9,
-                b as f64 / 1e9
-            )));
+            emit(Event::Note {
+                text: format!(
+                    "the decoded images would take {:.2} GB, more than the {:.2} GB memory \
+                     budget: decoding each batch as it is needed (slower; raise --cache-gb or \
+                     lower --img-size to cache)",
+                    need as f64 / 1e9,
+                    b as f64 / 1e9
+                ),
+            });
             (
                 Box::new(Stream::new(ds, &sp.train, &pick(&sp.train), size)),
                 Box::new(Stream::new(ds, &sp.val, &pick(&sp.val), size)),
             )
         }
-        _ => (
-            Box::new(Cache::build(ds, &sp.train, &pick(&sp.train), size, decoded)),
-            Box::new(Cache::build(ds, &sp.val, &pick(&sp.val), size, decoded)),
-        ),
+        _ => {
+            let total = sp.train.len() + sp.val.len();
+            let progress = |done: usize| {
+                emit(Event::Progress {
+                    what: "decoding images".into(),
+                    done,
+                    total,
+                })
+            };
+            (
+                Box::new(Cache::build(
+                    ds,
+                    &sp.train,
+                    &pick(&sp.train),
+                    size,
+                    0,
+                    &progress,
+                )),
+                Box::new(Cache::build(
+                    ds,
+                    &sp.val,
+                    &pick(&sp.val),
+                    size,
+                    sp.train.len(),
+                    &progress,
+                )),
+            )
+        }
     };
     anyhow::ensure!(
         !train.is_empty() && !val.is_empty(),
         "no decodable images left for training or validation"
     );
     let mut reported_skipped = train.skipped().len() + val.skipped().len();
-    send(Event::Started {
+    emit(Event::Started {
         run_dir: run_dir.clone(),
         device: format!("{device:?}"),
         train: train.len(),
@@ -426,18 +179,18 @@ fn run(
     });
 
     let mut vs = nn::VarStore::new(device);
-    let net = cfg.model.build(&vs.root(), classes.len() as i64);
+    let net = zoo::build(cfg.model, &vs.root(), classes.len() as i64);
     if matches!(start, Start::Resume(_)) {
-        let last = run_dir.join("last.safetensors");
+        let last = run_dir.join(record::LAST);
         vs.load(&last)
             .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", last.display()))?;
     } else if let Some(w) = &cfg.weights {
-        let report = models::load_pretrained(&mut vs, cfg.model, w)?;
+        let report = zoo::load_pretrained(&mut vs, cfg.model, w)?;
         anyhow::ensure!(
             report.complete(),
-            "the weights in {} do not fit {:?}: missing {:?}, mis-shaped {:?}",
+            "the weights in {} do not fit {}: missing {:?}, mis-shaped {:?}",
             w.display(),
-            cfg.model,
+            cfg.model.title(),
             report.missing,
             report.mismatched
         );
@@ -448,9 +201,6 @@ fn run(
                 let _ = var.set_requires_grad(false);
             }
         }
-    }
-    if cfg.head_lr.is_some() {
-        head_in_group(&vs, cfg.model.head());
     }
     let mut opt = match cfg.optimizer {
         OptimizerKind::Sgd => nn::sgd(0.9, 0.0, cfg.weight_decay, true).build(&vs, cfg.lr)?,
@@ -487,7 +237,7 @@ fn run(
         cfg.step_epochs,
     );
     for m in &history {
-        policy.end_epoch(cfg.monitor.score(m.macro_f1, m.accuracy, m.val_loss));
+        policy.end_epoch(cfg.monitor.of(m));
     }
     let first_epoch = history.last().map_or(1, |m| m.epoch + 1);
     let mut rng = SplitMix64::new(cfg.seed ^ 0x5EED);
@@ -495,22 +245,21 @@ fn run(
         // The same shuffles as a run that was never interrupted.
         epoch_order(train.labels(), &counts, cfg.balance, &mut rng);
     }
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run_dir.join("metrics.jsonl"))?;
+    let mut log = MetricsLog::open(&run_dir)?;
     if first_epoch > 1 {
-        writeln!(
-            metrics_file,
-            "{}",
-            serde_json::json!({"kind": "resume", "epoch": first_epoch, "epochs": cfg.epochs, "fingerprint": record::fingerprint(ds)})
-        )?;
-        send(Event::Note(format!(
-            "resuming at epoch {first_epoch} of {}",
-            cfg.epochs
-        )));
+        log.append(&MetricsLine::Resume {
+            epoch: first_epoch,
+            epochs: cfg.epochs,
+            fingerprint: ds.fingerprint(),
+        })?;
+        emit(Event::Note {
+            text: format!("resuming at epoch {first_epoch} of {}", cfg.epochs),
+        });
     }
-    let head_ratio = cfg.head_lr.map(|h| h / cfg.lr.max(f64::MIN_POSITIVE));
+    // The head is optimiser group 1 (see `zoo::build`): its own learning rate when asked.
+    let head_ratio = cfg
+        .head_lr
+        .map_or(1.0, |h| h / cfg.lr.max(f64::MIN_POSITIVE));
     let mut step = (first_epoch - 1) * steps_per_epoch;
     let mut micro = cfg.batch;
     let mut lr = policy.lr(step);
@@ -542,9 +291,7 @@ fn run(
                 let t = Instant::now();
                 lr = policy.lr(step);
                 opt.set_lr(lr);
-                if let Some(r) = head_ratio {
-                    opt.set_lr_group(1, lr * r);
-                }
+                opt.set_lr_group(1, lr * head_ratio);
                 let y: Vec<i64> = kept.iter().map(|&p| train.labels()[p]).collect();
                 let batch = Batch {
                     bytes: &bytes,
@@ -569,7 +316,13 @@ fn run(
                         )
                     },
                     |m| {
-                        send(Event::Note(format!("the GPU ran out of memory with {before} images per pass; continuing with {m} per pass (gradients still add up to {step_images} per step)")))
+                        emit(Event::Note {
+                            text: format!(
+                                "the GPU ran out of memory with {before} images per pass; \
+                                 continuing with {m} per pass (gradients still add up to \
+                                 {step_images} per step)"
+                            ),
+                        })
                     },
                 )?;
                 let Some(loss) = loss else { return Ok(true) };
@@ -578,12 +331,14 @@ fn run(
                 seen += y.len();
                 step += 1;
                 let ips = y.len() as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                writeln!(
-                    metrics_file,
-                    "{}",
-                    serde_json::json!({"kind": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "images_per_s": ips})
-                )?;
-                send(Event::Step {
+                log.append(&MetricsLine::Step {
+                    epoch,
+                    step,
+                    loss,
+                    lr,
+                    images_per_s: ips,
+                })?;
+                emit(Event::Step {
                     epoch,
                     step: k + 1,
                     steps: steps_per_epoch,
@@ -595,12 +350,8 @@ fn run(
             Ok(false)
         })?;
         if cancelled {
-            writeln!(
-                metrics_file,
-                "{}",
-                serde_json::json!({"kind": "end", "cancelled": true})
-            )?;
-            return finish(&vs, &run_dir, &policy, cfg.monitor, true, tx);
+            log.append(&MetricsLine::End { cancelled: true })?;
+            return finish(&vs, &run_dir, &policy, cfg, true, emit);
         }
         let (val_loss, positions, probs) =
             evaluate(net.as_ref(), val.as_ref(), device, norm, cfg.batch)?;
@@ -620,55 +371,62 @@ fn run(
             report,
             seconds: started.elapsed().as_secs_f64(),
         };
-        writeln!(
-            metrics_file,
-            "{}",
-            serde_json::json!({"kind": "epoch", "metrics": &m})
-        )?;
-        metrics_file.sync_data()?;
-        record::save_atomic(&vs, &run_dir.join("last.safetensors"))?;
-        send(Event::Checkpoint {
-            path: run_dir.join("last.safetensors"),
+        log.append(&MetricsLine::Epoch {
+            metrics: Box::new(m.clone()),
+        })?;
+        log.sync()?;
+        save_checkpoint(&vs, &run_dir.join(record::LAST))?;
+        emit(Event::Checkpoint {
+            path: run_dir.join(record::LAST),
             best: false,
         });
-        if policy.end_epoch(cfg.monitor.score(m.macro_f1, m.accuracy, m.val_loss)) {
-            record::save_atomic(&vs, &run_dir.join("best.safetensors"))?;
-            let samples: Vec<usize> = positions.iter().map(|&p| val.samples()[p]).collect();
-            record::write_predictions(&run_dir, ds, &samples, &classes, &probs)?;
-            crate::dataset::labels::write_atomic(
-                &run_dir.join("confusion.json"),
+        if policy.end_epoch(cfg.monitor.of(&m)) {
+            save_checkpoint(&vs, &run_dir.join(record::BEST))?;
+            let rows: Vec<(String, String, Vec<f32>)> = positions
+                .iter()
+                .zip(probs)
+                .map(|(&p, pr)| {
+                    let s = &ds.samples[val.samples()[p]];
+                    (path_str(&s.path), s.label.clone(), pr)
+                })
+                .collect();
+            predictions::write_labelled(&run_dir.join(record::VAL_PREDICTIONS), &classes, &rows)?;
+            write_atomic(
+                &run_dir.join(record::CONFUSION),
                 &serde_json::to_vec_pretty(&m.report.confusion)?,
             )?;
-            send(Event::Checkpoint {
-                path: run_dir.join("best.safetensors"),
+            emit(Event::Checkpoint {
+                path: run_dir.join(record::BEST),
                 best: true,
             });
         }
-        send(Event::Epoch(Box::new(m)));
+        emit(Event::Epoch {
+            metrics: Box::new(m),
+        });
         // Streamed images that fail to decode are found while training.
         let skipped = train.skipped().len() + val.skipped().len();
         if skipped > reported_skipped {
-            send(Event::Note(format!(
-                "{} more image(s) could not be decoded and were skipped",
-                skipped - reported_skipped
-            )));
+            emit(Event::Note {
+                text: format!(
+                    "{} more image(s) could not be decoded and were skipped",
+                    skipped - reported_skipped
+                ),
+            });
             reported_skipped = skipped;
         }
         if policy.should_stop(cfg.patience) {
-            send(Event::Note(format!(
-                "stopped early: {} has not improved for {} epochs",
-                cfg.monitor.name(),
-                cfg.patience
-            )));
+            emit(Event::Note {
+                text: format!(
+                    "stopped early: {} has not improved for {} epochs",
+                    cfg.monitor.name(),
+                    cfg.patience
+                ),
+            });
             break;
         }
     }
-    writeln!(
-        metrics_file,
-        "{}",
-        serde_json::json!({"kind": "end", "cancelled": false})
-    )?;
-    finish(&vs, &run_dir, &policy, cfg.monitor, false, tx)
+    log.append(&MetricsLine::End { cancelled: false })?;
+    finish(&vs, &run_dir, &policy, cfg, false, emit)
 }
 
 /// Checks that the run in `dir` can go on with `cfg` on `ds`, records the new epoch count in
@@ -677,29 +435,25 @@ fn prepare_resume(
     dir: &Path,
     ds: &Dataset,
     cfg: &TrainConfig,
-    classes: &[String],
-    size: u32,
-    send: &dyn Fn(Event),
+    emit: &Emit<'_>,
 ) -> anyhow::Result<(split::Split, Vec<EpochMetrics>)> {
-    let (old, mut doc) = record::read_config(dir)?;
-    let old_classes: Vec<String> =
-        serde_json::from_value(doc["classes"].clone()).unwrap_or_default();
+    let mut rc = RunConfig::read(dir)?;
     anyhow::ensure!(
-        old_classes == classes,
+        rc.classes == ds.classes,
         "the classes changed since this run started ({} then, {} now): start a new run",
-        old_classes.join(", "),
-        classes.join(", ")
+        rc.classes.join(", "),
+        ds.classes.join(", ")
     );
     anyhow::ensure!(
-        old.model == cfg.model && doc["img_size"].as_u64() == Some(u64::from(size)),
+        rc.config.model == cfg.model && rc.img_size == cfg.size(),
         "a run resumes with its own model and image size"
     );
     anyhow::ensure!(
-        dir.join("last.safetensors").exists(),
+        dir.join(record::LAST).exists(),
         "{} has no checkpoint to resume from",
         dir.display()
     );
-    let history = record::read_epochs(dir)?;
+    let history = record::read_metrics(dir)?.epochs;
     let done = history.last().map_or(0, |m| m.epoch);
     anyhow::ensure!(
         done < cfg.epochs,
@@ -707,42 +461,95 @@ fn prepare_resume(
         dir.display(),
         cfg.epochs
     );
-    let val: HashSet<String> = record::val_paths(&doc).into_iter().collect();
+    let val: HashSet<&str> = rc.split.val.iter().map(String::as_str).collect();
     let sp = split::given(
         &ds.samples
             .iter()
-            .map(|s| val.contains(&path_str(&s.path)))
+            .map(|s| val.contains(path_str(&s.path).as_str()))
             .collect::<Vec<_>>(),
     );
     anyhow::ensure!(
         !sp.train.is_empty() && !sp.val.is_empty(),
         "none of the run's validation images (or nothing else) is in the dataset now"
     );
-    if doc["dataset"]["fingerprint"].as_str() != Some(record::fingerprint(ds).as_str()) {
-        send(Event::Note("the labels or images changed since this run started: it goes on with the current ones and the same validation images".into()));
+    if rc.dataset.fingerprint != ds.fingerprint() {
+        emit(Event::Note {
+            text: "the labels or images changed since this run started: it goes on with the \
+                   current ones and the same validation images"
+                .into(),
+        });
     }
     // The config now says how far the run goes; where it started is kept in metrics.jsonl.
-    doc["config"] = serde_json::to_value(cfg)?;
-    crate::dataset::labels::write_atomic(
-        &dir.join("config.json"),
-        &serde_json::to_vec_pretty(&doc)?,
-    )?;
+    rc.config = cfg.clone();
+    rc.write(dir)?;
     Ok((sp, history))
 }
 
-/// Moves the head's variables to optimiser group 1, so it can have its own learning rate.
-fn head_in_group(vs: &nn::VarStore, head: &str) {
-    let mut vars = vs.variables_.lock().unwrap_or_else(|p| p.into_inner());
-    let head: HashSet<usize> = vars
-        .named_variables
-        .iter()
-        .filter(|(n, _)| n.starts_with(head))
-        .map(|(_, t)| t.data_ptr() as usize)
-        .collect();
-    for v in vars.trainable_variables.iter_mut() {
-        if head.contains(&(v.tensor.data_ptr() as usize)) {
-            v.group = 1;
+/// Saves the weights atomically: a crash or a full disk leaves the previous checkpoint.
+fn save_checkpoint(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
+    loupe::util::replace_file(path, |tmp| vs.save(tmp).map_err(std::io::Error::other))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+fn finish(
+    vs: &nn::VarStore,
+    run_dir: &Path,
+    policy: &Policy,
+    cfg: &TrainConfig,
+    cancelled: bool,
+    emit: &Emit<'_>,
+) -> anyhow::Result<()> {
+    save_checkpoint(vs, &run_dir.join(record::LAST))?;
+    emit(Event::Finished {
+        run_dir: run_dir.to_path_buf(),
+        best: policy.best.map(|b| cfg.monitor.value(b)),
+        monitor: cfg.monitor,
+        cancelled,
+    });
+    Ok(())
+}
+
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the engine panicked".into())
+}
+
+fn is_oom(msg: &str) -> bool {
+    msg.contains("out of memory")
+}
+
+/// libtorch's messages, in words that say what to do.
+pub fn explain(msg: &str) -> String {
+    if is_oom(msg) {
+        format!("the GPU ran out of memory even one image at a time: use a smaller --img-size or model ({})", msg.lines().next().unwrap_or(msg))
+    } else if msg.contains("No space left on device") {
+        format!("the disk is full; the previous checkpoint is intact ({msg})")
+    } else {
+        msg.to_string()
+    }
+}
+
+/// Runs `attempt(micro)`; when it runs out of memory, halves `micro` (telling `retrying`) and
+/// tries again, down to one image. libtorch reports some failures as panics: caught here too.
+pub fn halve_on_oom<T>(
+    micro: &mut usize,
+    mut attempt: impl FnMut(usize) -> anyhow::Result<T>,
+    mut retrying: impl FnMut(usize),
+) -> anyhow::Result<T> {
+    loop {
+        let err = match std::panic::catch_unwind(AssertUnwindSafe(|| attempt(*micro))) {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(panic) => panic_text(panic.as_ref()),
+        };
+        if !is_oom(&err) || *micro <= 1 {
+            anyhow::bail!(err);
         }
+        *micro /= 2;
+        retrying(*micro);
     }
 }
 
@@ -755,25 +562,6 @@ fn available_memory() -> Option<u64> {
         .parse::<u64>()
         .ok()
         .map(|kb| kb * 1024)
-}
-
-fn finish(
-    vs: &nn::VarStore,
-    run_dir: &Path,
-    policy: &Policy,
-    monitor: Monitor,
-    cancelled: bool,
-    tx: &SyncSender<Event>,
-) -> anyhow::Result<()> {
-    record::save_atomic(vs, &run_dir.join("last.safetensors"))?;
-    let best = policy.best.map_or(f64::NAN, |b| monitor.value(b));
-    let _ = tx.send(Event::Finished {
-        run_dir: run_dir.to_path_buf(),
-        best,
-        monitor,
-        cancelled,
-    });
-    Ok(())
 }
 
 /// Cache positions of one epoch: shuffled, or drawn by inverse class frequency (sampler).
@@ -962,8 +750,7 @@ mod tests {
     fn the_head_gets_its_own_learning_rate() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = ModelKind::SmallCnn.build(&vs.root(), 3);
-        head_in_group(&vs, ModelKind::SmallCnn.head());
+        let net = zoo::build(ModelKind::SmallCnn, &vs.root(), 3);
         let mut opt = nn::sgd(0.0, 0.0, 0.0, false).build(&vs, 0.1).unwrap();
         opt.set_lr_group(1, 0.0);
         let before: HashMap<String, Tensor> = vs

@@ -1,0 +1,401 @@
+//! The commands that run a network: `train`, `resume`, `eval`, `predict`, `issues`, `device`.
+//! Each starts an engine process (`loupe-engine`) with one job and prints what it reports; the
+//! output is the same as when the engine ran inside `loupe`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{self, Source};
+use crate::quality::confident::{Method, RankBy};
+use crate::quality::issues::{self, Findings};
+use crate::train::client::Engine;
+use crate::train::config::{ModelKind, OofConfig, TrainConfig};
+use crate::train::predictions;
+use crate::train::protocol::{Event, Job, JobResult};
+use crate::train::record::RunConfig;
+use crate::util::path_str;
+
+/// `loupe train` and `loupe resume`: a run with its progress, epochs and end.
+pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let h = Engine::locate().start(&job, None);
+    let started = std::time::Instant::now();
+    let mut last_acc = None;
+    let mut first_epoch = None;
+    for event in h.rx.iter() {
+        match event {
+            Event::Started {
+                run_dir,
+                device,
+                train,
+                val,
+                skipped,
+                classes,
+            } => {
+                if tty {
+                    eprint!("\r");
+                }
+                println!(
+                    "training on {device}: {train} training / {val} validation images, {} \
+                     classes; run folder {}",
+                    classes.len(),
+                    run_dir.display()
+                );
+                if skipped > 0 {
+                    println!("note: {skipped} image(s) could not be decoded and were skipped");
+                }
+            }
+            Event::Progress { what, done, total } => progress(tty, &what, done, total),
+            Event::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+                images_per_s,
+                ..
+            } if tty => {
+                // Counted from the first epoch of this process: a resumed run starts midway.
+                let first = *first_epoch.get_or_insert(epoch);
+                let done = ((epoch - first) * steps + step) as f64
+                    / ((epochs + 1 - first) * steps).max(1) as f64;
+                let eta = started.elapsed().as_secs_f64() * (1.0 - done) / done.max(1e-9);
+                let acc = last_acc.map_or(String::new(), |a: f64| format!("  val acc {a:.3}"));
+                eprint!(
+                    "\repoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4}{acc}  \
+                     {images_per_s:.0} img/s  ETA {}   ",
+                    crate::util::clock(eta)
+                );
+            }
+            Event::Epoch { metrics: m } => {
+                last_acc = Some(m.accuracy);
+                if tty {
+                    eprint!("\r");
+                }
+                println!(
+                    "epoch {}/{epochs}  train loss {:.4}  val loss {:.4}  accuracy {:.3}  \
+                     macro-F1 {:.3}  ({:.1} s)",
+                    m.epoch, m.train_loss, m.val_loss, m.accuracy, m.macro_f1, m.seconds
+                );
+            }
+            Event::Note { text } => {
+                if tty {
+                    eprint!("\r");
+                }
+                println!("note: {text}");
+            }
+            Event::Finished {
+                run_dir,
+                best,
+                monitor,
+                cancelled,
+            } => {
+                let best = best.map_or("none (no epoch finished)".into(), |b| format!("{b:.3}"));
+                println!(
+                    "{} best {} {best}; run folder:",
+                    if cancelled { "cancelled;" } else { "done;" },
+                    monitor.name()
+                );
+                println!("{}", run_dir.display());
+            }
+            Event::Failed { message } => anyhow::bail!("training failed: {message}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The config `loupe train` runs with: the options, the default weights when installed.
+pub(super) fn train_job(
+    source: Source,
+    mut config: TrainConfig,
+    runs_dir: PathBuf,
+) -> anyhow::Result<Job> {
+    if config.weights.is_none() {
+        config.weights = crate::train::config::default_weights(config.model);
+        if config.weights.is_none() && config.model == ModelKind::EfficientnetLite0 {
+            eprintln!(
+                "note: no EfficientNet-Lite0 ImageNet weights found (run `make test` or \
+                 scripts/fetch_weights.py, or pass --weights); training from scratch"
+            );
+        }
+    }
+    Ok(Job::Train {
+        dataset: source,
+        config,
+        runs_dir,
+    })
+}
+
+/// `loupe resume RUN [--epochs N]`.
+pub(super) fn resume(run: PathBuf, epochs: Option<usize>) -> anyhow::Result<()> {
+    let total = epochs.unwrap_or(RunConfig::read(&run)?.config.epochs);
+    train(Job::Resume { run, epochs }, total)
+}
+
+/// A stage's progress: a line that updates in place on a terminal; elsewhere (a log, a pipe) a
+/// line when the stage is done.
+fn progress(tty: bool, what: &str, done: usize, total: usize) {
+    if tty {
+        eprint!("\r{what} {done}/{total}   ");
+    } else if done == total {
+        eprintln!("{what} {done}/{total}");
+    }
+}
+
+/// Runs a job other than training to its result, showing its progress on a terminal.
+fn result_of(job: &Job) -> anyhow::Result<JobResult> {
+    let tty = std::io::stderr().is_terminal();
+    let h = Engine::locate().start(job, None);
+    let mut shown = false;
+    for event in h.rx.iter() {
+        match event {
+            Event::Progress { what, done, total } => {
+                progress(tty, &what, done, total);
+                shown = tty;
+            }
+            Event::Note { text } => eprintln!("note: {text}"),
+            Event::Done { result } => {
+                if shown {
+                    eprintln!();
+                }
+                return Ok(result);
+            }
+            Event::Failed { message } => {
+                if shown {
+                    eprintln!();
+                }
+                anyhow::bail!(message)
+            }
+            _ => {}
+        }
+    }
+    anyhow::bail!("the engine ended without a result")
+}
+
+/// `loupe eval RUN [PATH]`: the run's validation images through its best checkpoint, scored
+/// from the predictions file as the Evaluate tab scores it.
+pub(super) fn eval(run: PathBuf, path: Option<&Path>) -> anyhow::Result<()> {
+    let dataset = path.map(dataset::source_for).transpose()?;
+    let JobResult::Eval {
+        predictions: file,
+        skipped,
+    } = result_of(&Job::Eval {
+        run: run.clone(),
+        dataset,
+    })?
+    else {
+        anyhow::bail!("the engine answered another job");
+    };
+    let p = predictions::read_labelled(&file)?;
+    let r = p.report();
+    println!("{}: {} validation images", run.display(), p.rows.len());
+    if skipped > 0 {
+        println!("note: {skipped} image(s) skipped (unreadable, or a label the run does not know)");
+    }
+    println!("accuracy {:.4}  macro-F1 {:.4}\n", r.accuracy, r.macro_f1);
+    let width = p
+        .classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!("{:width$}  precision  recall     F1  support", "class");
+    for (c, s) in p.classes.iter().zip(&r.per_class) {
+        println!(
+            "{c:width$}  {:>9.3}  {:>6.3}  {:>5.3}  {:>7}",
+            s.precision, s.recall, s.f1, s.support
+        );
+    }
+    println!("\nconfusion (rows: true, columns: predicted, in class order)");
+    for (c, row) in p.classes.iter().zip(&r.confusion) {
+        println!(
+            "{c:width$}  {}",
+            row.iter().map(|n| format!("{n:>5}")).collect::<String>()
+        );
+    }
+    println!("\npredictions written to {}", file.display());
+    Ok(())
+}
+
+/// `loupe predict RUN FOLDER --out FILE [--tta]`.
+pub(super) fn predict(
+    run: PathBuf,
+    folder: PathBuf,
+    out: PathBuf,
+    tta: bool,
+) -> anyhow::Result<()> {
+    let JobResult::Predict { written, failed } = result_of(&Job::Predict {
+        run,
+        folder,
+        out: out.clone(),
+        tta,
+    })?
+    else {
+        anyhow::bail!("the engine answered another job");
+    };
+    let unreadable = if failed > 0 {
+        format!(" ({failed} unreadable, see the error column)")
+    } else {
+        String::new()
+    };
+    println!(
+        "{written} predictions written to {}{unreadable}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// `loupe device`.
+pub(super) fn device(json: bool) -> anyhow::Result<()> {
+    let JobResult::Device(info) = result_of(&Job::Device)? else {
+        anyhow::bail!("the engine answered another job");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!("{info}");
+    match &info.smoke_test {
+        Ok(v) => println!("libtorch smoke test on {}: ok ({v})", info.default_device),
+        Err(e) => anyhow::bail!("libtorch failed a 64x64 matrix product: {e}"),
+    }
+    Ok(())
+}
+
+/// How `loupe issues` gets its probabilities.
+pub(super) enum Probabilities {
+    /// Cross-validation in the engine.
+    Engine(OofConfig),
+    /// A CSV the user brings (a path column, one column per class).
+    Given(PathBuf),
+}
+
+/// `loupe issues`: suspected label errors, most likely wrong first, and the estimated number
+/// of errors per class; the search is kept under `issues_dir`.
+pub(super) fn issues(
+    source: Source,
+    issues_dir: PathBuf,
+    probs: Probabilities,
+    (method, rank_by): (Method, RankBy),
+    out: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (findings, dir) = match probs {
+        Probabilities::Engine(config) => {
+            let job = Job::FindIssues {
+                dataset: source,
+                config,
+                method,
+                rank_by,
+                issues_dir,
+            };
+            let JobResult::Issues {
+                folder, skipped, ..
+            } = result_of(&job)?
+            else {
+                anyhow::bail!("the engine answered another job");
+            };
+            if !skipped.is_empty() {
+                eprintln!(
+                    "note: {} image(s) could not be decoded and were not examined",
+                    skipped.len()
+                );
+            }
+            (issues::load(&folder)?, folder)
+        }
+        Probabilities::Given(file) => given(&source, &file, &issues_dir, method, rank_by, started)?,
+    };
+    if let Some(out) = out {
+        issues::write_csv(out, &findings)?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "folder": dir, "findings": findings })
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} suspected label errors among {} images ({:.1} s):",
+        findings.issues.len(),
+        findings.examined,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:>5}  {:<40} {:<16} {:<16} {:>6}",
+        "rank", "path", "given", "suggested", "p(given)"
+    );
+    for i in findings.issues.iter().take(20) {
+        println!(
+            "{:>5}  {:<40} {:<16} {:<16} {:>6.3}",
+            i.rank, i.path, i.given, i.suggested, i.self_confidence
+        );
+    }
+    if findings.issues.len() > 20 {
+        println!("  ... {} more in the CSV", findings.issues.len() - 20);
+    }
+    println!("\nestimated label errors per class:");
+    for (class, n, errors) in &findings.per_class {
+        println!("  {class:<24} {errors:>6} of {n}");
+    }
+    println!("ranked list and probabilities in:\n{}", dir.display());
+    Ok(())
+}
+
+/// Confident learning over the user's own probabilities (no network, no engine).
+fn given(
+    source: &Source,
+    file: &Path,
+    issues_dir: &Path,
+    method: Method,
+    rank_by: RankBy,
+    started: std::time::Instant,
+) -> anyhow::Result<(Findings, PathBuf)> {
+    let (ds, notes) = dataset::open_edited(source, &Default::default())?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let (rows, problems) = issues::read_probs_csv(file, &ds.classes)?;
+    for p in problems.iter().take(5) {
+        eprintln!("note: {}: {p}", file.display());
+    }
+    let by_path: std::collections::HashMap<&str, &Vec<f32>> =
+        rows.iter().map(|(p, v)| (p.as_str(), v)).collect();
+    let (mut samples, mut probs) = (Vec::new(), Vec::new());
+    for (i, s) in ds.samples.iter().enumerate() {
+        if let Some(p) = by_path.get(path_str(&s.path).as_str()) {
+            samples.push(i);
+            probs.extend_from_slice(p);
+        }
+    }
+    let unknown = rows.len() - samples.len();
+    if unknown > 0 {
+        eprintln!(
+            "note: {unknown} row(s) of {} name no image of the dataset",
+            file.display()
+        );
+    }
+    if samples.len() < ds.samples.len() {
+        eprintln!(
+            "note: {} image(s) of the dataset have no probabilities and are not examined",
+            ds.samples.len() - samples.len()
+        );
+    }
+    anyhow::ensure!(!samples.is_empty(), "no image has probabilities to examine");
+    let findings = issues::find(&ds, &samples, &probs, method, rank_by);
+    let how = serde_json::json!({ "pred_probs": file, "seconds": started.elapsed().as_secs_f64() });
+    let dir = issues::save_run(
+        issues_dir,
+        "given-probs",
+        &ds,
+        how,
+        &samples,
+        &probs,
+        &findings,
+    )?;
+    Ok((findings, dir))
+}

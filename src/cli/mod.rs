@@ -1,0 +1,413 @@
+//! Command-line interface: argument definitions and dispatch. Each command is a thin layer over
+//! the library calls the window makes: `data` for the commands that read or edit data (in this
+//! process), `jobs` for those that run a network (in an engine process).
+
+mod data;
+mod jobs;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataset::export::ExportFormat;
+use crate::dataset::{self, CsvSource, Source};
+use crate::quality::confident::{Method, RankBy};
+use crate::train::config::{
+    Balance, DeviceChoice, LossKind, ModelKind, OofConfig, OptimizerKind, TrainConfig,
+};
+use crate::train::given_split::GivenSplit;
+use crate::train::schedule::{Monitor, ScheduleKind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loupe",
+    version,
+    about = "A desktop studio for image-classification datasets",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Dataset to open in the desktop app (a folder of class folders).
+    #[arg(default_value = "sample_data")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Summarise a dataset: classes, balance, sizes, formats, unreadable files, duplicates.
+    Stats {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// Print one JSON object instead of the readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relabel files (one undo step): `--to CLASS FILE...`, or `--from-csv FIXES.csv` (path,label).
+    Relabel {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// The class to give every FILE (created if new).
+        #[arg(
+            long,
+            required_unless_present = "from_csv",
+            conflicts_with = "from_csv"
+        )]
+        to: Option<String>,
+        /// A CSV with columns path,label: the way a teammate shares a list of fixes.
+        #[arg(long)]
+        from_csv: Option<PathBuf>,
+        /// Files to relabel, relative to PATH (or paths that lie inside it).
+        #[arg(required_unless_present = "from_csv")]
+        files: Vec<PathBuf>,
+    },
+    /// Mark files excluded: kept on disk, left out of training and export (one undo step).
+    Exclude {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// Take the files back in instead.
+        #[arg(long)]
+        include: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Undo the last label edit step (also one made in the app or another session).
+    Undo {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+    },
+    /// Redo the last undone step.
+    Redo {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+    },
+    /// List the label edit steps, oldest first.
+    History {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the cleaned dataset (edits applied, excluded files left out) into a new folder.
+    Export {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// A new or empty folder outside the dataset.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "imagefolder")]
+        format: ExportFormat,
+    },
+    /// Train a classifier on the dataset (label edits applied, excluded images left out).
+    Train {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        #[command(flatten)]
+        opts: TrainArgs,
+        /// Validation images from a separate folder of class folders, instead of a random split.
+        #[arg(long, conflicts_with = "split_column")]
+        val_dir: Option<PathBuf>,
+        /// CSV column that gives each row's side: val / valid / validation / test validate.
+        #[arg(long, requires = "csv")]
+        split_column: Option<String>,
+        /// Where run folders go (default: the dataset's .loupe/runs).
+        #[arg(long)]
+        runs: Option<PathBuf>,
+    },
+    /// Continue a run from its last checkpoint, on the data and validation images it had.
+    Resume {
+        run: PathBuf,
+        /// Train up to this many epochs in all (default: the run's own).
+        #[arg(long)]
+        epochs: Option<usize>,
+    },
+    /// Evaluate a run on its validation images: metrics, per-class table, confusion matrix;
+    /// writes RUN/eval_predictions.csv.
+    Eval {
+        run: PathBuf,
+        /// The dataset (default: the one the run was trained on).
+        path: Option<PathBuf>,
+    },
+    /// Predict the class of every image under FOLDER with a run's best checkpoint.
+    Predict {
+        run: PathBuf,
+        folder: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Average with the mirrored image (test-time augmentation).
+        #[arg(long)]
+        tta: bool,
+    },
+    /// Find suspected label errors: cross-validated probabilities (or yours, --pred-probs), then
+    /// confident learning. Writes a ranked issues.csv (path,given,suggested,self_confidence,rank).
+    Issues {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// Cross-validation folds.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+        model: ModelKind,
+        /// Pretrained weights (.safetensors); EfficientNet-Lite0's ImageNet weights by default.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Fine-tune the network per fold, instead of a linear head on frozen embeddings.
+        #[arg(long)]
+        full: bool,
+        /// Epochs per fold (with --full).
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Input resolution (default: 128 for embeddings, the model's with --full).
+        #[arg(long, default_value_t = 0)]
+        img_size: u32,
+        #[arg(long, value_enum, default_value = "prune-by-noise-rate")]
+        method: Method,
+        #[arg(long, value_enum, default_value = "self-confidence")]
+        rank_by: RankBy,
+        /// Skip training: rank these probabilities (CSV: a path column, one column per class).
+        #[arg(long)]
+        pred_probs: Option<PathBuf>,
+        /// Also write the ranked list here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of the readable summary.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Show which compute device libtorch sees (CUDA GPUs or CPU).
+    Device {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to open a dataset: a folder of class folders, or a CSV of labels.
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// The dataset folder (ImageFolder: one folder per class), or the folder the CSV lives in.
+    pub path: PathBuf,
+    /// A CSV of labels; relative to PATH unless it exists as given. Image paths inside it are
+    /// relative to the CSV's folder.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// CSV column holding the image path.
+    #[arg(long, default_value = "path", requires = "csv")]
+    pub path_col: String,
+    /// CSV label column(s); several, comma-separated, combine into one class (a/b/c).
+    #[arg(long, default_value = "label", value_delimiter = ',', requires = "csv")]
+    pub label_col: Vec<String>,
+    /// CSV column that groups samples (e.g. a person id) so splits keep them together.
+    #[arg(long, requires = "csv")]
+    pub group_col: Option<String>,
+}
+
+impl DatasetArgs {
+    pub fn source(&self) -> anyhow::Result<Source> {
+        let Some(csv) = &self.csv else {
+            return Ok(dataset::source_for(&self.path)?);
+        };
+        let csv = if csv.is_absolute() || csv.exists() && !self.path.join(csv).exists() {
+            csv.clone()
+        } else {
+            self.path.join(csv)
+        };
+        Ok(Source::Csv(CsvSource {
+            csv,
+            path_col: self.path_col.clone(),
+            label_cols: self.label_col.clone(),
+            group_col: self.group_col.clone(),
+        }))
+    }
+}
+
+/// The engine's options as `loupe train` takes them.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+    model: ModelKind,
+    /// Pretrained weights (.safetensors, torchvision/timm names); the head is replaced.
+    /// EfficientNet-Lite0 uses its ImageNet weights by default when they are installed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Optimiser step every N batches (effective batch N x --batch).
+    #[arg(long, default_value_t = 1)]
+    accumulate: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning rate of the new classifier head (default: --lr).
+    #[arg(long)]
+    head_lr: Option<f64>,
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleKind,
+    /// Warm-up epochs before the schedule.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Training resolution (default: the model's, 224; 64 for small-cnn).
+    #[arg(long, default_value_t = 0)]
+    img_size: u32,
+    /// Train only the classifier head (feature extraction).
+    #[arg(long)]
+    freeze: bool,
+    #[arg(long, value_enum, default_value = "ce")]
+    loss: LossKind,
+    #[arg(long, value_enum, default_value = "none")]
+    balance: Balance,
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// The metric that picks the best checkpoint.
+    #[arg(long, value_enum, default_value = "macro-f1")]
+    monitor: Monitor,
+    /// Stop after N epochs without a better --monitor (0: never).
+    #[arg(long, default_value_t = 0)]
+    patience: usize,
+    #[arg(long, default_value_t = 0.2)]
+    val_frac: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Memory for decoded images, in GB; a larger dataset is decoded batch by batch
+    /// (default: half the available memory).
+    #[arg(long)]
+    cache_gb: Option<f64>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            model: self.model,
+            weights: self.weights.clone(),
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            img_size: self.img_size,
+            freeze: self.freeze,
+            loss: self.loss,
+            balance: self.balance,
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            head_lr: self.head_lr,
+            warmup_epochs: self.warmup,
+            schedule: self.schedule,
+            step_epochs: 0,
+            accumulate: self.accumulate,
+            monitor: self.monitor,
+            patience: self.patience,
+            val_frac: self.val_frac,
+            given_split: None,
+            seed: self.seed,
+            device: self.device,
+            cache_gb: self.cache_gb,
+        }
+    }
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Stats { dataset, json } => data::stats(&dataset, json),
+        Command::Relabel {
+            dataset,
+            to,
+            from_csv,
+            files,
+        } => data::relabel(&dataset, to, from_csv, &files),
+        Command::Exclude {
+            dataset,
+            include,
+            files,
+        } => data::exclude(&dataset, include, &files),
+        Command::Undo { dataset } => data::undo(&dataset),
+        Command::Redo { dataset } => data::redo(&dataset),
+        Command::History { dataset, json } => data::history(&dataset, json),
+        Command::Export {
+            dataset,
+            out,
+            format,
+        } => data::export(&dataset, &out, format),
+        Command::Train {
+            dataset,
+            opts,
+            val_dir,
+            split_column,
+            runs,
+        } => {
+            let (_, store) = data::open_labeled(&dataset)?;
+            let mut cfg = opts.config();
+            cfg.given_split = match (val_dir, split_column) {
+                (Some(dir), _) => Some(GivenSplit::Folder(absolute(dir))),
+                (None, Some(column)) => Some(GivenSplit::Column(column)),
+                (None, None) => None,
+            };
+            let runs_dir = absolute(runs.unwrap_or_else(|| store.dir().join("runs")));
+            let epochs = cfg.epochs;
+            jobs::train(
+                jobs::train_job(dataset.source()?.absolute(), cfg, runs_dir)?,
+                epochs,
+            )
+        }
+        Command::Resume { run, epochs } => jobs::resume(absolute(run), epochs),
+        Command::Eval { run, path } => jobs::eval(absolute(run), path.as_deref()),
+        Command::Predict {
+            run,
+            folder,
+            out,
+            tta,
+        } => jobs::predict(absolute(run), absolute(folder), absolute(out), tta),
+        Command::Issues {
+            dataset,
+            folds,
+            model,
+            weights,
+            full,
+            epochs,
+            img_size,
+            method,
+            rank_by,
+            pred_probs,
+            out,
+            json,
+            seed,
+            device,
+        } => {
+            let (_, store) = data::open_labeled(&dataset)?;
+            let probs = match pred_probs {
+                Some(file) => jobs::Probabilities::Given(file),
+                None => jobs::Probabilities::Engine(OofConfig {
+                    folds,
+                    model,
+                    weights: weights.or_else(|| crate::train::config::default_weights(model)),
+                    img_size,
+                    full,
+                    epochs,
+                    seed,
+                    device,
+                }),
+            };
+            jobs::issues(
+                dataset.source()?.absolute(),
+                absolute(store.dir().join("issues")),
+                probs,
+                (method, rank_by),
+                out.as_deref(),
+                json,
+            )
+        }
+        Command::Device { json } => jobs::device(json),
+    }
+}
+
+/// A path as the engine should get it: absolute, so it means the same whatever the engine's
+/// working folder (it may one day run elsewhere, on shared storage).
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}

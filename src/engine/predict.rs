@@ -1,0 +1,207 @@
+//! Using a finished run: its best checkpoint on the run's validation images (`loupe eval`) or on
+//! a folder of new images (`loupe predict`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use loupe::dataset::{self, probe, scan::io_pool, Source};
+use loupe::train::given_split;
+use loupe::train::predictions;
+use loupe::train::protocol::{Event, JobResult};
+use loupe::train::record::{self, RunConfig};
+use loupe::util::path_str;
+
+use super::{zoo, Emit};
+
+/// Images per forward pass when predicting.
+const BATCH: usize = 32;
+
+pub struct Run {
+    pub dir: PathBuf,
+    pub record: RunConfig,
+    net: Box<dyn ModuleT>,
+    device: Device,
+    // Owns the weights `net` uses.
+    _vs: nn::VarStore,
+}
+
+impl Run {
+    /// Loads `dir/config.json` and the best checkpoint (the last one when no epoch finished).
+    pub fn open(dir: &Path, device: Device) -> anyhow::Result<Run> {
+        let record = RunConfig::read(dir)?;
+        let mut vs = nn::VarStore::new(device);
+        let net = zoo::build(record.config.model, &vs.root(), record.classes.len() as i64);
+        let ckpt = [record::BEST, record::LAST]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.exists())
+            .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet", dir.display()))?;
+        vs.load(&ckpt)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", ckpt.display()))?;
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            record,
+            net,
+            device,
+            _vs: vs,
+        })
+    }
+
+    /// Class probabilities for each file (in order); `Err` with the reason for files that do not
+    /// decode. With `tta`, the mean over the image and its mirror. `None` when cancelled.
+    pub fn predict(
+        &self,
+        files: &[PathBuf],
+        tta: bool,
+        emit: &Emit<'_>,
+        cancel: &AtomicBool,
+    ) -> Option<Vec<Result<Vec<f32>, String>>> {
+        let (mean, std) = self.record.config.model.normalization();
+        let size = self.record.img_size;
+        let mut out = Vec::with_capacity(files.len());
+        for chunk in files.chunks(BATCH) {
+            if cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            // Decode in parallel (CPU), run the network in batches on its device.
+            let tensors: Vec<Result<Tensor, String>> = io_pool().install(|| {
+                chunk
+                    .par_iter()
+                    .map(|f| {
+                        probe::decode(f)
+                            .map(|img| super::data::eval_tensor(&img, size, mean, std))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            });
+            let ok: Vec<&Tensor> = tensors.iter().filter_map(|t| t.as_ref().ok()).collect();
+            let mut probs = if ok.is_empty() {
+                Vec::new().into_iter()
+            } else {
+                let p = tch::no_grad(|| {
+                    let x = Tensor::stack(&ok, 0).to_device(self.device);
+                    let mut p = self.net.forward_t(&x, false).softmax(1, Kind::Float);
+                    if tta {
+                        p = (p + self
+                            .net
+                            .forward_t(&x.flip([3]), false)
+                            .softmax(1, Kind::Float))
+                            / 2.0;
+                    }
+                    p.to_device(Device::Cpu)
+                });
+                (0..p.size()[0])
+                    .map(|r| Vec::<f32>::try_from(p.get(r)).map_err(|e| e.to_string()))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            };
+            for t in tensors {
+                out.push(match t {
+                    Ok(_) => probs.next().unwrap_or_else(|| Err("no prediction".into())),
+                    Err(e) => Err(e),
+                });
+            }
+            emit(Event::Progress {
+                what: "predicting".into(),
+                done: out.len(),
+                total: files.len(),
+            });
+        }
+        Some(out)
+    }
+}
+
+/// `loupe eval`: the run's validation images, as they are labelled now, through its best
+/// checkpoint; written to `eval_predictions.csv` in the run folder.
+pub fn eval(
+    run_dir: &Path,
+    source: Option<Source>,
+    emit: &Emit<'_>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<JobResult> {
+    let run = Run::open(run_dir, Device::cuda_if_available())?;
+    let source = source.unwrap_or_else(|| run.record.source());
+    let (ds, _) = dataset::open_edited(&source, &Default::default())?;
+    let (ds, _) = given_split::prepare(ds, run.record.config.given_split.as_ref())?;
+    let by_path: HashMap<String, usize> = ds
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (path_str(&s.path), i))
+        .collect();
+    let picked: Vec<usize> = run
+        .record
+        .split
+        .val
+        .iter()
+        .filter_map(|p| by_path.get(p).copied())
+        .collect();
+    anyhow::ensure!(
+        !picked.is_empty(),
+        "none of the run's {} validation images is in {}",
+        run.record.split.val.len(),
+        ds.root.display()
+    );
+    let files: Vec<PathBuf> = picked
+        .iter()
+        .map(|&i| ds.abs_path(&ds.samples[i].path))
+        .collect();
+    let Some(probs) = run.predict(&files, false, emit, cancel) else {
+        return Ok(JobResult::Cancelled);
+    };
+    let classes = &run.record.classes;
+    let mut rows = Vec::new();
+    for (&i, p) in picked.iter().zip(probs) {
+        let s = &ds.samples[i];
+        if let (Ok(p), true) = (p, classes.contains(&s.label)) {
+            rows.push((path_str(&s.path), s.label.clone(), p));
+        }
+    }
+    let out = run.dir.join(record::EVAL_PREDICTIONS);
+    predictions::write_labelled(&out, classes, &rows)?;
+    Ok(JobResult::Eval {
+        predictions: out,
+        skipped: picked.len() - rows.len(),
+    })
+}
+
+/// `loupe predict`: every image under `folder` (sorted by path).
+pub fn folder(
+    run_dir: &Path,
+    folder: &Path,
+    out: &Path,
+    tta: bool,
+    emit: &Emit<'_>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<JobResult> {
+    let run = Run::open(run_dir, Device::cuda_if_available())?;
+    anyhow::ensure!(folder.is_dir(), "{} is not a folder", folder.display());
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(folder)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && probe::has_image_extension(e.path()))
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no images found in {}", folder.display());
+    let Some(probs) = run.predict(&files, tta, emit, cancel) else {
+        return Ok(JobResult::Cancelled);
+    };
+    let failed = probs.iter().filter(|p| p.is_err()).count();
+    let rows: Vec<(String, Result<Vec<f32>, String>)> = files
+        .iter()
+        .zip(probs)
+        .map(|(f, p)| (path_str(f.strip_prefix(folder).unwrap_or(f)), p))
+        .collect();
+    predictions::write_folder(out, &run.record.classes, &rows)?;
+    Ok(JobResult::Predict {
+        written: files.len() - failed,
+        failed,
+    })
+}

@@ -1,0 +1,293 @@
+//! What decides a run, in plain data: the network, the recipe, the device. Shared by the window,
+//! the command line and the engine process (which alone builds networks from it), and recorded in
+//! every run's `config.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::given_split::GivenSplit;
+use super::schedule::{Monitor, ScheduleKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// A few conv layers: quick CPU runs and tests.
+    SmallCnn,
+    /// The default, with ImageNet weights.
+    EfficientnetLite0,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+/// ImageNet statistics, what torchvision's ResNets were trained with.
+const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 5] = [
+        ModelKind::SmallCnn,
+        ModelKind::EfficientnetLite0,
+        ModelKind::Resnet18,
+        ModelKind::Resnet34,
+        ModelKind::Resnet50,
+    ];
+
+    /// The name on the command line and in folder names (`efficientnet-lite0`).
+    pub fn id(self) -> &'static str {
+        match self {
+            ModelKind::SmallCnn => "small-cnn",
+            ModelKind::EfficientnetLite0 => "efficientnet-lite0",
+            ModelKind::Resnet18 => "resnet18",
+            ModelKind::Resnet34 => "resnet34",
+            ModelKind::Resnet50 => "resnet50",
+        }
+    }
+
+    /// The name people know it by.
+    pub fn title(self) -> &'static str {
+        match self {
+            ModelKind::SmallCnn => "Small CNN",
+            ModelKind::EfficientnetLite0 => "EfficientNet-Lite0",
+            ModelKind::Resnet18 => "ResNet-18",
+            ModelKind::Resnet34 => "ResNet-34",
+            ModelKind::Resnet50 => "ResNet-50",
+        }
+    }
+
+    /// Per-channel mean and std applied to [0, 1] RGB: what the pretrained weights expect
+    /// (EfficientNet-Lite's TensorFlow weights: `(x - 0.5) / 0.5`).
+    pub fn normalization(self) -> ([f64; 3], [f64; 3]) {
+        match self {
+            ModelKind::EfficientnetLite0 | ModelKind::SmallCnn => ([0.5; 3], [0.5; 3]),
+            _ => (IMAGENET_MEAN, IMAGENET_STD),
+        }
+    }
+
+    pub fn default_size(self) -> u32 {
+        match self {
+            ModelKind::SmallCnn => 64,
+            _ => 224,
+        }
+    }
+
+    /// Name prefix of the classifier head, which pretrained loading leaves freshly initialised.
+    pub fn head(self) -> &'static str {
+        match self {
+            ModelKind::EfficientnetLite0 => "_fc.",
+            ModelKind::SmallCnn => "head.",
+            _ => "fc.",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    Ce,
+    /// Cross-entropy with label smoothing 0.1.
+    Smooth,
+    /// Focal loss, gamma 2.
+    Focal,
+}
+
+impl LossKind {
+    pub fn title(self) -> &'static str {
+        match self {
+            LossKind::Ce => "cross-entropy",
+            LossKind::Smooth => "cross-entropy, label smoothing 0.1",
+            LossKind::Focal => "focal loss (gamma 2)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    None,
+    /// Loss weights inversely proportional to class frequency.
+    Weights,
+    /// Draw training images with probability inversely proportional to their class frequency.
+    Sampler,
+}
+
+impl Balance {
+    pub fn title(self) -> &'static str {
+        match self {
+            Balance::None => "none",
+            Balance::Weights => "class weights in the loss",
+            Balance::Sampler => "balanced sampling",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+impl OptimizerKind {
+    pub fn title(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "SGD (momentum 0.9)",
+            OptimizerKind::Adam => "Adam",
+            OptimizerKind::Adamw => "AdamW",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    pub fn title(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "GPU if there is one",
+            DeviceChoice::Cpu => "CPU",
+            DeviceChoice::Cuda => "GPU (CUDA)",
+        }
+    }
+}
+
+/// Everything that decides a run; saved in the run's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub model: ModelKind,
+    /// Pretrained weights (.safetensors); the head is replaced for the dataset's classes.
+    pub weights: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Training resolution; 0 means the model's default.
+    pub img_size: u32,
+    /// Train only the head (the backbone frozen, BatchNorm in eval mode).
+    pub freeze: bool,
+    pub loss: LossKind,
+    pub balance: Balance,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    /// Learning rate of the classifier head when it should differ from `lr` (fine-tuning often
+    /// wants a new head to move faster than pretrained layers).
+    pub head_lr: Option<f64>,
+    /// Linear warm-up (in epochs), then `schedule`, per optimiser step.
+    pub warmup_epochs: f64,
+    pub schedule: ScheduleKind,
+    /// Step schedule: epochs between decays (0 = a third of the run).
+    pub step_epochs: usize,
+    /// Optimiser step every this many batches (an effective batch of `batch * accumulate`).
+    pub accumulate: usize,
+    /// The metric that picks the best checkpoint.
+    pub monitor: Monitor,
+    /// Stop after this many epochs without a better `monitor` (0 = never).
+    pub patience: usize,
+    pub val_frac: f64,
+    /// A split the user gave (then `val_frac` is unused); see [`super::given_split::prepare`].
+    pub given_split: Option<GivenSplit>,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// Memory for the decoded-image cache in GB; beyond it images are decoded per batch.
+    /// `None`: half of the memory available when the run starts.
+    pub cache_gb: Option<f64>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelKind::EfficientnetLite0,
+            weights: None,
+            epochs: 10,
+            batch: 32,
+            lr: 1e-3,
+            img_size: 0,
+            freeze: false,
+            loss: LossKind::Ce,
+            balance: Balance::None,
+            optimizer: OptimizerKind::Adamw,
+            weight_decay: 0.01,
+            head_lr: None,
+            warmup_epochs: 1.0,
+            schedule: ScheduleKind::Cosine,
+            step_epochs: 0,
+            accumulate: 1,
+            monitor: Monitor::MacroF1,
+            patience: 0,
+            val_frac: 0.2,
+            given_split: None,
+            seed: 0,
+            device: DeviceChoice::Auto,
+            cache_gb: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The resolution the run trains at (`img_size`, or the model's own when 0).
+    pub fn size(&self) -> u32 {
+        if self.img_size == 0 {
+            self.model.default_size()
+        } else {
+            self.img_size
+        }
+    }
+}
+
+/// How out-of-fold probabilities are made for finding label issues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OofConfig {
+    pub folds: usize,
+    pub model: ModelKind,
+    pub weights: Option<PathBuf>,
+    /// Input resolution; 0 means the embedding default (128) or, with `full`, the model's.
+    pub img_size: u32,
+    /// Fine-tune the whole network per fold instead of a head on embeddings.
+    pub full: bool,
+    /// Epochs per fold of the full path.
+    pub epochs: usize,
+    pub seed: u64,
+    pub device: DeviceChoice,
+}
+
+impl Default for OofConfig {
+    fn default() -> Self {
+        OofConfig {
+            folds: 5,
+            model: ModelKind::EfficientnetLite0,
+            weights: None,
+            img_size: 0,
+            full: false,
+            epochs: 5,
+            seed: 0,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+/// Installed pretrained weights for `model`: `$LOUPE_WEIGHTS_DIR`, the checkout's `.weights/`
+/// (where `make test` and scripts/fetch_weights.py put them), or the user data folder's
+/// `weights/`. Looks at the disk: call it off the UI thread.
+pub fn default_weights(model: ModelKind) -> Option<PathBuf> {
+    let file = match model {
+        ModelKind::EfficientnetLite0 => "efficientnet-lite0.safetensors",
+        _ => return None,
+    };
+    [
+        std::env::var_os("LOUPE_WEIGHTS_DIR").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".weights")),
+        Some(crate::util::user_data_dir().join("weights")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join(file))
+    .find(|p| p.exists())
+}
