@@ -97,8 +97,14 @@ pub struct Live {
 
 impl Live {
     fn new(handle: EngineHandle, total_epochs: usize) -> Live {
+        let mut live = Live::new_detached(total_epochs);
+        live.handle = Some(handle);
+        live
+    }
+
+    fn new_detached(total_epochs: usize) -> Live {
         Live {
-            handle: Some(handle),
+            handle: None,
             run_dir: None,
             device: String::new(),
             steps: Vec::new(),
@@ -115,6 +121,18 @@ impl Live {
             gpu_rx: None,
             gpu_stop: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A run as these events describe it, with no process behind it (a finished run's replay;
+    /// the tests draw awkward runs with it).
+    pub fn from_events(events: impl IntoIterator<Item = Event>, total_epochs: usize) -> Live {
+        let (tx, rx) = mpsc::channel();
+        for e in events {
+            let _ = tx.send(e);
+        }
+        let mut live = Live::new_detached(total_epochs);
+        live.take_all(&rx);
+        live
     }
 
     pub fn running(&self) -> bool {
@@ -138,9 +156,17 @@ impl Live {
     }
 
     fn drain(&mut self) {
-        let Some(h) = &self.handle else { return };
+        let Some(h) = self.handle.take() else { return };
+        let ended = self.take_all(&h.rx);
+        if !ended {
+            self.handle = Some(h);
+        }
+    }
+
+    /// Takes in the events waiting in `rx`; true when the last one came (the run ended).
+    fn take_all(&mut self, rx: &Receiver<Event>) -> bool {
         let mut ended = false;
-        while let Ok(ev) = h.rx.try_recv() {
+        while let Ok(ev) = rx.try_recv() {
             match ev {
                 Event::Started {
                     run_dir,
@@ -209,11 +235,11 @@ impl Live {
             }
         }
         if ended {
-            self.handle = None;
             self.preparing = None;
             self.gpu_stop.store(true, Ordering::Relaxed);
             self.gpu_rx = None;
         }
+        ended
     }
 }
 
@@ -626,134 +652,141 @@ impl TrainTab {
     }
 
     fn options(&mut self, ui: &mut egui::Ui) {
-        let c = &mut self.cfg;
-        ui.label("model");
-        egui::ComboBox::from_id_salt("model")
-            .selected_text(c.model.title())
-            .show_ui(ui, |ui| {
-                for m in ModelKind::ALL {
-                    ui.selectable_value(&mut c.model, m, m.title());
-                }
-            });
-        ui.end_row();
-        ui.label("weights");
-        ui.horizontal(|ui| {
-            let name = c
-                .weights
-                .as_ref()
-                .and_then(|w| w.file_name())
-                .map_or("none (from scratch)".into(), |n| {
-                    n.to_string_lossy().to_string()
-                });
-            ui.label(name);
-            if ui
-                .small_button("…")
-                .on_hover_text("choose a .safetensors file")
-                .clicked()
-            {
-                let (tx, rx) = mpsc::channel();
-                let ctx = ui.ctx().clone();
-                let _ = std::thread::Builder::new()
-                    .name("loupe-dialog".into())
-                    .spawn(move || {
-                        let _ = tx.send(
-                            rfd::FileDialog::new()
-                                .set_title("Pretrained weights")
-                                .add_filter("safetensors", &["safetensors"])
-                                .pick_file(),
-                        );
-                        ctx.request_repaint();
-                    });
-                self.weights_rx = Some(rx);
-            }
-            if c.weights.is_some()
-                && ui
-                    .small_button("×")
-                    .on_hover_text("no weights: train from scratch")
-                    .clicked()
-            {
-                c.weights = None;
-            }
-        });
-        ui.end_row();
-        ui.label("epochs");
-        ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
-        ui.end_row();
-        ui.label("batch");
-        ui.add(egui::DragValue::new(&mut c.batch).range(1..=4096));
-        ui.end_row();
-        ui.label("learning rate");
-        ui.add(
-            egui::DragValue::new(&mut c.lr)
-                .speed(1e-4)
-                .range(1e-6..=1.0)
-                .max_decimals(5),
-        );
-        ui.end_row();
-        ui.label("image size");
-        let size = c.size();
-        ui.add(
-            egui::DragValue::new(&mut c.img_size)
-                .range(0..=1024)
-                .custom_formatter(move |v, _| {
-                    if v == 0.0 {
-                        format!("{size} (the model's)")
-                    } else {
-                        format!("{v}")
+        /// A row of the form: the name, then the widget, labelled by the name (screen readers
+        /// and kittest find it by that name).
+        fn row(
+            ui: &mut egui::Ui,
+            name: &str,
+            widget: impl FnOnce(&mut egui::Ui) -> egui::Response,
+        ) {
+            let label = ui.label(name);
+            widget(ui).labelled_by(label.id);
+            ui.end_row();
+        }
+        fn choice<T: Copy + PartialEq>(
+            ui: &mut egui::Ui,
+            id: &str,
+            value: &mut T,
+            options: &[T],
+            title: impl Fn(T) -> &'static str,
+        ) -> egui::Response {
+            egui::ComboBox::from_id_salt(id)
+                .selected_text(title(*value))
+                .show_ui(ui, |ui| {
+                    for &o in options {
+                        ui.selectable_value(value, o, title(o));
                     }
-                }),
-        )
-        .on_hover_text("pixels per side; 0 uses the model's own");
-        ui.end_row();
-        ui.label("backbone");
-        ui.checkbox(&mut c.freeze, "frozen (head only)");
-        ui.end_row();
-        ui.label("loss");
-        egui::ComboBox::from_id_salt("loss")
-            .selected_text(c.loss.title())
-            .show_ui(ui, |ui| {
-                for l in [LossKind::Ce, LossKind::Smooth, LossKind::Focal] {
-                    ui.selectable_value(&mut c.loss, l, l.title());
+                })
+                .response
+        }
+        let c = &mut self.cfg;
+        row(ui, "model", |ui| {
+            choice(ui, "model", &mut c.model, &ModelKind::ALL, ModelKind::title)
+        });
+        let mut pick_weights = false;
+        row(ui, "weights", |ui| {
+            ui.horizontal(|ui| {
+                let name = c
+                    .weights
+                    .as_ref()
+                    .and_then(|w| w.file_name())
+                    .map_or("none (from scratch)".into(), |n| {
+                        n.to_string_lossy().to_string()
+                    });
+                ui.label(name);
+                pick_weights = ui
+                    .small_button("…")
+                    .on_hover_text("choose a .safetensors file")
+                    .clicked();
+                if c.weights.is_some()
+                    && ui
+                        .small_button("×")
+                        .on_hover_text("no weights: train from scratch")
+                        .clicked()
+                {
+                    c.weights = None;
                 }
-            });
-        ui.end_row();
-        ui.label("imbalance");
-        egui::ComboBox::from_id_salt("balance")
-            .selected_text(c.balance.title())
-            .show_ui(ui, |ui| {
-                for b in [Balance::None, Balance::Weights, Balance::Sampler] {
-                    ui.selectable_value(&mut c.balance, b, b.title());
-                }
-            });
-        ui.end_row();
-        ui.label("optimiser");
-        egui::ComboBox::from_id_salt("optimizer")
-            .selected_text(c.optimizer.title())
-            .show_ui(ui, |ui| {
-                for o in [
-                    OptimizerKind::Sgd,
-                    OptimizerKind::Adam,
-                    OptimizerKind::Adamw,
-                ] {
-                    ui.selectable_value(&mut c.optimizer, o, o.title());
-                }
-            });
-        ui.end_row();
-        ui.label("device");
-        egui::ComboBox::from_id_salt("device")
-            .selected_text(c.device.title())
-            .show_ui(ui, |ui| {
-                for d in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda] {
-                    ui.selectable_value(&mut c.device, d, d.title());
-                }
-            });
-        ui.end_row();
-        ui.label("validation");
-        ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"));
-        ui.end_row();
-        ui.label("seed");
-        ui.add(egui::DragValue::new(&mut c.seed));
-        ui.end_row();
+            })
+            .response
+        });
+        row(ui, "epochs", |ui| {
+            ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000))
+        });
+        row(ui, "batch", |ui| {
+            ui.add(egui::DragValue::new(&mut c.batch).range(1..=4096))
+        });
+        row(ui, "learning rate", |ui| {
+            ui.add(
+                egui::DragValue::new(&mut c.lr)
+                    .speed(1e-4)
+                    .range(1e-6..=1.0)
+                    .max_decimals(5),
+            )
+        });
+        let size = c.size();
+        row(ui, "image size", |ui| {
+            ui.add(
+                egui::DragValue::new(&mut c.img_size)
+                    .range(0..=1024)
+                    .custom_formatter(move |v, _| {
+                        if v == 0.0 {
+                            format!("{size} (the model's)")
+                        } else {
+                            format!("{v}")
+                        }
+                    }),
+            )
+            .on_hover_text("pixels per side; 0 uses the model's own")
+        });
+        row(ui, "backbone", |ui| {
+            ui.checkbox(&mut c.freeze, "frozen (head only)")
+        });
+        row(ui, "loss", |ui| {
+            let all = [LossKind::Ce, LossKind::Smooth, LossKind::Focal];
+            choice(ui, "loss", &mut c.loss, &all, LossKind::title)
+        });
+        row(ui, "imbalance", |ui| {
+            let all = [Balance::None, Balance::Weights, Balance::Sampler];
+            choice(ui, "balance", &mut c.balance, &all, Balance::title)
+        });
+        row(ui, "optimiser", |ui| {
+            let all = [
+                OptimizerKind::Sgd,
+                OptimizerKind::Adam,
+                OptimizerKind::Adamw,
+            ];
+            choice(
+                ui,
+                "optimizer",
+                &mut c.optimizer,
+                &all,
+                OptimizerKind::title,
+            )
+        });
+        row(ui, "device", |ui| {
+            let all = [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda];
+            choice(ui, "device", &mut c.device, &all, DeviceChoice::title)
+        });
+        row(ui, "validation", |ui| {
+            ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"))
+        });
+        row(ui, "seed", |ui| ui.add(egui::DragValue::new(&mut c.seed)));
+        if pick_weights {
+            let (tx, rx) = mpsc::channel();
+            let ctx = ui.ctx().clone();
+            let _ = std::thread::Builder::new()
+                .name("loupe-dialog".into())
+                .spawn(move || {
+                    let _ = tx.send(
+                        rfd::FileDialog::new()
+                            .set_title("Pretrained weights")
+                            .add_filter("safetensors", &["safetensors"])
+                            .pick_file(),
+                    );
+                    ctx.request_repaint();
+                });
+            self.weights_rx = Some(rx);
+        }
     }
 
     fn runs_list(&mut self, ui: &mut egui::Ui, cmds: &mut Commands) {
