@@ -212,3 +212,77 @@ fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The processes whose parent is `pid` (Linux: from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let text = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+        out.extend(text.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_command_line_reports_an_engine_killed_mid_run_and_the_run_resumes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::colour_images(&data, 12, 0);
+    let mut train = std::process::Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args([
+            "train",
+            data.to_str().unwrap(),
+            "--model",
+            "small-cnn",
+            "--epochs",
+            "10000",
+            "--img-size",
+            "16",
+            "--batch",
+            "8",
+            "--device",
+            "cpu",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(train.stdout.take().unwrap()).lines();
+    let mut run = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(folder) = line.split("run folder ").nth(1) {
+            run = Some(PathBuf::from(folder));
+        }
+        if line.starts_with("epoch 1/10000") {
+            break;
+        }
+    }
+    let run = run.expect("the run said where its folder is");
+    let engine = children(train.id());
+    assert_eq!(engine.len(), 1, "one engine process: {engine:?}");
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &engine[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = train.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("training failed: the engine process was killed (SIGKILL")
+            && stderr.contains(&format!("loupe resume {}", run.display())),
+        "{stderr}"
+    );
+    // The folder kept its last epoch: the run goes on from there.
+    let out = loupe(&["resume", run.to_str().unwrap(), "--epochs", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("epoch 3/3")), "{text}");
+}

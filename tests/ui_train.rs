@@ -291,3 +291,100 @@ fn closing_the_window_during_a_run_asks_then_stops_it() {
     assert!(outcome.starts_with("stopped"), "{outcome}");
     assert!(h.state().train.runs[0].status().starts_with("cancelled"));
 }
+
+#[test]
+fn an_engine_killed_mid_run_is_reported_in_the_train_tab_and_the_window_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let mut h = common::ui::open(dir.path(), [1400.0, 900.0]);
+    settle(&mut h, idle);
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    h.state_mut().train.cfg.epochs = 500;
+    h.state_mut().train.cfg.img_size = 16;
+    h.get_by_label("▶ Start").click();
+    settle(&mut h, |a| {
+        a.train.live.as_ref().is_some_and(|l| !l.epochs.is_empty())
+    });
+    let pid = h.state().train.live.as_ref().unwrap().pid().unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    settle(&mut h, |a| !a.train.running() && !a.train.loading_runs());
+    let live = h.state().train.live.as_ref().unwrap();
+    let err = live
+        .outcome
+        .clone()
+        .unwrap()
+        .expect_err("a killed engine fails the run");
+    assert!(
+        err.contains("was killed") && err.contains("resume"),
+        "{err}"
+    );
+    h.get_by_label_contains("the run failed: the engine process was killed");
+    let run = h.state().train.runs[0].clone();
+    assert!(
+        run.status().starts_with("running or interrupted"),
+        "{}",
+        run.status()
+    );
+
+    // The window goes on: a relabel lands in the journal, and the run resumes in its folder.
+    let first = h.state().workspace().unwrap().path(0);
+    h.state_mut().tab = Tab::Browse;
+    h.step();
+    h.get_by_label_contains(&format!("{first} [")).click();
+    h.step();
+    h.key_press(Key::Num2);
+    settle(&mut h, |a| a.pending_writes() == 0);
+    let ws = h.state().workspace().unwrap();
+    assert_eq!(ws.labels[0], ws.classes[1]);
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    h.get_by_label("resume").click();
+    let done = run.epochs.len();
+    settle(&mut h, |a| {
+        a.train
+            .live
+            .as_ref()
+            .is_some_and(|l| l.epochs.last().is_some_and(|e| e.epoch > done))
+    });
+    assert_eq!(
+        h.state().train.live.as_ref().unwrap().run_dir.as_ref(),
+        Some(&run.dir)
+    );
+    h.get_by_label("■ Stop").click();
+    settle(&mut h, |a| !a.train.running() && !a.train.loading_runs());
+}
+
+#[test]
+fn a_missing_engine_is_named_in_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let setup = loupe::ui::Setup {
+        engine: loupe::train::client::Engine::at("/nonexistent/loupe-engine"),
+        thumb_cache: Some(dir.path().join(".thumbs")),
+    };
+    let app = LoupeApp::open_with(egui::Context::default(), dir.path().to_path_buf(), setup);
+    let mut h = common::ui::harness(app, [1400.0, 900.0]);
+    settle(&mut h, idle);
+    h.state_mut().tab = Tab::Train;
+    settle(&mut h, |a| a.train.device_line.contains("was not found"));
+    h.get_by_label_contains("was not found at /nonexistent/loupe-engine");
+    h.get_by_label("▶ Start").click();
+    settle(&mut h, |a| !a.train.running());
+    let err = h
+        .state()
+        .train
+        .live
+        .as_ref()
+        .unwrap()
+        .outcome
+        .clone()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("make run"), "{err}");
+    h.get_by_label_contains("the run failed: the engine (loupe-engine");
+}

@@ -93,6 +93,8 @@ struct CsvSetup {
 enum Picked {
     Folder(PathBuf),
     Csv(Result<CsvSetup, String>),
+    /// A path resolved to a dataset source, or why it is none.
+    Dataset(Result<Source, (PathBuf, String)>),
 }
 
 pub struct LoupeApp {
@@ -178,22 +180,22 @@ impl LoupeApp {
         }
     }
 
+    /// Opens `path`: a CSV asks for its columns, a folder opens as ImageFolder. Looking at the
+    /// path is file I/O, done off the UI thread like everything else.
     fn open_path(&mut self, ctx: &egui::Context, path: PathBuf) {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-            && path.is_file()
-        {
-            self.pick_in_background(ctx, move || Some(Picked::Csv(read_csv_setup(path))));
-            return;
-        }
-        match crate::dataset::source_for(&path) {
-            Ok(source) => self.start(ctx, source),
-            Err(e) => {
-                self.path = path;
-                self.state = State::Failed(e.to_string());
-            }
-        }
+        self.path = path.clone();
+        self.pick_in_background(ctx, move || {
+            let csv = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            Some(if csv && path.is_file() {
+                Picked::Csv(read_csv_setup(path))
+            } else {
+                Picked::Dataset(
+                    crate::dataset::source_for(&path).map_err(|e| (path, e.to_string())),
+                )
+            })
+        });
     }
 
     fn start(&mut self, ctx: &egui::Context, source: Source) {
@@ -271,6 +273,11 @@ impl LoupeApp {
                         Some(Picked::Folder(p)) => self.open_path(ctx, p),
                         Some(Picked::Csv(Ok(setup))) => self.csv_setup = Some(setup),
                         Some(Picked::Csv(Err(e))) => self.message = Some((Err(e), Instant::now())),
+                        Some(Picked::Dataset(Ok(source))) => self.start(ctx, source),
+                        Some(Picked::Dataset(Err((path, e)))) => {
+                            self.path = path;
+                            self.state = State::Failed(e);
+                        }
                         None => {}
                     }
                 }
