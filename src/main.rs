@@ -7,7 +7,10 @@ use clap::Parser;
 use loupe::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let _ = loupe::ui::PROCESS_START.set(std::time::Instant::now());
+    // Counted from exec, not from here: loading the binary and its libraries is start-up too.
+    let now = std::time::Instant::now();
+    let started = loupe::util::since_exec().and_then(|age| now.checked_sub(age));
+    let _ = loupe::ui::PROCESS_START.set(started.unwrap_or(now));
     let args = Cli::parse();
     let result = match args.command {
         Some(command) => cli::run(command),

@@ -33,6 +33,26 @@ pub fn utc(secs: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02} UTC")
 }
 
+/// How long ago this process was started (exec), from the kernel's record of it (Linux:
+/// /proc/self/stat and /proc/uptime, in hundredths of a second). Time to first frame is
+/// counted from here, so that loading the binary and its libraries is part of it. `None`
+/// where the kernel does not say.
+pub fn since_exec() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: fields are counted after its closing paren.
+    let after = stat.rsplit_once(')')?.1;
+    let start_ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // USER_HZ, the unit of starttime, is 100 on every Linux ABI.
+    let age = uptime - start_ticks / 100.0;
+    (age >= 0.0).then(|| std::time::Duration::from_secs_f64(age))
+}
+
 /// A duration for people: `4m05s`, `1h02m`.
 pub fn clock(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
@@ -154,6 +174,13 @@ mod tests {
         assert_eq!(std::fs::read(&f).unwrap(), b"two", "the old file is intact");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left behind");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_started_before_now() {
+        let age = since_exec().unwrap();
+        assert!(age < std::time::Duration::from_secs(24 * 3600), "{age:?}");
     }
 
     #[test]

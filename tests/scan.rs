@@ -263,6 +263,18 @@ fn stats_find_duplicates_and_label_conflicts() {
     common::write_jpeg(&dir.path().join("b/3.jpg"), 30, 10, 3);
     let ds = open_folder(dir.path()).unwrap();
     let hashes = stats::hash_samples(&ds);
+    // Hashes kept by the scan (files it read whole) are the hashes of the files.
+    let hashed = dataset::open_with(
+        &Source::ImageFolder {
+            root: dir.path().to_path_buf(),
+        },
+        &Default::default(),
+        dataset::OpenOptions { hash: true },
+    )
+    .unwrap();
+    assert!(hashed.samples.iter().all(|s| s.info.content_hash.is_some()));
+    assert!(ds.samples.iter().all(|s| s.info.content_hash.is_none()));
+    assert_eq!(stats::hash_samples(&hashed), hashes);
     let s = stats::compute_with_hashes(&ds, Some(&hashes));
     let mut dups = s.duplicates.clone();
     dups.sort();

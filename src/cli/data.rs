@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::DatasetArgs;
 use crate::dataset::export::{self, ExportFormat};
 use crate::dataset::labels::{LabelStore, Step};
-use crate::dataset::{self, stats, Dataset};
+use crate::dataset::{self, stats, Dataset, OpenOptions};
 use crate::util::{path_str, utc};
 
 pub(super) fn relabel(
@@ -232,7 +232,11 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
 
 pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     // Statistics reflect the label edits; a dataset never edited gets no overlay folder from this.
-    let (ds, notes) = dataset::open_edited(&args.source()?, &Default::default())?;
+    let (ds, notes) = dataset::open_edited(
+        &args.source()?,
+        &Default::default(),
+        OpenOptions { hash: true },
+    )?;
     for n in notes {
         eprintln!("note: {n}");
     }

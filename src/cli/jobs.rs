@@ -355,7 +355,7 @@ fn given(
     rank_by: RankBy,
     started: std::time::Instant,
 ) -> anyhow::Result<(Findings, PathBuf)> {
-    let (ds, notes) = dataset::open_edited(source, &Default::default())?;
+    let (ds, notes) = dataset::open_edited(source, &Default::default(), Default::default())?;
     for n in notes {
         eprintln!("note: {n}");
     }

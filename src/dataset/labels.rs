@@ -691,8 +691,9 @@ pub enum EditedError {
 pub fn open_edited(
     source: &Source,
     progress: &super::scan::Progress,
+    options: super::scan::OpenOptions,
 ) -> Result<(Dataset, Vec<String>), EditedError> {
-    let ds = super::scan::open(source, progress)?;
+    let ds = super::scan::open_with(source, progress, options)?;
     if !has_overlay(&ds) {
         return Ok((ds, Vec::new()));
     }

@@ -32,7 +32,8 @@ impl Loader {
         let handle = std::thread::Builder::new()
             .name("loupe-open-dataset".into())
             .spawn(move || {
-                let result = super::open(&source, &worker_progress)
+                let hashed = super::OpenOptions { hash: true };
+                let result = super::open_with(&source, &worker_progress, hashed)
                     .map_err(|e| e.to_string())
                     .and_then(|dataset| {
                         let store = LabelStore::open(&dataset).map_err(|e| e.to_string())?;

@@ -14,5 +14,6 @@ pub mod workspace;
 pub use labels::{open_edited, LabelStore};
 pub use probe::{ImageInfo, Reason};
 pub use scan::{
-    open, source_for, CsvSource, Dataset, OpenError, Progress, Rejected, Sample, Source,
+    open, open_with, source_for, CsvSource, Dataset, OpenError, OpenOptions, Progress, Rejected,
+    Sample, Source,
 };

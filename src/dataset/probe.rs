@@ -121,6 +121,9 @@ pub struct ImageInfo {
     /// EXIF orientation, 1..=8 (1 = as stored).
     pub orientation: u8,
     pub bytes: u64,
+    /// BLAKE3 of the file's content, when the scan was asked for it and read the whole file
+    /// anyway (files up to 256 KiB): duplicates found without a second pass over the files.
+    pub content_hash: Option<[u8; 32]>,
 }
 
 impl ImageInfo {
@@ -172,7 +175,17 @@ pub fn color_name(color: image::ColorType) -> &'static str {
 }
 
 /// Reads the header of the file at `path` (and its last bytes, to catch truncation).
-pub fn probe(path: &Path) -> Result<ImageInfo, Reason> {
+/// Reads the header of the image at `path` (or the whole file, when it is small or its format
+/// needs it). With `hash`, a file read whole also gets its [`ImageInfo::content_hash`].
+pub fn probe(path: &Path, hash: bool) -> Result<ImageInfo, Reason> {
+    let whole = |bytes: &[u8]| {
+        probe_whole(bytes, path).map(|mut info| {
+            if hash {
+                info.content_hash = Some(*blake3::hash(bytes).as_bytes());
+            }
+            info
+        })
+    };
     thread_local! {
         // One buffer per I/O thread: no allocation per file on a 100,000-file scan.
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; HEAD_LEN]);
@@ -185,11 +198,11 @@ pub fn probe(path: &Path) -> Result<ImageInfo, Reason> {
         }
         if n < buf.len() {
             // Most dataset images are small: the whole file is in hand, one read, no fstat.
-            return match probe_whole(&buf[..n], path) {
+            return match whole(&buf[..n]) {
                 // Network filesystems may return short reads before the end: look before
                 // calling a file truncated.
                 Err(Reason::Truncated) if file.metadata().is_ok_and(|m| m.len() > n as u64) => {
-                    probe_whole(&std::fs::read(path).map_err(io_reason)?, path)
+                    whole(&std::fs::read(path).map_err(io_reason)?)
                 }
                 r => r,
             };
@@ -199,7 +212,7 @@ pub fn probe(path: &Path) -> Result<ImageInfo, Reason> {
         // TIFF keeps its directory wherever it likes, often at the end: it needs the whole file.
         if format == ImageFormat::Tiff || len <= WHOLE_FILE_LIMIT {
             let all = std::fs::read(path).map_err(io_reason)?;
-            return probe_whole(&all, path);
+            return whole(&all);
         }
         let info = probe_bytes(buf, format, len)?;
         let mut tail = [0u8; TAIL_LEN];
@@ -281,6 +294,7 @@ fn probe_bytes(head: &[u8], format: ImageFormat, len: u64) -> Result<ImageInfo, 
         color: decoder.color_type(),
         orientation: exif,
         bytes: len,
+        content_hash: None,
     })
 }
 

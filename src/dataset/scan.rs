@@ -168,8 +168,25 @@ pub enum OpenError {
     Cancelled,
 }
 
+/// What opening a dataset does beyond reading the headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Keep a content hash of every file read whole anyway (statistics find duplicates with it;
+    /// training has no use for it).
+    pub hash: bool,
+}
+
 /// Opens the dataset described by `source`, reading image headers in parallel.
 pub fn open(source: &Source, progress: &Progress) -> Result<Dataset, OpenError> {
+    open_with(source, progress, OpenOptions::default())
+}
+
+/// [`open`], with options.
+pub fn open_with(
+    source: &Source,
+    progress: &Progress,
+    options: OpenOptions,
+) -> Result<Dataset, OpenError> {
     let listing = match source {
         Source::ImageFolder { root } => list_image_folder(root)?,
         Source::Csv(csv) => list_csv(csv)?,
@@ -187,7 +204,7 @@ pub fn open(source: &Source, progress: &Progress) -> Result<Dataset, OpenError> 
                 if progress.cancel.load(Ordering::Relaxed) {
                     return Err(Reason::Io("cancelled".into()));
                 }
-                let r = probe::probe(&root.join(&c.path));
+                let r = probe::probe(&root.join(&c.path), options.hash);
                 progress.probed.fetch_add(1, Ordering::Relaxed);
                 r
             })

@@ -229,15 +229,22 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) ->
 
 /// Content hash (BLAKE3) of every sample, in parallel; `None` where the file could not be read.
 pub fn hash_samples(ds: &Dataset) -> Vec<Option<[u8; 32]>> {
-    ds.samples
-        .par_iter()
-        .map(|s| {
-            let mut h = blake3::Hasher::new();
-            h.update_reader(std::fs::File::open(ds.abs_path(&s.path)).ok()?)
-                .ok()?;
-            Some(*h.finalize().as_bytes())
-        })
-        .collect()
+    // The scan hashed what it read whole (`OpenOptions::hash`); only the rest is read here, on
+    // the I/O pool (many reads in flight, as the scan).
+    super::scan::io_pool().install(|| {
+        ds.samples
+            .par_iter()
+            .map(|s| {
+                if let Some(h) = s.info.content_hash {
+                    return Some(h);
+                }
+                let mut h = blake3::Hasher::new();
+                h.update_reader(std::fs::File::open(ds.abs_path(&s.path)).ok()?)
+                    .ok()?;
+                Some(*h.finalize().as_bytes())
+            })
+            .collect()
+    })
 }
 
 fn duplicate_groups(

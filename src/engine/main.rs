@@ -120,7 +120,8 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
             config,
             runs_dir,
         } => {
-            let (ds, notes) = dataset::open_edited(&dataset, &Default::default())?;
+            let (ds, notes) =
+                dataset::open_edited(&dataset, &Default::default(), Default::default())?;
             for text in notes {
                 emit(Event::Note { text });
             }
@@ -134,7 +135,8 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
             if let Some(e) = epochs {
                 config.epochs = e;
             }
-            let (ds, _) = dataset::open_edited(&rc.source(), &Default::default())?;
+            let (ds, _) =
+                dataset::open_edited(&rc.source(), &Default::default(), Default::default())?;
             let (ds, _) = given_split::prepare(ds, config.given_split.as_ref())?;
             trainer::train(&ds, &config, &Start::Resume(run), emit, cancel)?;
             Ok(None)

@@ -44,7 +44,7 @@ pub fn find_issues(
     cancel: &AtomicBool,
 ) -> anyhow::Result<JobResult> {
     let started = std::time::Instant::now();
-    let (ds, _) = dataset::open_edited(source, &Default::default())?;
+    let (ds, _) = dataset::open_edited(source, &Default::default(), Default::default())?;
     let Some(oof) = out_of_fold(&ds, cfg, issues_dir, emit, cancel)? else {
         return Ok(JobResult::Cancelled);
     };

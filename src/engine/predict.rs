@@ -126,7 +126,7 @@ pub fn eval(
 ) -> anyhow::Result<JobResult> {
     let run = Run::open(run_dir, Device::cuda_if_available())?;
     let source = source.unwrap_or_else(|| run.record.source());
-    let (ds, _) = dataset::open_edited(&source, &Default::default())?;
+    let (ds, _) = dataset::open_edited(&source, &Default::default(), Default::default())?;
     let (ds, _) = given_split::prepare(ds, run.record.config.given_split.as_ref())?;
     let by_path: HashMap<String, usize> = ds
         .samples

@@ -133,9 +133,7 @@ impl Engine {
                 }
                 if !said_hello.load(Ordering::Relaxed) {
                     hung.store(true, Ordering::Relaxed);
-                    if let Some(c) = child.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                        let _ = c.kill();
-                    }
+                    kill(&child);
                 }
             });
         }
@@ -168,6 +166,13 @@ impl Engine {
     }
 }
 
+/// Ends the engine process, if it is still there to end.
+fn kill(child: &Mutex<Option<Child>>) {
+    if let Some(c) = child.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let _ = c.kill();
+    }
+}
+
 fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
     std::thread::Builder::new()
         .name(name.into())
@@ -191,14 +196,7 @@ impl EngineHandle {
 
     /// Ends the process at once (what a crash looks like to the client).
     pub fn kill(&self) {
-        if let Some(c) = self
-            .child
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            let _ = c.kill();
-        }
+        kill(&self.child);
     }
 
     /// The engine's process id (none when it could not start).
@@ -263,14 +261,7 @@ impl Listener {
         };
         if let Some(message) = refused {
             self.said_hello.store(true, Ordering::Relaxed);
-            if let Some(c) = self
-                .child
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
-                let _ = c.kill();
-            }
+            kill(&self.child);
             self.emit(Event::Failed { message });
             ended = true;
         } else {

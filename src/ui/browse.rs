@@ -9,6 +9,7 @@ use std::sync::mpsc::{self, Receiver};
 use egui::{Color32, Key, Modifiers, Rect, RichText, Sense, Stroke, TextureHandle, Vec2};
 
 use super::command::Commands;
+use super::keys;
 use super::thumbs::Thumbs;
 use crate::dataset::workspace::{LabelCmd, Workspace};
 
@@ -245,39 +246,17 @@ impl Browse {
         }
         let n = self.view.len();
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
-                || i.consume_key(Modifiers::COMMAND, Key::Y)
-            {
-                cmds.push(LabelCmd::Redo);
-            }
-            if i.consume_key(Modifiers::COMMAND, Key::Z) {
-                cmds.push(LabelCmd::Undo);
-            }
+            keys::undo_redo(i, cmds);
             if i.consume_key(Modifiers::COMMAND, Key::A) {
                 self.selected = self.view.iter().copied().collect();
             }
-            let digits = [
-                Key::Num1,
-                Key::Num2,
-                Key::Num3,
-                Key::Num4,
-                Key::Num5,
-                Key::Num6,
-                Key::Num7,
-                Key::Num8,
-                Key::Num9,
-            ];
-            for (k, key) in digits.iter().enumerate() {
-                if i.consume_key(Modifiers::NONE, *key) {
-                    if let Some(class) = ws.classes.get(k) {
-                        let paths = self.targets(ws);
-                        if !paths.is_empty() {
-                            cmds.push(LabelCmd::Relabel {
-                                paths,
-                                class: class.clone(),
-                            });
-                        }
-                    }
+            if let Some(class) = keys::class_key(i, &ws.classes) {
+                let paths = self.targets(ws);
+                if !paths.is_empty() {
+                    cmds.push(LabelCmd::Relabel {
+                        paths,
+                        class: class.clone(),
+                    });
                 }
             }
             if i.consume_key(Modifiers::NONE, Key::Delete)

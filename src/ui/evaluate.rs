@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver};
 use egui::{Color32, Key, Modifiers, RichText, Sense, Vec2};
 
 use super::command::Commands;
+use super::keys;
 use super::thumbs::Thumbs;
 use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::train::metrics::Report;
@@ -500,35 +501,13 @@ impl Evaluate {
         }
         let selected = self.selected.clone();
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
-                || i.consume_key(Modifiers::COMMAND, Key::Y)
-            {
-                cmds.push(LabelCmd::Redo);
-            }
-            if i.consume_key(Modifiers::COMMAND, Key::Z) {
-                cmds.push(LabelCmd::Undo);
-            }
+            keys::undo_redo(i, cmds);
             let Some(path) = selected else { return };
-            let digits = [
-                Key::Num1,
-                Key::Num2,
-                Key::Num3,
-                Key::Num4,
-                Key::Num5,
-                Key::Num6,
-                Key::Num7,
-                Key::Num8,
-                Key::Num9,
-            ];
-            for (k, key) in digits.iter().enumerate() {
-                if i.consume_key(Modifiers::NONE, *key) {
-                    if let Some(class) = ws.classes.get(k) {
-                        cmds.push(LabelCmd::Relabel {
-                            paths: vec![path.clone()],
-                            class: class.clone(),
-                        });
-                    }
-                }
+            if let Some(class) = keys::class_key(i, &ws.classes) {
+                cmds.push(LabelCmd::Relabel {
+                    paths: vec![path.clone()],
+                    class: class.clone(),
+                });
             }
             if i.consume_key(Modifiers::NONE, Key::Space) {
                 cmds.push(LabelCmd::Check {

@@ -9,6 +9,7 @@ pub mod command;
 pub mod distribution;
 pub mod evaluate;
 pub mod fonts;
+mod keys;
 pub mod plots;
 pub mod review;
 pub mod thumbs;

@@ -17,6 +17,7 @@ use egui::{Key, Modifiers, RichText};
 
 use super::browse::Viewer;
 use super::command::{Command, Commands};
+use super::keys;
 use super::thumbs::Thumbs;
 use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::quality::confident::{Method, RankBy};
@@ -528,14 +529,7 @@ impl Review {
             return;
         }
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
-                || i.consume_key(Modifiers::COMMAND, Key::Y)
-            {
-                cmds.push(LabelCmd::Redo);
-            }
-            if i.consume_key(Modifiers::COMMAND, Key::Z) {
-                cmds.push(LabelCmd::Undo);
-            }
+            keys::undo_redo(i, cmds);
         });
     }
 
@@ -564,26 +558,11 @@ impl Review {
                     excluded: true,
                 });
             }
-            let digits = [
-                Key::Num1,
-                Key::Num2,
-                Key::Num3,
-                Key::Num4,
-                Key::Num5,
-                Key::Num6,
-                Key::Num7,
-                Key::Num8,
-                Key::Num9,
-            ];
-            for (k, key) in digits.iter().enumerate() {
-                if i.consume_key(Modifiers::NONE, *key) {
-                    if let Some(class) = ws.classes.get(k) {
-                        cmds.push(LabelCmd::Relabel {
-                            paths: vec![path.clone()],
-                            class: class.clone(),
-                        });
-                    }
-                }
+            if let Some(class) = keys::class_key(i, &ws.classes) {
+                cmds.push(LabelCmd::Relabel {
+                    paths: vec![path.clone()],
+                    class: class.clone(),
+                });
             }
             if i.consume_key(Modifiers::NONE, Key::J)
                 || i.consume_key(Modifiers::NONE, Key::ArrowRight)
