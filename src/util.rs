@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 /// Display form of a dataset-relative path: always `/`-separated.
 pub fn path_str(p: &Path) -> String {
-    p.to_string_lossy().replace('\\', "/")
+    match p.to_str() {
+        // The common case, one copy: statistics spell out every path of a large dataset.
+        Some(s) if !s.contains('\\') => s.to_owned(),
+        _ => p.to_string_lossy().replace('\\', "/"),
+    }
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -242,7 +242,8 @@ pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     }
     let hashes = stats::hash_samples(&ds);
     let s = stats::compute_with_hashes(&ds, Some(&hashes));
-    let mut out = std::io::stdout().lock();
+    // Stdout flushes at every newline; the JSON of a large dataset has 100,000 lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         let report = StatsReport {
             root: ds.root.display().to_string(),
@@ -254,6 +255,7 @@ pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     } else {
         write_summary(&mut out, &ds.root, &ds.label_columns, &s)?;
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -354,7 +354,6 @@ fn walk_class(root: &Path, canonical_root: &Path, class_rel: &Path) -> Listing {
     let walker = walkdir::WalkDir::new(root.join(class_rel))
         .follow_links(true)
         .min_depth(1)
-        .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
             if !e.file_type().is_dir() {
@@ -387,7 +386,13 @@ fn walk_class(root: &Path, canonical_root: &Path, class_rel: &Path) -> Listing {
         if entry.file_type().is_dir() {
             continue;
         }
-        let rel = relative(root, entry.path());
+        // Most images sit right in their class folder: their path is the class and the name,
+        // with no prefix to strip component by component.
+        let rel = if entry.depth() == 1 {
+            class_rel.join(entry.file_name())
+        } else {
+            relative(root, entry.path())
+        };
         // Pipes, sockets and devices would block or never end: only regular files are read.
         if !entry.file_type().is_file() || !has_image_extension(&rel) {
             out.ignored.push(rel);
@@ -403,7 +408,26 @@ fn walk_class(root: &Path, canonical_root: &Path, class_rel: &Path) -> Listing {
         path,
         reason: Reason::SymlinkLoop,
     }));
+    // The order walkdir's `sort_by_file_name` gave (samples in a stable order make splits
+    // reproducible), sorted once here: walkdir's comparator parsed each name out of its path
+    // again on every comparison, a tenth of a 100,000-file scan.
+    out.candidates
+        .sort_unstable_by(|a, b| path_order(&a.path, &b.path));
+    out.rejected.sort_by(|a, b| path_order(&a.path, &b.path));
+    out.ignored.sort_unstable_by(|a, b| path_order(a, b));
     out
+}
+
+/// Paths in the order of their components (as `Path`'s own ordering, and walkdir's sorted walk),
+/// compared on their bytes: a separator sorts before any other byte.
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    fn key(p: &Path) -> impl Iterator<Item = u16> + '_ {
+        p.as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 })
+    }
+    key(a).cmp(key(b))
 }
 
 /// Threads for file I/O. More than the cores: when the files are not cached, each thread
@@ -554,4 +578,28 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
     p.components()
         .filter(|c| !matches!(c, Component::CurDir))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_sort_by_their_components() {
+        let mut paths: Vec<PathBuf> = [
+            "a-b/x.png",
+            "a/b.png",
+            "a/b/c.png",
+            "a.png",
+            "a/a.png",
+            "ab",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let mut by_path = paths.clone();
+        by_path.sort();
+        paths.sort_by(|a, b| path_order(a, b));
+        assert_eq!(paths, by_path, "the same order as Path's own");
+    }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::probe::ContentHash;
 use super::scan::Dataset;
 use crate::util::path_str;
 
@@ -120,7 +121,7 @@ pub fn compute(ds: &Dataset) -> Stats {
 }
 
 /// Computes everything; `hashes[i]` is the content hash of `ds.samples[i]` (see [`hash_samples`]).
-pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) -> Stats {
+pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<ContentHash>]>) -> Stats {
     let mut per_class: BTreeMap<&str, usize> = ds.classes.iter().map(|c| (c.as_str(), 0)).collect();
     for s in &ds.samples {
         *per_class.entry(&s.label).or_default() += 1;
@@ -228,7 +229,7 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<[u8; 32]>]>) ->
 }
 
 /// Content hash (BLAKE3) of every sample, in parallel; `None` where the file could not be read.
-pub fn hash_samples(ds: &Dataset) -> Vec<Option<[u8; 32]>> {
+pub fn hash_samples(ds: &Dataset) -> Vec<Option<ContentHash>> {
     // The scan hashed what it read whole (`OpenOptions::hash`); only the rest is read here, on
     // the I/O pool (many reads in flight, as the scan).
     super::scan::io_pool().install(|| {
@@ -238,10 +239,17 @@ pub fn hash_samples(ds: &Dataset) -> Vec<Option<[u8; 32]>> {
                 if let Some(h) = s.info.content_hash {
                     return Some(h);
                 }
-                let mut h = blake3::Hasher::new();
-                h.update_reader(std::fs::File::open(ds.abs_path(&s.path)).ok()?)
-                    .ok()?;
-                Some(*h.finalize().as_bytes())
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                let mut f = std::fs::File::open(ds.abs_path(&s.path)).ok()?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                Some(h.digest128())
             })
             .collect()
     })
@@ -249,9 +257,9 @@ pub fn hash_samples(ds: &Dataset) -> Vec<Option<[u8; 32]>> {
 
 fn duplicate_groups(
     ds: &Dataset,
-    hashes: &[Option<[u8; 32]>],
+    hashes: &[Option<ContentHash>],
 ) -> (Vec<Vec<String>>, Vec<Conflict>) {
-    let mut groups: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<ContentHash, Vec<usize>> = HashMap::new();
     for (i, h) in hashes.iter().enumerate() {
         if let Some(h) = h {
             groups.entry(*h).or_default().push(i);

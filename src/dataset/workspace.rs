@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::labels::{LabelStore, Step};
+use super::probe::ContentHash;
 use super::stats::{self, Stats};
 use super::Dataset;
 use crate::util::path_str;
@@ -105,7 +106,7 @@ impl Workspace {
     /// fraction of a second on 100,000 images: call it off the UI thread (the loader does).
     pub fn new(
         dataset: Dataset,
-        hashes: Vec<Option<[u8; 32]>>,
+        hashes: Vec<Option<ContentHash>>,
         store: LabelStore,
         on_reply: impl Fn() + Send + 'static,
     ) -> Self {
@@ -219,10 +220,10 @@ impl Drop for Workspace {
 fn summarize(
     store: &LabelStore,
     ds: &Dataset,
-    hashes: &[Option<[u8; 32]>],
+    hashes: &[Option<ContentHash>],
 ) -> (Stats, Vec<String>) {
     let (eff, origin) = store.effective_with_origin(ds);
-    let kept: Vec<Option<[u8; 32]>> = origin
+    let kept: Vec<Option<ContentHash>> = origin
         .iter()
         .map(|&i| hashes.get(i).copied().flatten())
         .collect();
@@ -251,7 +252,7 @@ fn history_of(store: &LabelStore) -> HistoryView {
 fn label_worker(
     mut store: LabelStore,
     ds: &Dataset,
-    hashes: &[Option<[u8; 32]>],
+    hashes: &[Option<ContentHash>],
     rx: Receiver<LabelCmd>,
     tx: Sender<LabelReply>,
     on_reply: impl Fn(),
