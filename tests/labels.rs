@@ -483,13 +483,16 @@ fn export_api_counts() {
     let (ds, mut st) = open(&dir.path().join("d"));
     st.set_excluded(&[s("cats/0.png"), s("cats/1.png")], true, "x")
         .unwrap();
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let r = export::export(
         &st.effective(&ds),
         &dir.path().join("o"),
         ExportFormat::Imagefolder,
+        &done,
     )
     .unwrap();
     assert_eq!((r.images, r.classes, r.hardlinked + r.copied), (10, 3, 10));
+    assert_eq!(done.into_inner(), 10, "progress counts every file written");
 }
 
 #[cfg(unix)]

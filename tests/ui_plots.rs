@@ -174,8 +174,16 @@ fn draw_charts(classes: Vec<Count>, sizes: Vec<(u32, u32)>, aspect: Vec<usize>) 
     let mut h = fonts(Harness::builder())
         .with_size([900.0, 700.0])
         .build_ui(move |ui| {
-            distribution::bar_chart(ui, "classes", &classes, 10);
-            distribution::size_scatter(ui, sizes.iter().copied());
+            let rows: Vec<distribution::BarRow> = classes
+                .iter()
+                .map(|c| distribution::BarRow {
+                    name: &c.name,
+                    count: c.count,
+                    color: egui::Color32::GRAY,
+                })
+                .collect();
+            distribution::count_bars(ui, "classes", &rows, 10);
+            distribution::size_plot(ui, sizes.iter().copied(), None);
             distribution::aspect_histogram(ui, &aspect);
         });
     h.run_steps(3);

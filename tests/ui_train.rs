@@ -56,7 +56,7 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
         live.steps.len()
     );
     assert!(live.steps.iter().all(|(x, y)| *x > 0.0 && y.is_finite()));
-    h.get_by_label_contains("epoch ");
+    h.get_by_label_contains("img/s");
     // The runs list shows the run while it runs.
     settle(&mut h, |a| {
         !a.train.runs.is_empty() && !a.train.loading_runs()
@@ -366,6 +366,7 @@ fn a_missing_engine_is_named_in_the_window() {
     let setup = loupe::ui::Setup {
         engine: loupe::train::client::Engine::at("/nonexistent/loupe-engine"),
         thumb_cache: Some(dir.path().join(".thumbs")),
+        sample: None,
     };
     let app = LoupeApp::open_with(egui::Context::default(), dir.path().to_path_buf(), setup);
     let mut h = common::ui::harness(app, [1400.0, 900.0]);

@@ -65,7 +65,7 @@ pub(super) fn redo(args: &DatasetArgs) -> anyhow::Result<()> {
 pub(super) fn export(args: &DatasetArgs, out: &Path, format: ExportFormat) -> anyhow::Result<()> {
     let (ds, store) = open_labeled(args)?;
     let effective = store.effective(&ds);
-    let r = export::export(&effective, out, format)?;
+    let r = export::export(&effective, out, format, &Default::default())?;
     println!(
         "exported {} images in {} classes to {} ({} hardlinked, {} copied; {} excluded left out)",
         r.images,

@@ -28,9 +28,9 @@ use crate::train::schedule::{Monitor, ScheduleKind};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Dataset to open in the desktop app (a folder of class folders).
-    #[arg(default_value = "sample_data")]
-    pub path: PathBuf,
+    /// Dataset to open in the desktop app: a folder of class folders, or a CSV of labels
+    /// (without one, the window starts on a page to choose one).
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

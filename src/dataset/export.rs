@@ -46,7 +46,13 @@ pub enum ExportError {
 }
 
 /// Exports `ds` (pass the *effective* dataset: labels edited, excluded samples removed) to `out`.
-pub fn export(ds: &Dataset, out: &Path, format: ExportFormat) -> Result<ExportReport, ExportError> {
+/// `done` counts the files written, for a progress bar.
+pub fn export(
+    ds: &Dataset,
+    out: &Path,
+    format: ExportFormat,
+    done_files: &std::sync::atomic::AtomicUsize,
+) -> Result<ExportReport, ExportError> {
     if out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
@@ -104,6 +110,7 @@ pub fn export(ds: &Dataset, out: &Path, format: ExportFormat) -> Result<ExportRe
             report.copied += 1;
         }
         report.images += 1;
+        done_files.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if format == ExportFormat::Csv {
             rows.push((path_str(&rel), s));
         }

@@ -74,6 +74,24 @@ pub struct SizeStats {
 /// Upper edges of the aspect-ratio histogram bins: portrait strips .. square .. panoramas.
 pub const ASPECT_BINS: [f64; 8] = [0.5, 0.67, 0.8, 0.95, 1.05, 1.25, 1.5, 2.0];
 
+/// The aspect-ratio bin of a `width` x `height` image (an index into the histogram).
+pub fn aspect_bin(width: u32, height: u32) -> usize {
+    let a = f64::from(width) / f64::from(height.max(1));
+    ASPECT_BINS
+        .iter()
+        .position(|&e| a < e)
+        .unwrap_or(ASPECT_BINS.len())
+}
+
+/// A bin of the aspect-ratio histogram in words: `<0.5`, `0.95–1.05`, `≥2`.
+pub fn aspect_bin_name(k: usize) -> String {
+    match k {
+        0 => format!("<{}", ASPECT_BINS[0]),
+        k if k >= ASPECT_BINS.len() => format!("≥{}", ASPECT_BINS[ASPECT_BINS.len() - 1]),
+        k => format!("{}–{}", ASPECT_BINS[k - 1], ASPECT_BINS[k]),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Conflict {
     /// Byte-identical files...
@@ -170,11 +188,7 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<ContentHash>]>)
         *common
             .entry(format!("{}x{}", s.info.width, s.info.height))
             .or_default() += 1;
-        let a = f64::from(s.info.width) / f64::from(s.info.height);
-        aspect_histogram[ASPECT_BINS
-            .iter()
-            .position(|&e| a < e)
-            .unwrap_or(ASPECT_BINS.len())] += 1;
+        aspect_histogram[aspect_bin(s.info.width, s.info.height)] += 1;
     }
     let mut common = sorted_counts(common);
     common.truncate(10);

@@ -18,6 +18,16 @@ pub fn pick(choice: DeviceChoice) -> anyhow::Result<Device> {
     }
 }
 
+/// A device as people name it: "CPU", "CUDA GPU 0".
+pub fn name(d: Device) -> String {
+    match d {
+        Device::Cpu => "CPU".into(),
+        Device::Cuda(i) => format!("CUDA GPU {i}"),
+        Device::Mps => "Apple GPU (MPS)".into(),
+        Device::Vulkan => "Vulkan".into(),
+    }
+}
+
 pub fn probe() -> DeviceInfo {
     let cuda_available = tch::Cuda::is_available();
     DeviceInfo {

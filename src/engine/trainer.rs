@@ -171,7 +171,7 @@ pub fn train(
     let mut reported_skipped = train.skipped().len() + val.skipped().len();
     emit(Event::Started {
         run_dir: run_dir.clone(),
-        device: format!("{device:?}"),
+        device: device::name(device),
         train: train.len(),
         val: val.len(),
         skipped: reported_skipped,

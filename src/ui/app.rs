@@ -14,14 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use super::browse::{Browse, FlagFilter};
 use super::command::{BrowseFilter, Command, Commands};
+use super::csv_dialog::{CsvSetup, Outcome};
 use super::distribution::Distribution;
 use super::evaluate::Evaluate;
+use super::export::ExportJob;
 use super::review::Review;
 use super::thumbs::{self, Thumbs};
 use super::train::TrainTab;
+use crate::dataset::export::ExportFormat;
 use crate::dataset::loader::Loader;
 use crate::dataset::workspace::{LabelCmd, Workspace};
-use crate::dataset::{CsvSource, Source};
+use crate::dataset::Source;
 use crate::train::client::Engine;
 
 /// Texture memory for thumbnails (128 px RGBA: about 4,000 of them).
@@ -63,13 +66,18 @@ impl Default for Settings {
 pub struct Setup {
     pub engine: Engine,
     pub thumb_cache: Option<PathBuf>,
+    /// The bundled sample dataset, offered on the start page when it is there.
+    pub sample: Option<PathBuf>,
 }
 
 impl Default for Setup {
+    /// Looks at the disk once, before the first frame.
     fn default() -> Self {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data");
         Setup {
             engine: Engine::locate(),
             thumb_cache: thumbs::default_cache_dir(),
+            sample: sample.is_dir().then_some(sample),
         }
     }
 }
@@ -80,21 +88,13 @@ enum State {
     Failed(String),
 }
 
-/// The columns dialog for a CSV dataset, with a preview of its first rows.
-struct CsvSetup {
-    csv: PathBuf,
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
-    path_col: usize,
-    label_cols: Vec<bool>,
-    group_col: Option<usize>,
-}
-
 enum Picked {
     Folder(PathBuf),
     Csv(Result<CsvSetup, String>),
     /// A path resolved to a dataset source, or why it is none.
     Dataset(Result<Source, (PathBuf, String)>),
+    /// Where to export the dataset, and how.
+    ExportTo(PathBuf, ExportFormat),
 }
 
 pub struct LoupeApp {
@@ -112,6 +112,8 @@ pub struct LoupeApp {
     setup: Setup,
     message: Option<(Result<String, String>, Instant)>,
     csv_setup: Option<CsvSetup>,
+    export: Option<ExportJob>,
+    export_waiting: Option<(PathBuf, ExportFormat)>,
     picking: Option<Receiver<Option<Picked>>>,
     show_edits: bool,
     debug_overlay: bool,
@@ -123,12 +125,17 @@ pub struct LoupeApp {
 
 impl LoupeApp {
     /// The app as `loupe [PATH]` starts it: settings restored from eframe storage.
-    pub fn new(cc: &eframe::CreationContext<'_>, path: PathBuf) -> Self {
+    /// The app as `loupe [PATH]` starts it: settings restored from eframe storage; without a
+    /// path, the start page.
+    pub fn new(cc: &eframe::CreationContext<'_>, path: Option<PathBuf>) -> Self {
         let settings: Settings = cc
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
-        let mut app = Self::open(cc.egui_ctx.clone(), path);
+        let mut app = match path {
+            Some(path) => Self::open(cc.egui_ctx.clone(), path),
+            None => Self::start_page_with(Setup::default()),
+        };
         app.browse.tile = settings.tile;
         app.tab = settings.tab;
         app.settings = settings;
@@ -139,6 +146,11 @@ impl LoupeApp {
     /// asked for) in the background.
     pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
         Self::open_with(ctx, path, Setup::default())
+    }
+
+    /// No dataset yet: the start page.
+    pub fn start_page_with(setup: Setup) -> Self {
+        Self::blank(PathBuf::new(), setup)
     }
 
     /// [`Self::open`] with its own engine and thumbnail cache (tests).
@@ -171,6 +183,8 @@ impl LoupeApp {
             setup,
             message: None,
             csv_setup: None,
+            export: None,
+            export_waiting: None,
             picking: None,
             show_edits: false,
             debug_overlay: false,
@@ -189,7 +203,7 @@ impl LoupeApp {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             Some(if csv && path.is_file() {
-                Picked::Csv(read_csv_setup(path))
+                Picked::Csv(CsvSetup::read(path))
             } else {
                 Picked::Dataset(
                     crate::dataset::source_for(&path).map_err(|e| (path, e.to_string())),
@@ -274,6 +288,7 @@ impl LoupeApp {
                         Some(Picked::Csv(Ok(setup))) => self.csv_setup = Some(setup),
                         Some(Picked::Csv(Err(e))) => self.message = Some((Err(e), Instant::now())),
                         Some(Picked::Dataset(Ok(source))) => self.start(ctx, source),
+                        Some(Picked::ExportTo(out, format)) => self.export_to(out, format),
                         Some(Picked::Dataset(Err((path, e)))) => {
                             self.path = path;
                             self.state = State::Failed(e);
@@ -286,6 +301,18 @@ impl LoupeApp {
             }
         }
         if let State::Ready(ws) = &mut self.state {
+            if ws.pending == 0 {
+                if let Some((out, format)) = self.export_waiting.take() {
+                    self.export = Some(ExportJob::start(ctx, ws.dataset.clone(), out, format));
+                }
+            }
+            if let Some(done) = self.export.as_ref().and_then(ExportJob::poll) {
+                self.message = Some((done, Instant::now()));
+                self.export = None;
+            }
+            if self.export.is_some() {
+                ctx.request_repaint_after(Duration::from_millis(250));
+            }
             for m in ws.poll() {
                 self.message = Some((m, Instant::now()));
             }
@@ -307,10 +334,14 @@ impl LoupeApp {
                 Command::Label(c) => ws.send(c),
                 Command::Browse(filter) => {
                     self.browse.class_filter = None;
+                    self.browse.column_filters.clear();
                     self.browse.only = None;
                     self.browse.flag_filter = FlagFilter::All;
                     match filter {
                         BrowseFilter::Class(c) => self.browse.class_filter = Some(c),
+                        BrowseFilter::Column { column, value } => {
+                            self.browse.set_column_filter(column, value)
+                        }
                         BrowseFilter::Paths { title, paths } => {
                             let set = paths.iter().filter_map(|p| ws.index_of(p)).collect();
                             self.browse.only = Some((title, set));
@@ -326,6 +357,89 @@ impl LoupeApp {
                 run => self.train.apply(ctx, ws, run),
             }
         }
+    }
+
+    /// What the window shows without a dataset: how to open one, the recent ones, the sample;
+    /// and why the last one did not open, if it did not.
+    fn start_page(&mut self, ui: &mut egui::Ui, error: &str) {
+        let ctx = ui.ctx().clone();
+        ui.vertical_centered(|ui| {
+            ui.add_space(32.0);
+            if error.is_empty() {
+                ui.heading("Open a dataset");
+            } else {
+                ui.heading("This dataset could not be opened");
+                ui.colored_label(ui.visuals().error_fg_color, error);
+                ui.add_space(8.0);
+                ui.label("Open another one:");
+            }
+            ui.label(
+                RichText::new(
+                    "a folder with one subfolder per class, or a CSV of labels (a path column \
+                     and one or more label columns)",
+                )
+                .weak(),
+            );
+            ui.add_space(12.0);
+            ui.horizontal(|ui| {
+                // Centred: a row of buttons as wide as it needs.
+                let width = 420.0f32.min(ui.available_width());
+                ui.add_space(((ui.available_width() - width) / 2.0).max(0.0));
+                if ui.button("Open folder…").clicked() {
+                    self.ask_folder(&ctx);
+                }
+                if ui.button("Open CSV…").clicked() {
+                    self.ask_csv(&ctx);
+                }
+                if let Some(sample) = self.setup.sample.clone() {
+                    if ui
+                        .button("Open the sample data")
+                        .on_hover_text(format!("{}: 1,906 emoji in 9 categories", sample.display()))
+                        .clicked()
+                    {
+                        self.start(&ctx, Source::ImageFolder { root: sample });
+                    }
+                }
+            });
+            if !self.settings.recent.is_empty() {
+                ui.add_space(16.0);
+                ui.label(RichText::new("Recent").strong());
+                for src in self.settings.recent.clone() {
+                    if ui.link(source_name(&src)).clicked() {
+                        self.start(&ctx, src);
+                    }
+                }
+            }
+        });
+    }
+
+    fn ask_folder(&mut self, ctx: &egui::Context) {
+        self.pick_in_background(ctx, || {
+            rfd::FileDialog::new()
+                .set_title("Open an image folder")
+                .pick_folder()
+                .map(Picked::Folder)
+        });
+    }
+
+    fn ask_csv(&mut self, ctx: &egui::Context) {
+        self.pick_in_background(ctx, || {
+            let csv = rfd::FileDialog::new()
+                .set_title("Open a CSV of labels")
+                .add_filter("CSV", &["csv"])
+                .pick_file()?;
+            Some(Picked::Csv(CsvSetup::read(csv)))
+        });
+    }
+
+    /// Exports the open dataset into `out` once the edits sent so far are on disk.
+    pub fn export_to(&mut self, out: PathBuf, format: ExportFormat) {
+        self.export_waiting = Some((out, format));
+    }
+
+    /// Whether an export is under way (or waiting for edits to be written).
+    pub fn exporting(&self) -> bool {
+        self.export.is_some() || self.export_waiting.is_some()
     }
 
     /// Runs `pick` (a native dialog, or reading a file) off the UI thread.
@@ -378,14 +492,8 @@ impl LoupeApp {
                 });
             }
             State::Failed(msg) => {
-                egui::CentralPanel::default_margins().show(ui, |ui| {
-                    if msg.is_empty() {
-                        ui.heading("Open a dataset with File ▸ Open");
-                    } else {
-                        ui.heading("This dataset could not be opened");
-                        ui.label(msg.as_str());
-                    }
-                });
+                let msg = msg.clone();
+                egui::CentralPanel::default_margins().show(ui, |ui| self.start_page(ui, &msg));
             }
             State::Ready(ws) => self.workspace_ui(ui, ws),
         }
@@ -419,33 +527,38 @@ impl LoupeApp {
             egui::MenuBar::new().ui(ui, |ui| {
                 ui.menu_button("File", |ui| {
                     if ui.button("Open folder…").clicked() {
-                        let ctx = ui.ctx().clone();
-                        self.pick_in_background(&ctx, || {
-                            rfd::FileDialog::new()
-                                .set_title("Open an image folder")
-                                .pick_folder()
-                                .map(Picked::Folder)
-                        });
+                        self.ask_folder(&ui.ctx().clone());
                     }
                     if ui.button("Open CSV…").clicked() {
-                        let ctx = ui.ctx().clone();
-                        self.pick_in_background(&ctx, || {
-                            let csv = rfd::FileDialog::new()
-                                .set_title("Open a CSV of labels")
-                                .add_filter("CSV", &["csv"])
-                                .pick_file()?;
-                            Some(Picked::Csv(read_csv_setup(csv)))
-                        });
+                        self.ask_csv(&ui.ctx().clone());
                     }
+                    ui.separator();
+                    let can_export = self.workspace().is_some() && self.export.is_none();
+                    for (label, format) in [
+                        ("Export as class folders…", ExportFormat::Imagefolder),
+                        ("Export as images + CSV…", ExportFormat::Csv),
+                    ] {
+                        if ui
+                            .add_enabled(can_export, egui::Button::new(label))
+                            .on_hover_text(
+                                "Copies the dataset as edited (excluded images left out) into a \
+                                 new, empty folder; hardlinks where the disk allows",
+                            )
+                            .clicked()
+                        {
+                            let ctx = ui.ctx().clone();
+                            self.pick_in_background(&ctx, move || {
+                                rfd::FileDialog::new()
+                                    .set_title("Export into a new, empty folder")
+                                    .pick_folder()
+                                    .map(|out| Picked::ExportTo(out, format))
+                            });
+                        }
+                    }
+                    ui.separator();
                     ui.menu_button("Recent", |ui| {
                         for src in self.settings.recent.clone() {
-                            let name = match &src {
-                                Source::ImageFolder { root } => root.display().to_string(),
-                                Source::Csv(c) => {
-                                    format!("{} ({})", c.csv.display(), c.label_cols.join(", "))
-                                }
-                            };
-                            if ui.button(name).clicked() {
+                            if ui.button(source_name(&src)).clicked() {
                                 let ctx = ui.ctx().clone();
                                 self.start(&ctx, src);
                             }
@@ -716,6 +829,14 @@ impl LoupeApp {
                     }
                     State::Failed(_) => {}
                 }
+                if let Some(job) = &self.export {
+                    ui.separator();
+                    ui.add(
+                        egui::ProgressBar::new(job.fraction())
+                            .desired_width(160.0)
+                            .text(format!("exporting to {}", job.out.display())),
+                    );
+                }
                 let pending = self.pending_writes();
                 if pending > 0 {
                     ui.separator();
@@ -741,85 +862,13 @@ impl LoupeApp {
         let Some(setup) = &mut self.csv_setup else {
             return;
         };
-        let mut open = None;
-        let mut cancel = false;
-        egui::Modal::new(egui::Id::unique("csv_setup")).show(ctx, |ui| {
-            ui.heading(format!("Columns of {}", setup.csv.display()));
-            egui::Grid::new("csv_cols").show(ui, |ui| {
-                ui.label("Image path");
-                egui::ComboBox::from_id_salt("path_col")
-                    .selected_text(setup.headers[setup.path_col].as_str())
-                    .show_ui(ui, |ui| {
-                        for (k, h) in setup.headers.iter().enumerate() {
-                            ui.selectable_value(&mut setup.path_col, k, h.as_str());
-                        }
-                    });
-                ui.end_row();
-                ui.label("Label column(s)");
-                ui.vertical(|ui| {
-                    for (k, h) in setup.headers.iter().enumerate() {
-                        ui.checkbox(&mut setup.label_cols[k], h.as_str());
-                    }
-                });
-                ui.end_row();
-                ui.label("Group (kept together in splits)");
-                let text = setup
-                    .group_col
-                    .map_or("none", |k| setup.headers[k].as_str())
-                    .to_string();
-                egui::ComboBox::from_id_salt("group_col")
-                    .selected_text(text)
-                    .show_ui(ui, |ui| {
-                        ui.selectable_value(&mut setup.group_col, None, "none");
-                        for (k, h) in setup.headers.iter().enumerate() {
-                            ui.selectable_value(&mut setup.group_col, Some(k), h.as_str());
-                        }
-                    });
-                ui.end_row();
-            });
-            ui.separator();
-            egui::Grid::new("csv_preview").striped(true).show(ui, |ui| {
-                for h in &setup.headers {
-                    ui.strong(h);
-                }
-                ui.end_row();
-                for r in &setup.rows {
-                    for c in r {
-                        ui.label(c);
-                    }
-                    ui.end_row();
-                }
-            });
-            ui.separator();
-            let labels: Vec<String> = setup
-                .headers
-                .iter()
-                .zip(&setup.label_cols)
-                .filter(|(_, on)| **on)
-                .map(|(h, _)| h.clone())
-                .collect();
-            ui.horizontal(|ui| {
-                if ui
-                    .add_enabled(!labels.is_empty(), egui::Button::new("Open"))
-                    .clicked()
-                {
-                    open = Some(Source::Csv(CsvSource {
-                        csv: setup.csv.clone(),
-                        path_col: setup.headers[setup.path_col].clone(),
-                        label_cols: labels,
-                        group_col: setup.group_col.map(|k| setup.headers[k].clone()),
-                    }));
-                }
-                if ui.button("Cancel").clicked() {
-                    cancel = true;
-                }
-            });
-        });
-        if let Some(src) = open {
-            self.csv_setup = None;
-            self.start(ctx, src);
-        } else if cancel {
-            self.csv_setup = None;
+        match setup.show(ctx) {
+            Some(Outcome::Open(source)) => {
+                self.csv_setup = None;
+                self.start(ctx, source);
+            }
+            Some(Outcome::Cancel) => self.csv_setup = None,
+            None => {}
         }
     }
 
@@ -870,7 +919,16 @@ impl eframe::App for LoupeApp {
     }
 }
 
-/// A stable colour per class position.
+/// A dataset as the Recent list names it.
+fn source_name(src: &Source) -> String {
+    match src {
+        Source::ImageFolder { root } => root.display().to_string(),
+        Source::Csv(c) => format!("{} ({})", c.csv.display(), c.label_cols.join(", ")),
+    }
+}
+
+/// A stable colour per class position: ten well-told-apart colours, then hues spaced by the
+/// golden angle, so that no two of the first few dozen classes look alike.
 pub fn class_color(k: usize) -> Color32 {
     const P: [Color32; 10] = [
         Color32::from_rgb(76, 114, 176),
@@ -884,46 +942,11 @@ pub fn class_color(k: usize) -> Color32 {
         Color32::from_rgb(204, 185, 116),
         Color32::from_rgb(100, 181, 205),
     ];
-    P[k % P.len()]
-}
-
-/// The header and first rows of a CSV, for the columns dialog (on a background thread).
-fn read_csv_setup(csv: PathBuf) -> Result<CsvSetup, String> {
-    let mut r = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(&csv)
-        .map_err(|e| format!("cannot read {}: {e}", csv.display()))?;
-    let headers: Vec<String> = r
-        .headers()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    if headers.is_empty() {
-        return Err(format!("{} has no header row", csv.display()));
+    if let Some(&c) = P.get(k) {
+        return c;
     }
-    let rows = r
-        .records()
-        .take(5)
-        .filter_map(Result::ok)
-        .map(|rec| rec.iter().map(str::to_string).collect())
-        .collect();
-    let find = |names: &[&str]| {
-        headers
-            .iter()
-            .position(|h| names.contains(&h.to_lowercase().as_str()))
-    };
-    let path_col = find(&["path", "file", "filename", "image", "img_path"]).unwrap_or(0);
-    let mut label_cols = vec![false; headers.len()];
-    if let Some(k) = find(&["label", "class", "category", "target"]) {
-        label_cols[k] = true;
-    }
-    Ok(CsvSetup {
-        csv,
-        headers,
-        rows,
-        path_col,
-        label_cols,
-        group_col: None,
-    })
+    let hue = ((k - P.len()) as f32 * 137.507_77).rem_euclid(360.0) / 360.0;
+    // Two lightness steps alternate, for neighbours that land on similar hues.
+    let value = if k % 2 == 0 { 0.82 } else { 0.62 };
+    egui::ecolor::Hsva::new(hue, 0.55, value, 1.0).into()
 }

@@ -11,6 +11,7 @@ use egui::{Color32, Key, Modifiers, Rect, RichText, Sense, Stroke, TextureHandle
 use super::command::Commands;
 use super::keys;
 use super::thumbs::Thumbs;
+use crate::dataset::scan::label_parts;
 use crate::dataset::workspace::{LabelCmd, Workspace};
 
 #[derive(
@@ -47,10 +48,38 @@ pub struct RunScores {
     pub scores: std::collections::HashMap<usize, (f32, f32)>,
 }
 
-const LABEL_H: f32 = 18.0;
+impl FlagFilter {
+    pub fn title(self) -> &'static str {
+        match self {
+            FlagFilter::All => "all images",
+            FlagFilter::Edited => "edited",
+            FlagFilter::Excluded => "excluded",
+            FlagFilter::Unsure => "unsure",
+            FlagFilter::Unreadable => "unreadable files",
+        }
+    }
+}
+
+impl SortBy {
+    pub fn title(self) -> &'static str {
+        match self {
+            SortBy::Path => "path",
+            SortBy::Class => "class",
+            SortBy::Size => "image size (pixels)",
+            SortBy::RunLoss => "a run's loss",
+            SortBy::RunConfidence => "a run's confidence",
+        }
+    }
+}
+
+/// Height of a tile's caption: the file name, then the class.
+const LABEL_H: f32 = 32.0;
 
 pub struct Browse {
     pub class_filter: Option<String>,
+    /// Images whose label column (of a composite label) has a value: (column, value), all of
+    /// them at once.
+    pub column_filters: Vec<(usize, String)>,
     pub flag_filter: FlagFilter,
     pub search: String,
     pub sort: SortBy,
@@ -80,6 +109,7 @@ impl Default for Browse {
     fn default() -> Self {
         Browse {
             class_filter: None,
+            column_filters: Vec::new(),
             flag_filter: FlagFilter::All,
             search: String::new(),
             sort: SortBy::Path,
@@ -111,6 +141,7 @@ impl Browse {
             (
                 ws.generation,
                 &self.class_filter,
+                &self.column_filters,
                 self.flag_filter,
                 &self.search,
                 self.sort,
@@ -130,6 +161,13 @@ impl Browse {
             self.large = self.large.filter(|&c| c < self.view.len());
         }
         &self.view
+    }
+
+    /// Shows only images whose label column `column` is `value` (with the other columns'
+    /// filters kept).
+    pub fn set_column_filter(&mut self, column: usize, value: String) {
+        self.column_filters.retain(|(c, _)| *c != column);
+        self.column_filters.push((column, value));
     }
 
     /// The samples an edit applies to: the selection, else the one under the cursor.
@@ -165,14 +203,16 @@ impl Browse {
 
     fn toolbar(&mut self, ui: &mut egui::Ui, ws: &Workspace) {
         ui.horizontal_wrapped(|ui| {
-            ui.label("Search");
+            let search = ui.label("Search");
             ui.add(
                 egui::TextEdit::singleline(&mut self.search)
                     .hint_text("part of a path")
                     .desired_width(160.0),
-            );
-            egui::ComboBox::new("flag_filter", "show")
-                .selected_text(format!("{:?}", self.flag_filter))
+            )
+            .labelled_by(search.id);
+            let show = ui.label("Show");
+            egui::ComboBox::from_id_salt("flag_filter")
+                .selected_text(self.flag_filter.title())
                 .show_ui(ui, |ui| {
                     for f in [
                         FlagFilter::All,
@@ -181,14 +221,17 @@ impl Browse {
                         FlagFilter::Unsure,
                         FlagFilter::Unreadable,
                     ] {
-                        ui.selectable_value(&mut self.flag_filter, f, format!("{f:?}"));
+                        ui.selectable_value(&mut self.flag_filter, f, f.title());
                     }
-                });
-            egui::ComboBox::new("sort", "order")
-                .selected_text(format!("by {:?}", self.sort).to_lowercase())
+                })
+                .response
+                .labelled_by(show.id);
+            let order = ui.label("Order by");
+            egui::ComboBox::from_id_salt("sort")
+                .selected_text(self.sort.title())
                 .show_ui(ui, |ui| {
                     for s in [SortBy::Path, SortBy::Class, SortBy::Size] {
-                        ui.selectable_value(&mut self.sort, s, format!("{s:?}"));
+                        ui.selectable_value(&mut self.sort, s, s.title());
                     }
                     let run = self.run_scores.as_ref().map(|r| r.run.clone());
                     for (s, what) in [
@@ -203,8 +246,12 @@ impl Browse {
                             ui.selectable_value(&mut self.sort, s, text)
                         });
                     }
-                });
-            ui.add(egui::Slider::new(&mut self.tile, 48.0..=256.0).text("tile"));
+                })
+                .response
+                .labelled_by(order.id);
+            let tile = ui.label("Tile size");
+            ui.add(egui::Slider::new(&mut self.tile, 48.0..=256.0).show_value(false))
+                .labelled_by(tile.id);
             if let Some(c) = self.class_filter.clone() {
                 if ui
                     .button(format!("class: {c} ✕"))
@@ -219,19 +266,61 @@ impl Browse {
                     self.only = None;
                 }
             }
+            let names = &ws.dataset.label_columns;
+            let mut remove = None;
+            for (k, (column, value)) in self.column_filters.iter().enumerate() {
+                let name = names.get(*column).map_or("?", String::as_str);
+                if ui
+                    .button(format!("{name} = {value} ✕"))
+                    .on_hover_text("Remove this filter")
+                    .clicked()
+                {
+                    remove = Some(k);
+                }
+            }
+            if let Some(k) = remove {
+                self.column_filters.remove(k);
+            }
+            if ws.stats.columns.len() > 1 {
+                ui.menu_button("+ filter", |ui| {
+                    for (column, col) in ws.stats.columns.iter().enumerate() {
+                        ui.menu_button(&col.column, |ui| {
+                            for c in &col.counts {
+                                if ui.button(format!("{}  ({})", c.name, c.count)).clicked() {
+                                    self.set_column_filter(column, c.name.clone());
+                                    ui.close();
+                                }
+                            }
+                        });
+                    }
+                });
+            }
             let shown = if self.flag_filter == FlagFilter::Unreadable {
                 ws.dataset.rejected.len()
             } else {
                 self.view.len()
             };
-            ui.label(
-                RichText::new(format!("{shown} shown · {} selected", self.selected.len())).strong(),
+            // One piece: it moves to the next line whole rather than break in two.
+            ui.add(
+                egui::Label::new(
+                    RichText::new(format!("{shown} shown · {} selected", self.selected.len()))
+                        .strong(),
+                )
+                .wrap_mode(egui::TextWrapMode::Extend),
             );
         });
+        let keys = if ws.classes.len() > 9 {
+            "1-9 relabel as the first nine classes, L picks any class"
+        } else {
+            "1-9 relabel · L class picker"
+        };
         ui.label(
-            RichText::new("1-9 relabel · L class picker · Del exclude · Ctrl+Z / Ctrl+Shift+Z undo/redo · arrows or J/K move · Enter view · Esc back")
-                .small()
-                .weak(),
+            RichText::new(format!(
+                "{keys} · Del exclude · Ctrl+Z / Ctrl+Shift+Z undo/redo · arrows or J/K move · \
+                 Enter view · Esc back"
+            ))
+            .small()
+            .weak(),
         );
         ui.separator();
     }
@@ -513,13 +602,26 @@ impl Browse {
             } else if flags.unsure {
                 caption = format!("? {caption}");
             }
-            p.text(
-                egui::pos2(rect.min.x + 2.0, rect.max.y - LABEL_H / 2.0),
-                egui::Align2::LEFT_CENTER,
-                caption,
-                egui::FontId::proportional(12.0),
-                text_color,
-            );
+            // The file name (duplicates and near-copies told apart without hovering), then the
+            // class; both cut to the tile's width.
+            let name = path.rsplit('/').next().unwrap_or(&path);
+            let width = cell.x - 4.0;
+            let font = egui::FontId::proportional(11.5);
+            let line = |text: &str, y: f32, color: Color32| {
+                let mut job = egui::text::LayoutJob::single_section(
+                    text.to_string(),
+                    egui::TextFormat::simple(font.clone(), color),
+                );
+                job.wrap = egui::text::TextWrapping::truncate_at_width(width);
+                p.galley(
+                    egui::pos2(rect.min.x + 2.0, y),
+                    ui.painter().layout_job(job),
+                    color,
+                );
+            };
+            let top = rect.max.y - LABEL_H + 1.0;
+            line(name, top, ui.visuals().weak_text_color());
+            line(&caption, top + LABEL_H / 2.0, text_color);
             if flags.edited {
                 p.circle_filled(
                     img_rect.min + Vec2::splat(7.0),
@@ -644,8 +746,14 @@ fn fit(r: Rect, size: Vec2) -> Rect {
 
 fn filtered(ws: &Workspace, b: &Browse) -> Vec<usize> {
     let needle = b.search.to_lowercase();
+    let columns = ws.dataset.label_columns.len();
     let mut v: Vec<usize> = (0..ws.dataset.samples.len())
         .filter(|&i| b.class_filter.as_ref().is_none_or(|c| &ws.labels[i] == c))
+        .filter(|&i| {
+            b.column_filters.iter().all(|(column, value)| {
+                label_parts(&ws.labels[i], columns).get(*column) == Some(value)
+            })
+        })
         .filter(|&i| match b.flag_filter {
             FlagFilter::All | FlagFilter::Unreadable => true,
             FlagFilter::Edited => ws.flags[i].edited,

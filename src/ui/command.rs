@@ -11,7 +11,15 @@ use crate::train::config::TrainConfig;
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrowseFilter {
     Class(String),
-    Paths { title: String, paths: Vec<String> },
+    /// Images whose label column `column` (of a composite label) is `value`.
+    Column {
+        column: usize,
+        value: String,
+    },
+    Paths {
+        title: String,
+        paths: Vec<String>,
+    },
     Unreadable,
 }
 

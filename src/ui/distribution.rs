@@ -1,21 +1,32 @@
 //! The Distribution tab: class balance (and per column for composite labels), image sizes,
-//! formats, unreadable files, duplicates and label conflicts; each one click from Browse.
+//! aspect ratios, formats, unreadable files, duplicates and label conflicts. Every bar, bin,
+//! table row and a box dragged over the size chart opens Browse on exactly those images.
 
-use egui::{Color32, RichText};
-use egui_plot::{Bar, BarChart, Plot, Points};
+use egui::{Color32, RichText, Sense, Vec2};
+use egui_plot::{Plot, PlotPoint, Points, Polygon};
 
+use super::app::class_color;
 use super::command::{BrowseFilter, Command, Commands};
 use super::plots::{finite, Extent};
-use crate::dataset::stats::{Count, ASPECT_BINS};
+use crate::dataset::stats::{aspect_bin, aspect_bin_name, Count};
 use crate::dataset::workspace::Workspace;
 
 #[derive(Default)]
 pub struct Distribution {
     by_name: bool,
+    /// Where a box selection on the size chart started (plot coordinates).
+    size_box: Option<PlotPoint>,
 }
 
 /// A class whose count is under this share of the largest class gets a warning.
 const RARE_SHARE: f64 = 0.2;
+
+/// One bar of a [`count_bars`] chart.
+pub struct BarRow<'a> {
+    pub name: &'a str,
+    pub count: usize,
+    pub color: Color32,
+}
 
 impl Distribution {
     pub fn show(&mut self, ui: &mut egui::Ui, ws: &Workspace, cmds: &mut Commands) {
@@ -59,52 +70,113 @@ impl Distribution {
                 if self.by_name {
                     counts.sort_by(|a, b| a.name.cmp(&b.name));
                 }
-                if let Some(c) = bar_chart(ui, "class_chart", &counts, s.images) {
-                    action = Some(BrowseFilter::Class(c));
+                // The colours of the class panel: a class's position among all classes.
+                let rows: Vec<BarRow> = counts
+                    .iter()
+                    .map(|c| BarRow {
+                        name: &c.name,
+                        count: c.count,
+                        color: class_color(
+                            ws.classes.iter().position(|x| *x == c.name).unwrap_or(0),
+                        ),
+                    })
+                    .collect();
+                if let Some(k) = count_bars(ui, "class_chart", &rows, s.images) {
+                    action = Some(BrowseFilter::Class(counts[k].name.clone()));
                 }
-                egui::CollapsingHeader::new("Class table")
-                    .default_open(false)
-                    .show(ui, |ui| {
-                        egui::Grid::new("class_table").striped(true).show(ui, |ui| {
-                            for c in &counts {
-                                if ui.link(&c.name).on_hover_text("Show in Browse").clicked() {
-                                    action = Some(BrowseFilter::Class(c.name.clone()));
-                                }
-                                ui.label(c.count.to_string());
-                                ui.label(format!(
-                                    "{:.1}%",
-                                    100.0 * c.count as f64 / s.images.max(1) as f64
-                                ));
-                                ui.end_row();
-                            }
-                        });
-                    });
 
-                for col in &s.columns {
+                for (column, col) in s.columns.iter().enumerate() {
                     ui.add_space(8.0);
                     ui.heading(format!("Column “{}”", col.column));
-                    bar_chart(ui, &format!("col_{}", col.column), &col.counts, s.images);
+                    let rows: Vec<BarRow> = col
+                        .counts
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| BarRow {
+                            name: &c.name,
+                            count: c.count,
+                            color: class_color(k),
+                        })
+                        .collect();
+                    if let Some(k) = count_bars(ui, &format!("col_{}", col.column), &rows, s.images)
+                    {
+                        action = Some(BrowseFilter::Column {
+                            column,
+                            value: col.counts[k].name.clone(),
+                        });
+                    }
                 }
 
                 ui.add_space(8.0);
                 ui.heading("Image sizes");
-                ui.columns(2, |cols| {
-                    size_scatter(
-                        &mut cols[0],
-                        ws.dataset
-                            .samples
-                            .iter()
-                            .map(|s| (s.info.width, s.info.height)),
-                    );
-                    aspect_histogram(&mut cols[1], &s.sizes.aspect_histogram);
-                });
+                ui.label(
+                    RichText::new("width × height, each distinct size once: drag a box to browse those images")
+                        .small()
+                        .weak(),
+                );
+                let sizes = ws
+                    .dataset
+                    .samples
+                    .iter()
+                    .map(|s| (s.info.width, s.info.height));
+                if let Some(((w0, h0), (w1, h1))) = self.size_scatter(ui, sizes) {
+                    let paths = ws
+                        .dataset
+                        .samples
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| {
+                            (w0..=w1).contains(&s.info.width) && (h0..=h1).contains(&s.info.height)
+                        })
+                        .map(|(i, _)| ws.path(i))
+                        .collect();
+                    action = Some(BrowseFilter::Paths {
+                        title: format!("sizes {w0}–{w1} × {h0}–{h1}"),
+                        paths,
+                    });
+                }
+
+                ui.add_space(8.0);
+                ui.heading("Aspect ratio (width / height)");
+                if let Some(k) = aspect_histogram(ui, &s.sizes.aspect_histogram) {
+                    let paths = ws
+                        .dataset
+                        .samples
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| aspect_bin(s.info.width, s.info.height) == k)
+                        .map(|(i, _)| ws.path(i))
+                        .collect();
+                    action = Some(BrowseFilter::Paths {
+                        title: format!("aspect {}", aspect_bin_name(k)),
+                        paths,
+                    });
+                }
 
                 ui.add_space(8.0);
                 ui.heading("Formats and colour modes");
                 ui.horizontal_top(|ui| {
-                    count_table(ui, "formats", &s.formats);
+                    if let Some(f) = count_table(ui, "formats", &s.formats) {
+                        let paths = (0..ws.dataset.samples.len())
+                            .filter(|&i| ws.dataset.samples[i].info.format_name() == f)
+                            .map(|i| ws.path(i))
+                            .collect();
+                        action = Some(BrowseFilter::Paths {
+                            title: format!("format {f}"),
+                            paths,
+                        });
+                    }
                     ui.add_space(24.0);
-                    count_table(ui, "colours", &s.color_modes);
+                    if let Some(m) = count_table(ui, "colours", &s.color_modes) {
+                        let paths = (0..ws.dataset.samples.len())
+                            .filter(|&i| ws.dataset.samples[i].info.color_name() == m)
+                            .map(|i| ws.path(i))
+                            .collect();
+                        action = Some(BrowseFilter::Paths {
+                            title: format!("colour mode {m}"),
+                            paths,
+                        });
+                    }
                 });
 
                 ui.add_space(8.0);
@@ -153,72 +225,52 @@ impl Distribution {
             cmds.push(Command::Browse(filter));
         }
     }
-}
 
-/// Horizontal bar chart (names on the left, first on top) with hover count/share; returns the
-/// class whose bar was clicked.
-pub fn bar_chart(ui: &mut egui::Ui, id: &str, counts: &[Count], total: usize) -> Option<String> {
-    let n = counts.len();
-    // Bar k sits at y = n-1-k, so the list reads top-down in the order given.
-    let y_of = move |k: usize| (n - 1 - k) as f64;
-    let bars: Vec<Bar> = counts
-        .iter()
-        .enumerate()
-        .map(|(k, c)| Bar::new(y_of(k), c.count as f64).name(&c.name).width(0.7))
-        .collect();
-    let total = total.max(1) as f64;
-    let chart = BarChart::new(id, bars)
-        .horizontal()
-        .element_formatter(Box::new(move |b, _| {
-            format!(
-                "{}\n{} images ({:.1}%)",
-                b.name,
-                b.value,
-                100.0 * b.value / total
+    /// The size chart; returns the (width, height) ranges of a box the user dragged over it,
+    /// or of the size clicked.
+    fn size_scatter(
+        &mut self,
+        ui: &mut egui::Ui,
+        sizes: impl IntoIterator<Item = (u32, u32)>,
+    ) -> Option<((u32, u32), (u32, u32))> {
+        let plot = size_plot(ui, sizes, self.size_box);
+        let resp = &plot.response;
+        let at = resp
+            .interact_pointer_pos()
+            .map(|p| plot.transform.value_from_position(p));
+        if resp.drag_started() {
+            self.size_box = at;
+        }
+        let range = |x: f64, y: f64| {
+            (
+                x.min(y).max(0.0).floor() as u32,
+                x.max(y).max(0.0).ceil() as u32,
             )
-        }));
-    let names: Vec<String> = counts.iter().map(|c| c.name.clone()).collect();
-    let names_fmt = names.clone();
-    let name_at = move |y: f64| -> Option<String> {
-        let k = y.round();
-        ((y - k).abs() < 0.4 && k >= 0.0 && (k as usize) < n)
-            .then(|| names_fmt[n - 1 - k as usize].clone())
-    };
-    let mut extent = Extent::default();
-    extent.add_all(counts.iter().map(|c| [c.count as f64, 0.0]));
-    let max = counts.iter().map(|c| c.count).max().unwrap_or(0).max(1) as f64;
-    let resp = extent
-        .include(Plot::new(id), (0.0, max), (0.0, 1.0))
-        .include_x(0.0)
-        .include_y(-0.5)
-        .include_y(n as f64 - 0.5)
-        .height((22.0 * n as f32).clamp(120.0, 640.0))
-        .allow_zoom(false)
-        .allow_drag(false)
-        .allow_scroll(false)
-        .show_y(false)
-        .show_axes([true, false])
-        .show(ui, |p| {
-            p.bar_chart(chart);
-            // Names on the bars themselves: an axis would drop labels when classes are many.
-            for (k, c) in counts.iter().enumerate() {
-                let label = format!("{}  {}", c.name, c.count);
-                p.text(
-                    egui_plot::Text::new(&c.name, egui_plot::PlotPoint::new(0.0, y_of(k)), label)
-                        .anchor(egui::Align2::LEFT_CENTER),
-                );
-            }
-        });
-    if resp.response.clicked() {
-        let pos = resp.response.interact_pointer_pos()?;
-        return name_at(resp.transform.value_from_position(pos).y);
+        };
+        let (a, b) = if resp.drag_stopped() {
+            (self.size_box.take()?, at?)
+        } else if resp.clicked() {
+            // A click is a box a few pixels wide around the pointer.
+            let p = resp.interact_pointer_pos()?;
+            let slack = Vec2::splat(6.0);
+            (
+                plot.transform.value_from_position(p - slack),
+                plot.transform.value_from_position(p + slack),
+            )
+        } else {
+            return None;
+        };
+        Some((range(a.x, b.x), range(a.y, b.y)))
     }
-    None
 }
 
-/// Width x height of every image, each distinct size once (100,000 images are a few sizes).
-pub fn size_scatter(ui: &mut egui::Ui, sizes: impl IntoIterator<Item = (u32, u32)>) {
-    ui.label("width × height (each distinct size once)");
+/// The size scatter, with the box being dragged drawn over it. Zoom, pan and the scroll wheel
+/// are off: the page scrolls over it, and a drag selects.
+pub fn size_plot(
+    ui: &mut egui::Ui,
+    sizes: impl IntoIterator<Item = (u32, u32)>,
+    dragging_from: Option<PlotPoint>,
+) -> egui_plot::PlotResponse<()> {
     let mut sizes: Vec<[f64; 2]> = sizes
         .into_iter()
         .map(|(w, h)| [f64::from(w), f64::from(h)])
@@ -231,55 +283,114 @@ pub fn size_scatter(ui: &mut egui::Ui, sizes: impl IntoIterator<Item = (u32, u32
         .include(Plot::new("sizes"), (0.0, 1.0), (0.0, 1.0))
         .include_x(0.0)
         .include_y(0.0)
-        .height(200.0)
-        .x_axis_label("width")
-        .y_axis_label("height")
-        .data_aspect(1.0)
-        .show(ui, |p| {
-            p.points(Points::new("sizes", finite(sizes)).radius(2.5));
-        });
-}
-
-pub fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) {
-    ui.label("aspect ratio (width / height)");
-    let labels: Vec<String> = (0..hist.len())
-        .map(|k| match k {
-            0 => format!("<{}", ASPECT_BINS[0]),
-            k if k == ASPECT_BINS.len() => format!("≥{}", ASPECT_BINS[k - 1]),
-            k => format!("{}–{}", ASPECT_BINS[k - 1], ASPECT_BINS[k]),
-        })
-        .collect();
-    let bars: Vec<Bar> = hist
-        .iter()
-        .enumerate()
-        .map(|(k, &n)| Bar::new(k as f64, n as f64).name(&labels[k]).width(0.8))
-        .collect();
-    let max = hist.iter().copied().max().unwrap_or(0).max(1) as f64;
-    Plot::new("aspect")
-        .include_x(-0.5)
-        .include_x(hist.len().max(1) as f64 - 0.5)
-        .include_y(0.0)
-        .include_y(max)
-        .height(200.0)
+        .height(220.0)
         .allow_zoom(false)
         .allow_drag(false)
-        .x_axis_formatter(move |m, _| {
-            let k = m.value.round();
-            if (m.value - k).abs() < 1e-6 && k >= 0.0 {
-                labels.get(k as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
+        .allow_scroll(false)
+        .allow_boxed_zoom(false)
+        .allow_double_click_reset(false)
+        .x_axis_label("width (px)")
+        .y_axis_label("height (px)")
+        .show(ui, |p| {
+            p.points(Points::new("sizes", finite(sizes)).radius(3.0));
+            if let (Some(a), Some(b)) = (dragging_from, p.pointer_coordinate()) {
+                let corners = vec![[a.x, a.y], [b.x, a.y], [b.x, b.y], [a.x, b.y]];
+                p.polygon(
+                    Polygon::new("selection", finite(corners))
+                        .fill_color(Color32::from_rgba_unmultiplied(120, 170, 255, 40)),
+                );
             }
         })
-        .show(ui, |p| p.bar_chart(BarChart::new("aspect", bars)));
 }
 
-fn count_table(ui: &mut egui::Ui, id: &str, counts: &[Count]) {
+/// Horizontal bars, one per row, first on top: the name, a bar in the row's colour, the count
+/// and share. Every row is one button (labelled for screen readers and tests); returns the
+/// clicked row.
+pub fn count_bars(ui: &mut egui::Ui, id: &str, rows: &[BarRow], total: usize) -> Option<usize> {
+    let max = rows.iter().map(|r| r.count).max().unwrap_or(0).max(1) as f32;
+    let total = total.max(1) as f64;
+    let name_w = 170.0f32.min(ui.available_width() * 0.35);
+    let mut clicked = None;
+    ui.push_id(id, |ui| {
+        for (k, r) in rows.iter().enumerate() {
+            let width = ui.available_width();
+            let (rect, resp) = ui.allocate_exact_size(Vec2::new(width, 22.0), Sense::click());
+            let share = 100.0 * r.count as f64 / total;
+            let label = format!("{}: {} images ({share:.1}%)", r.name, r.count);
+            resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &label));
+            if ui.is_rect_visible(rect) {
+                let p = ui.painter();
+                if resp.hovered() {
+                    p.rect_filled(rect, 3.0, ui.visuals().widgets.hovered.weak_bg_fill);
+                }
+                let text = ui.visuals().strong_text_color();
+                let mut job = egui::text::LayoutJob::single_section(
+                    r.name.to_string(),
+                    egui::TextFormat::simple(egui::FontId::proportional(13.0), text),
+                );
+                job.wrap = egui::text::TextWrapping::truncate_at_width(name_w - 8.0);
+                let galley = p.layout_job(job);
+                p.galley(
+                    egui::pos2(rect.min.x + 4.0, rect.center().y - galley.size().y / 2.0),
+                    galley,
+                    text,
+                );
+                let counts = format!("{}  {share:.1}%", r.count);
+                let counts_w = 90.0;
+                let bar_max = (width - name_w - counts_w).max(10.0);
+                let bar_w = bar_max * r.count as f32 / max;
+                let bar = egui::Rect::from_min_size(
+                    egui::pos2(rect.min.x + name_w, rect.min.y + 4.0),
+                    Vec2::new(bar_w.max(1.0), rect.height() - 8.0),
+                );
+                p.rect_filled(bar, 2.0, r.color);
+                p.text(
+                    egui::pos2(bar.max.x + 6.0, rect.center().y),
+                    egui::Align2::LEFT_CENTER,
+                    counts,
+                    egui::FontId::proportional(12.0),
+                    ui.visuals().text_color(),
+                );
+            }
+            if resp
+                .on_hover_text(format!("{label}: click to browse them"))
+                .on_hover_cursor(egui::CursorIcon::PointingHand)
+                .clicked()
+            {
+                clicked = Some(k);
+            }
+        }
+    });
+    clicked
+}
+
+/// The aspect-ratio histogram as bars, one per bin; returns the clicked bin.
+pub fn aspect_histogram(ui: &mut egui::Ui, hist: &[usize]) -> Option<usize> {
+    let names: Vec<String> = (0..hist.len()).map(aspect_bin_name).collect();
+    let total = hist.iter().sum();
+    let rows: Vec<BarRow> = hist
+        .iter()
+        .enumerate()
+        .map(|(k, &count)| BarRow {
+            name: &names[k],
+            count,
+            color: Color32::from_rgb(100, 150, 200),
+        })
+        .collect();
+    count_bars(ui, "aspect", &rows, total)
+}
+
+/// A table of counts whose names are links; returns the clicked name.
+fn count_table(ui: &mut egui::Ui, id: &str, counts: &[Count]) -> Option<String> {
+    let mut clicked = None;
     egui::Grid::new(id).striped(true).show(ui, |ui| {
         for c in counts {
-            ui.label(&c.name);
+            if ui.link(&c.name).on_hover_text("Show in Browse").clicked() {
+                clicked = Some(c.name.clone());
+            }
             ui.label(c.count.to_string());
             ui.end_row();
         }
     });
+    clicked
 }

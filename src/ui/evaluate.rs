@@ -157,6 +157,12 @@ impl Evaluate {
         cmds: &mut Commands,
     ) {
         self.poll();
+        // The newest run with predictions, until the user chooses another.
+        if self.run.is_none() {
+            if let Some(r) = runs.iter().find(|r| !r.epochs.is_empty()) {
+                self.select(ui.ctx(), r.dir.clone());
+            }
+        }
         ui.horizontal(|ui| {
             ui.label("Run:");
             let current = self
@@ -247,18 +253,47 @@ impl Evaluate {
             .unwrap_or(1)
             .max(1) as f32;
         let mut clicked = None;
+        // Column headers stand upright (read bottom to top), so long class names neither run
+        // together nor get cut; the full name is also on hover.
+        let font = egui::FontId::proportional(12.0);
+        let header_h = l
+            .classes
+            .iter()
+            .map(|c| {
+                ui.painter()
+                    .layout_no_wrap(c.clone(), font.clone(), Color32::WHITE)
+                    .size()
+                    .x
+            })
+            .fold(0.0f32, f32::max)
+            .min(220.0)
+            + 6.0;
         egui::Grid::new("confusion")
             .spacing([2.0, 2.0])
             .show(ui, |ui| {
                 ui.label("");
                 for c in 0..k {
-                    ui.label(RichText::new(short(&l.classes[c])).small())
-                        .on_hover_text(&l.classes[c]);
+                    let (rect, resp) =
+                        ui.allocate_exact_size(Vec2::new(44.0, header_h), Sense::hover());
+                    let mut job = egui::text::LayoutJob::single_section(
+                        l.classes[c].clone(),
+                        egui::TextFormat::simple(font.clone(), ui.visuals().text_color()),
+                    );
+                    job.wrap = egui::text::TextWrapping::truncate_at_width(header_h - 6.0);
+                    let galley = ui.painter().layout_job(job);
+                    let at = egui::pos2(rect.center().x - galley.size().y / 2.0, rect.max.y - 3.0);
+                    ui.painter().add(
+                        egui::epaint::TextShape::new(at, galley, ui.visuals().text_color())
+                            .with_angle(-std::f32::consts::FRAC_PI_2),
+                    );
+                    let name = l.classes[c].clone();
+                    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &name));
+                    resp.on_hover_text(format!("predicted {}", l.classes[c]));
                 }
                 ui.end_row();
                 for r in 0..k {
-                    ui.label(RichText::new(short(&l.classes[r])).small())
-                        .on_hover_text(&l.classes[r]);
+                    ui.label(RichText::new(&l.classes[r]))
+                        .on_hover_text(format!("labelled {}", l.classes[r]));
                     let row_sum: usize = l.report.confusion[r].iter().sum();
                     for c in 0..k {
                         let n = l.report.confusion[r][c];
@@ -404,7 +439,8 @@ impl Evaluate {
             ui.label("No images here.");
             return;
         }
-        let cell = Vec2::new(132.0, 150.0);
+        // The image, then two caption lines (label and prediction; confidence and marks).
+        let cell = Vec2::new(132.0, 132.0 + 32.0);
         let per_row = ((ui.available_width() / (cell.x + 6.0)) as usize).max(1);
         let wanted: Vec<(usize, PathBuf)> = items
             .iter()
@@ -465,24 +501,31 @@ impl Evaluate {
                         } else {
                             ""
                         };
-                        let text = format!(
-                            "{}{} → {} {:.0}%{mark}",
-                            if changed { "now " } else { "" },
-                            short(now),
-                            short(&classes[*predicted]),
-                            conf * 100.0
-                        );
-                        ui.painter().text(
-                            egui::pos2(rect.min.x + 2.0, rect.max.y - 2.0),
-                            egui::Align2::LEFT_BOTTOM,
-                            text,
-                            egui::FontId::proportional(11.0),
-                            if changed {
-                                ui.visuals().warn_fg_color
-                            } else {
-                                ui.visuals().text_color()
-                            },
-                        );
+                        let color = if changed {
+                            ui.visuals().warn_fg_color
+                        } else {
+                            ui.visuals().text_color()
+                        };
+                        let lines = [
+                            format!(
+                                "{}{} → {}",
+                                if changed { "now " } else { "" },
+                                now,
+                                classes[*predicted]
+                            ),
+                            format!("{:.0}% sure{mark}", conf * 100.0),
+                        ];
+                        for (n, text) in lines.into_iter().enumerate() {
+                            // Cut to the tile, never into the next one.
+                            let mut job = egui::text::LayoutJob::single_section(
+                                text,
+                                egui::TextFormat::simple(egui::FontId::proportional(11.0), color),
+                            );
+                            job.wrap = egui::text::TextWrapping::truncate_at_width(cell.x - 4.0);
+                            let at =
+                                egui::pos2(rect.min.x + 2.0, img.max.y + 2.0 + 15.0 * n as f32);
+                            ui.painter().galley(at, ui.painter().layout_job(job), color);
+                        }
                         if resp.on_hover_text(path.as_str()).clicked() {
                             click = Some(path.clone());
                         }
@@ -522,14 +565,5 @@ impl Evaluate {
                 });
             }
         });
-    }
-}
-
-/// A class name short enough for a matrix header.
-fn short(name: &str) -> String {
-    if name.chars().count() <= 10 {
-        name.to_string()
-    } else {
-        format!("{}…", name.chars().take(9).collect::<String>())
     }
 }

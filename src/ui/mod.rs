@@ -6,8 +6,10 @@
 mod app;
 pub mod browse;
 pub mod command;
+pub mod csv_dialog;
 pub mod distribution;
 pub mod evaluate;
+mod export;
 pub mod fonts;
 mod keys;
 pub mod plots;
@@ -25,8 +27,8 @@ use std::time::Instant;
 /// the frame-time overlay.
 pub static PROCESS_START: OnceLock<Instant> = OnceLock::new();
 
-/// Opens the window on `path` and blocks until it is closed.
-pub fn run(path: PathBuf) -> anyhow::Result<()> {
+/// Opens the window (on `path`, or on the start page) and blocks until it is closed.
+pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Loupe")

@@ -176,7 +176,7 @@ impl Live {
                     skipped,
                     ..
                 } => {
-                    if device.starts_with("Cuda") {
+                    if device.starts_with("CUDA") {
                         self.gpu_rx = Some(watch_gpu_memory(self.gpu_stop.clone()));
                     }
                     self.run_dir = Some(run_dir);
@@ -819,10 +819,13 @@ impl TrainTab {
             let best = run.best().map_or("–".to_string(), |e| {
                 format!("{} {:.3}", monitor.name(), monitor.value(monitor.of(e)))
             });
-            let status = if current.as_deref() == Some(run.dir.as_path()) {
-                "running".to_string()
-            } else {
-                run.status()
+            let live = self
+                .live
+                .as_ref()
+                .filter(|_| current.as_deref() == Some(run.dir.as_path()));
+            let status = match live {
+                Some(l) => format!("running, epoch {}/{}", l.at.0.max(1), l.total_epochs),
+                None => run.status(),
             };
             ui.group(|ui| {
                 ui.horizontal(|ui| {
@@ -839,15 +842,13 @@ impl TrainTab {
                         }
                     }
                 });
-                ui.label(
-                    RichText::new(format!(
-                        "{} · {status} · {best} · {} · {}",
-                        run.record.config.model.title(),
-                        clock(run.seconds()),
-                        utc(run.created)
-                    ))
-                    .small(),
-                );
+                let mut facts = vec![run.record.config.model.title().to_string(), status];
+                if live.is_none() {
+                    facts.push(best);
+                    facts.push(clock(run.seconds()));
+                }
+                facts.push(utc(run.created));
+                ui.label(RichText::new(facts.join(" · ")).small());
                 ui.horizontal(|ui| {
                     let mut buttons = vec![("config", "config")];
                     if run.resumable() {

@@ -16,6 +16,7 @@ pub fn setup(root: &Path) -> Setup {
     Setup {
         engine: super::engine(),
         thumb_cache: Some(root.join(".thumbs")),
+        sample: None,
     }
 }
 
