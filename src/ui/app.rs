@@ -947,6 +947,6 @@ pub fn class_color(k: usize) -> Color32 {
     }
     let hue = ((k - P.len()) as f32 * 137.507_77).rem_euclid(360.0) / 360.0;
     // Two lightness steps alternate, for neighbours that land on similar hues.
-    let value = if k % 2 == 0 { 0.82 } else { 0.62 };
+    let value = if k.is_multiple_of(2) { 0.82 } else { 0.62 };
     egui::ecolor::Hsva::new(hue, 0.55, value, 1.0).into()
 }
