@@ -288,7 +288,9 @@ impl LoupeApp {
                         Some(Picked::Csv(Ok(setup))) => self.csv_setup = Some(setup),
                         Some(Picked::Csv(Err(e))) => self.message = Some((Err(e), Instant::now())),
                         Some(Picked::Dataset(Ok(source))) => self.start(ctx, source),
-                        Some(Picked::ExportTo(out, format)) => self.export_to(out, format),
+                        Some(Picked::ExportTo(out, format)) => {
+                            self.cmds.push(Command::Export(out, format))
+                        }
                         Some(Picked::Dataset(Err((path, e)))) => {
                             self.path = path;
                             self.state = State::Failed(e);
@@ -352,6 +354,8 @@ impl LoupeApp {
                     }
                     self.tab = Tab::Browse;
                 }
+                // Starts once the edits sent before it are on disk (see `poll`).
+                Command::Export(out, format) => self.export_waiting = Some((out, format)),
                 Command::FindIssues => self.review.start(ctx, ws),
                 Command::CancelIssues => self.review.cancel(),
                 run => self.train.apply(ctx, ws, run),
@@ -360,9 +364,10 @@ impl LoupeApp {
     }
 
     /// What the window shows without a dataset: how to open one, the recent ones, the sample;
-    /// and why the last one did not open, if it did not.
-    fn start_page(&mut self, ui: &mut egui::Ui, error: &str) {
+    /// and why the last one did not open, if it did not. Returns the dataset chosen.
+    fn start_page(&mut self, ui: &mut egui::Ui, error: &str) -> Option<Source> {
         let ctx = ui.ctx().clone();
+        let mut chosen = None;
         ui.vertical_centered(|ui| {
             ui.add_space(32.0);
             if error.is_empty() {
@@ -397,20 +402,21 @@ impl LoupeApp {
                         .on_hover_text(format!("{}: 1,906 emoji in 9 categories", sample.display()))
                         .clicked()
                     {
-                        self.start(&ctx, Source::ImageFolder { root: sample });
+                        chosen = Some(Source::ImageFolder { root: sample });
                     }
                 }
             });
             if !self.settings.recent.is_empty() {
                 ui.add_space(16.0);
                 ui.label(RichText::new("Recent").strong());
-                for src in self.settings.recent.clone() {
-                    if ui.link(source_name(&src)).clicked() {
-                        self.start(&ctx, src);
+                for src in &self.settings.recent {
+                    if ui.link(source_name(src)).clicked() {
+                        chosen = Some(src.clone());
                     }
                 }
             }
         });
+        chosen
     }
 
     fn ask_folder(&mut self, ctx: &egui::Context) {
@@ -432,9 +438,9 @@ impl LoupeApp {
         });
     }
 
-    /// Exports the open dataset into `out` once the edits sent so far are on disk.
-    pub fn export_to(&mut self, out: PathBuf, format: ExportFormat) {
-        self.export_waiting = Some((out, format));
+    /// Asks for `c` as a panel does: carried out at the end of the frame, in order.
+    pub fn command(&mut self, c: impl Into<Command>) {
+        self.cmds.push(c);
     }
 
     /// Whether an export is under way (or waiting for edits to be written).
@@ -485,6 +491,8 @@ impl LoupeApp {
         self.status_bar(ui);
         self.csv_dialog(&ctx);
         let mut state = std::mem::replace(&mut self.state, State::Failed(String::new()));
+        // A dataset chosen on the start page opens once the state is back in place.
+        let mut chosen = None;
         match &mut state {
             State::Loading(_) => {
                 egui::CentralPanel::default_margins().show(ui, |ui| {
@@ -493,11 +501,16 @@ impl LoupeApp {
             }
             State::Failed(msg) => {
                 let msg = msg.clone();
-                egui::CentralPanel::default_margins().show(ui, |ui| self.start_page(ui, &msg));
+                egui::CentralPanel::default_margins().show(ui, |ui| {
+                    chosen = self.start_page(ui, &msg);
+                });
             }
             State::Ready(ws) => self.workspace_ui(ui, ws),
         }
         self.state = state;
+        if let Some(source) = chosen {
+            self.start(&ctx, source);
+        }
         self.apply(&ctx);
         if self.first_frame.is_none() {
             self.first_frame = super::PROCESS_START.get().map(Instant::elapsed);

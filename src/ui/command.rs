@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::dataset::export::ExportFormat;
 use crate::dataset::workspace::LabelCmd;
 use crate::train::config::TrainConfig;
 
@@ -38,6 +39,8 @@ pub enum Command {
     DeleteRun(PathBuf),
     FindIssues,
     CancelIssues,
+    /// Export the dataset as edited into this new folder.
+    Export(PathBuf, ExportFormat),
 }
 
 impl From<LabelCmd> for Command {

@@ -119,7 +119,7 @@ impl Distribution {
                     .samples
                     .iter()
                     .map(|s| (s.info.width, s.info.height));
-                if let Some(((w0, h0), (w1, h1))) = self.size_scatter(ui, sizes) {
+                if let Some(((w0, w1), (h0, h1))) = self.size_scatter(ui, sizes) {
                     let paths = ws
                         .dataset
                         .samples
