@@ -58,8 +58,9 @@ impl RunSummary {
             .max_by(|a, b| m.of(a).total_cmp(&m.of(b)))
     }
 
+    /// Training time: the epochs' own times added up.
     pub fn seconds(&self) -> f64 {
-        self.epochs.last().map_or(0.0, |e| e.seconds)
+        self.epochs.iter().map(|e| e.seconds).sum()
     }
 
     /// Epochs finished so far.

@@ -602,6 +602,10 @@ impl LoupeApp {
                 ui.menu_button("View", |ui| {
                     ui.checkbox(&mut self.debug_overlay, "Frame times (F12)");
                 });
+                // The tabs are the dataset's: without one, the start page has the stage.
+                if self.workspace().is_none() {
+                    return;
+                }
                 ui.separator();
                 ui.selectable_value(&mut self.tab, Tab::Browse, "Browse");
                 ui.selectable_value(&mut self.tab, Tab::Distribution, "Distribution");

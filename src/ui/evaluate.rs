@@ -16,6 +16,9 @@ use crate::train::predictions::{self, Prediction, Predictions};
 use crate::train::record::VAL_PREDICTIONS;
 use crate::train::runs::RunSummary;
 
+/// A cell of the confusion matrix: room for four digits.
+const CELL: Vec2 = Vec2::new(38.0, 26.0);
+
 /// What the gallery shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Gallery {
@@ -274,7 +277,7 @@ impl Evaluate {
                 ui.label("");
                 for c in 0..k {
                     let (rect, resp) =
-                        ui.allocate_exact_size(Vec2::new(44.0, header_h), Sense::hover());
+                        ui.allocate_exact_size(Vec2::new(CELL.x, header_h), Sense::hover());
                     let mut job = egui::text::LayoutJob::single_section(
                         l.classes[c].clone(),
                         egui::TextFormat::simple(font.clone(), ui.visuals().text_color()),
@@ -322,7 +325,7 @@ impl Evaluate {
                         let resp = ui.add(
                             egui::Button::new(RichText::new(text).color(Color32::WHITE))
                                 .fill(fill)
-                                .min_size(Vec2::new(44.0, 28.0))
+                                .min_size(CELL)
                                 .selected(selected),
                         );
                         let label = format!("{} → {}: {n}", l.classes[r], l.classes[c]);

@@ -79,6 +79,8 @@ pub struct Review {
     pub folds: usize,
     /// Per-class estimate of label errors from the last search: (class, images, errors).
     pub per_class: Vec<(String, usize, usize)>,
+    /// How many images confident learning flagged (the suggested place to stop).
+    pub flagged: usize,
     pub status: Option<String>,
     viewer: Viewer,
     /// When set, the search runs on this instead of the default weights (tests).
@@ -98,6 +100,7 @@ impl Default for Review {
             img_size: 128,
             folds: 5,
             per_class: Vec::new(),
+            flagged: 0,
             status: None,
             viewer: Viewer::default(),
             weights: None,
@@ -320,6 +323,7 @@ impl Review {
             })
             .collect();
         self.per_class = findings.per_class.clone();
+        self.flagged = findings.issues.len();
         self.skipped.clear();
     }
 
@@ -361,18 +365,18 @@ impl Review {
                 ui.label(
                     RichText::new(format!("reviewed {reviewed} / {}", self.queue.len())).strong(),
                 );
-                // Confident learning's own estimate of how many labels are wrong: where a
-                // review can reasonably stop (the queue goes on past it).
-                let goal = estimated.clamp(1, self.queue.len());
+                // What confident learning flagged is where a review can reasonably stop.
+                let goal = self.flagged.clamp(1, self.queue.len());
                 ui.add(
                     egui::ProgressBar::new((reviewed as f32 / goal as f32).min(1.0))
-                        .desired_width(180.0)
-                        .text(format!("suggested stop: ~{estimated} errors")),
+                        .desired_width(200.0)
+                        .text(format!("suggested stop: {goal} flagged")),
                 )
-                .on_hover_text(
-                    "Confident learning estimates this many label errors in the dataset: a good \
-                     place to stop. The queue goes on past it, least likely errors last.",
-                );
+                .on_hover_text(format!(
+                    "Confident learning flags {goal} images as likely mislabelled (it estimates \
+                     {estimated} label errors in all): a good place to stop. Least likely errors \
+                     come last."
+                ));
             }
         });
         if let Some(s) = &self.status {
