@@ -69,7 +69,8 @@ fn the_sample_data_shows_its_classes_and_problems() {
 #[test]
 fn a_missing_folder_shows_a_message_instead_of_crashing() {
     let mut h = common::ui::open(std::path::Path::new("/no/such/dataset"), [1000.0, 700.0]);
-    h.run();
+    // Looking at the path happens off the UI thread: wait for its answer, not for luck.
+    settle(&mut h, |a| !a.is_loading());
     h.get_by_label("This dataset could not be opened");
     h.get_by_label("/no/such/dataset does not exist");
 }
