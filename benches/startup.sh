@@ -23,11 +23,14 @@ rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -n 1; }
 empty=$(mktemp -d)
 
 echo; echo "### loupe --version, loupe stats on an empty folder"
-hyperfine -N --warmup 3 --runs 30 "$BIN --version" "$BIN stats $empty" -i --export-markdown /dev/stdout 2>/dev/null | grep '^|'
+table=$(mktemp)
+hyperfine -N --warmup 3 --runs 30 "$BIN --version" "$BIN stats $empty" -i --export-markdown "$table" >/dev/null 2>&1
+cat "$table"
 echo "peak RSS: --version $(( $(rss $BIN --version) / 1024 )) MB, stats on an empty folder $(( $(rss $BIN stats "$empty" || true) / 1024 )) MB"
 
 echo; echo "### loupe stats on 100,000 PNGs (warm page cache), whole process, vs the notebook baseline"
-hyperfine -N --warmup 2 --runs 10 "$BIN stats $DATA --json" --export-markdown /dev/stdout 2>/dev/null | grep '^|'
+hyperfine -N --warmup 2 --runs 10 "$BIN stats $DATA --json" --export-markdown "$table" >/dev/null 2>&1
+cat "$table"
 echo "peak RSS: $(( $(rss $BIN stats $DATA --json) / 1024 )) MB"
 .bench-venv/bin/python benches/scan_baseline.py "$DATA" | grep warm
 
@@ -35,7 +38,7 @@ echo; echo "### The window on sample_data: first frame after exec, and resident 
 display=:93
 Xvfb $display -screen 0 1280x800x24 >/dev/null 2>&1 &
 xvfb=$!
-trap 'kill $xvfb 2>/dev/null; rm -rf "$empty"' EXIT
+trap 'kill $xvfb 2>/dev/null; rm -rf "$empty" "$table"' EXIT
 sleep 1
 copy=$(mktemp -d)
 cp -r sample_data "$copy/"
