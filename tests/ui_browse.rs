@@ -254,3 +254,16 @@ fn class_picker_creates_a_class_and_the_edits_list_reverts_one_edit() {
         "revert touches only its image"
     );
 }
+
+#[test]
+fn past_nine_classes_the_hint_says_how_to_reach_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in 0..12u8 {
+        common::write_png(&dir.path().join(format!("class_{k:02}/a.png")), 8, 8, k);
+    }
+    let mut h = common::ui::open(dir.path(), [1200.0, 800.0]);
+    settle(&mut h, loaded);
+    h.get_by_label_contains("1-9 relabel as the first nine classes, L picks any class");
+    // Tiles name their file and class for the accessibility tree as for the eye.
+    h.get_by_label("class_11/a.png [class_11]");
+}

@@ -93,6 +93,7 @@ fn queue_keys_decide_through_the_journal_and_undo() {
     h.step();
     assert_eq!(h.state().tab, Tab::Issues);
     h.get_by_label_contains("reviewed 0 / 3");
+    h.get_by_label_contains("suggested stop: 3 flagged");
     h.get_by_label_contains(&format!("suggested: {}", flips[0].1));
 
     // A accepts the suggestion.

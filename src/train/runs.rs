@@ -103,3 +103,67 @@ pub fn list_runs(runs_dir: &Path) -> Vec<RunSummary> {
     });
     runs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Source;
+    use crate::train::config::TrainConfig;
+    use crate::train::metrics::report;
+    use crate::train::record::{DataRecord, SplitRecord, Versions};
+
+    fn run(epochs_done: usize, ended: Option<bool>) -> RunSummary {
+        RunSummary {
+            dir: "/runs/r".into(),
+            record: RunConfig {
+                config: TrainConfig {
+                    epochs: 5,
+                    ..Default::default()
+                },
+                img_size: 224,
+                dataset: DataRecord {
+                    root: "/d".into(),
+                    source: Some(Source::ImageFolder { root: "/d".into() }),
+                    images: 2,
+                    fingerprint: String::new(),
+                },
+                classes: vec!["a".into(), "b".into()],
+                split: SplitRecord {
+                    train: 1,
+                    val: Vec::new(),
+                },
+                versions: Versions::default(),
+            },
+            config_text: String::new(),
+            epochs: (1..=epochs_done)
+                .map(|epoch| EpochMetrics {
+                    epoch,
+                    lr: 0.1,
+                    train_loss: 1.0,
+                    val_loss: 1.0,
+                    accuracy: 0.5,
+                    macro_f1: 0.5,
+                    report: report(&[0], &[0], 2),
+                    seconds: 2.5,
+                })
+                .collect(),
+            steps: Vec::new(),
+            ended,
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn a_run_says_where_it_stands_and_offers_resume_only_with_an_epoch_to_go_on_from() {
+        let r = run(0, Some(true));
+        assert_eq!(r.status(), "cancelled before its first epoch");
+        assert!(!r.resumable());
+        let r = run(2, Some(true));
+        assert_eq!(r.status(), "cancelled at 2/5");
+        assert!(r.resumable());
+        assert_eq!(r.seconds(), 5.0, "the epochs' times added up");
+        assert_eq!(run(3, Some(false)).status(), "stopped early at 3/5");
+        assert_eq!(run(5, Some(false)).status(), "finished");
+        assert_eq!(run(1, None).status(), "running or interrupted (1/5)");
+    }
+}

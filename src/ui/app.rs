@@ -967,3 +967,22 @@ pub fn class_color(k: usize) -> Color32 {
     let value = if k.is_multiple_of(2) { 0.82 } else { 0.62 };
     egui::ecolor::Hsva::new(hue, 0.55, value, 1.0).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::class_color;
+
+    #[test]
+    fn the_first_forty_classes_have_colours_told_apart() {
+        let colours: Vec<egui::Color32> = (0..40).map(class_color).collect();
+        for (a, ca) in colours.iter().enumerate() {
+            for (b, cb) in colours.iter().enumerate().skip(a + 1) {
+                let d: i32 = [(ca.r(), cb.r()), (ca.g(), cb.g()), (ca.b(), cb.b())]
+                    .iter()
+                    .map(|&(x, y)| (i32::from(x) - i32::from(y)).abs())
+                    .sum();
+                assert!(d > 12, "classes {a} and {b} look alike: {ca:?} {cb:?}");
+            }
+        }
+    }
+}
