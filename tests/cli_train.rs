@@ -286,3 +286,166 @@ fn the_command_line_reports_an_engine_killed_mid_run_and_the_run_resumes() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().any(|l| l.starts_with("epoch 3/3")), "{text}");
 }
+
+/// `loupe train` on a composite label with --args, the run folder.
+fn train_composite(csv: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let root = csv.parent().unwrap().to_str().unwrap();
+    let mut args = vec![
+        "train",
+        root,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--label-col",
+        "mask,gender,age",
+        "--group-col",
+        "id",
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "4",
+        "--img-size",
+        "16",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+    ];
+    args.extend(extra);
+    let out = loupe(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    (PathBuf::from(text.lines().last().unwrap()), text)
+}
+
+fn last_epoch(run: &Path) -> serde_json::Value {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|v| v["kind"] == "epoch")
+        .unwrap()["metrics"]
+        .clone()
+}
+
+#[test]
+fn a_composite_label_trains_a_head_per_column_and_every_report_has_each_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("faces");
+    let photos = common::composite_photos(&root, 20);
+    let csv = common::write_labels(&root, &photos);
+
+    let (run, text) = train_composite(&csv, &["--monitor", "f1:age"]);
+    let epochs: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(epochs.len(), 4, "{text}");
+    assert!(
+        epochs
+            .iter()
+            .all(|l| l.contains("  mask ") && l.contains("  gender ") && l.contains("  age ")),
+        "{text}"
+    );
+    assert!(text.contains("best validation macro-F1 of age"), "{text}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["heads"], "columns");
+    assert_eq!(config["config"]["monitor"], "f1:age");
+    let m = last_epoch(&run);
+    let columns: Vec<(String, usize)> = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["report"]["confusion"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        [("mask".into(), 3), ("gender".into(), 2), ("age".into(), 3)]
+    );
+    // Each band is plain to see: every head learns its attribute.
+    for c in m["columns"].as_array().unwrap() {
+        let f1 = c["report"]["macro_f1"].as_f64().unwrap();
+        assert!(f1 > 0.8, "{}: macro-F1 {f1}", c["name"]);
+    }
+    let header = std::fs::read_to_string(run.join("val_predictions.csv")).unwrap();
+    let header = header.lines().next().unwrap();
+    assert!(
+        header.ends_with(
+            "mask=incorrect,mask=not_wear,mask=wear,gender=female,gender=male,age=30-59,age=60+,age=<30"
+        ),
+        "{header}"
+    );
+
+    let out = loupe(&["eval", run.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for column in ["== mask ==", "== gender ==", "== age =="] {
+        assert!(text.contains(column), "{text}");
+    }
+    assert!(text.contains("gender  precision"), "{text}");
+
+    let preds = dir.path().join("preds.csv");
+    let out = loupe(&[
+        "predict",
+        run.to_str().unwrap(),
+        root.join("images").to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rdr = csv::Reader::from_path(&preds).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    assert!(headers.iter().any(|h| h == "gender=male"), "{headers:?}");
+    let gender = headers.iter().position(|h| h == "gender=male").unwrap();
+    let row = rdr.records().next().unwrap().unwrap();
+    // p000 is female: her photo's joint class and gender head agree.
+    assert!(row[1].contains("/female/"), "{row:?}");
+    assert!(row[gender].parse::<f32>().unwrap() < 0.5, "{row:?}");
+
+    // One head over the 18 classes still reports each column (from its marginals).
+    let (run, _) = train_composite(&csv, &["--heads", "joint"]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["heads"], "joint");
+    assert_eq!(last_epoch(&run)["columns"].as_array().unwrap().len(), 3);
+
+    // A column that does not exist is named, with the ones that do.
+    let out = loupe(&[
+        "train",
+        root.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--label-col",
+        "mask,gender,age",
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--monitor",
+        "f1:hat",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("f1:hat names no label column") && err.contains("mask, gender, age"),
+        "{err}"
+    );
+}

@@ -162,8 +162,11 @@ fn a_short_cpu_run_learns_and_writes_a_complete_run_folder() {
     let m = record::read_metrics(&run_dir).unwrap();
     assert_eq!(m.epochs, epochs, "the file holds what the events said");
     assert_eq!(m.ended, Some(false));
-    let preds =
-        loupe::train::predictions::read_labelled(&run_dir.join(record::VAL_PREDICTIONS)).unwrap();
+    let preds = loupe::train::predictions::read_labelled(
+        &run_dir.join(record::VAL_PREDICTIONS),
+        &["class".into()],
+    )
+    .unwrap();
     assert_eq!(preds.classes, ["blue", "green", "red"]);
     assert_eq!(preds.rows.len(), val, "one row per validation image");
 
@@ -181,7 +184,7 @@ fn a_short_cpu_run_learns_and_writes_a_complete_run_folder() {
     else {
         panic!("{events:?}")
     };
-    let eval = loupe::train::predictions::read_labelled(predictions).unwrap();
+    let eval = loupe::train::predictions::read_labelled(predictions, &["class".into()]).unwrap();
     assert_eq!(eval.rows.len(), val);
     assert!(eval.report().accuracy > 0.8);
 }

@@ -58,6 +58,7 @@ fn run(name: &str, steps: &[(usize, f64, f64)], epochs: &[(f64, f64)]) -> RunSum
                 accuracy: f1,
                 macro_f1: f1,
                 report: report(&[0, 1], &[0, 1], 2),
+                columns: Vec::new(),
                 seconds: 1.0,
             })
             .collect(),

@@ -107,7 +107,11 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
         .evaluate
         .select(&egui::Context::default(), run.dir.clone());
     settle(&mut h, |a| !a.evaluate.loading());
-    let p = predictions::read_labelled(&run.dir.join(record::VAL_PREDICTIONS)).unwrap();
+    let p = predictions::read_labelled(
+        &run.dir.join(record::VAL_PREDICTIONS),
+        &run.record.label_columns(),
+    )
+    .unwrap();
     let (classes, preds) = (p.classes, p.rows);
     assert_eq!(preds.len(), 10, "20% of 48 images, stratified");
     let (t, p) = (0, 0);

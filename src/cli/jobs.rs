@@ -71,9 +71,15 @@ pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
                 if tty {
                     eprint!("\r");
                 }
+                // A composite label's columns, each with its own macro-F1 (`gender 0.981`).
+                let columns: String = m
+                    .columns
+                    .iter()
+                    .map(|c| format!("  {} {:.3}", c.name, c.report.macro_f1))
+                    .collect();
                 println!(
                     "epoch {}/{epochs}  train loss {:.4}  val loss {:.4}  accuracy {:.3}  \
-                     macro-F1 {:.3}  ({:.1} s)",
+                     macro-F1 {:.3}{columns}  ({:.1} s)",
                     m.epoch, m.train_loss, m.val_loss, m.accuracy, m.macro_f1, m.seconds
                 );
             }
@@ -186,36 +192,47 @@ pub(super) fn eval(run: PathBuf, path: Option<&Path>) -> anyhow::Result<()> {
     else {
         anyhow::bail!("the engine answered another job");
     };
-    let p = predictions::read_labelled(&file)?;
-    let r = p.report();
+    let label_columns = RunConfig::read(&run)?.label_columns();
+    let p = predictions::read_labelled(&file, &label_columns)?;
     println!("{}: {} validation images", run.display(), p.rows.len());
     if skipped > 0 {
         println!("note: {skipped} image(s) skipped (unreadable, or a label the run does not know)");
     }
+    print_report(&p, "class");
+    for (k, c) in p.columns.iter().enumerate() {
+        println!("\n== {} ==", c.name);
+        print_report(&p.column(k), &c.name);
+    }
+    println!("\npredictions written to {}", file.display());
+    Ok(())
+}
+
+/// Accuracy, macro-F1, the per-class table and the confusion matrix of `p`, its classes headed
+/// `what`.
+fn print_report(p: &predictions::Predictions, what: &str) {
+    let r = p.report();
     println!("accuracy {:.4}  macro-F1 {:.4}\n", r.accuracy, r.macro_f1);
     let width = p
         .classes
         .iter()
+        .chain([&what.to_string()])
         .map(|c| c.chars().count())
         .max()
-        .unwrap_or(5)
-        .max(5);
-    println!("{:width$}  precision  recall     F1  support", "class");
+        .unwrap_or(5);
+    println!("{what:width$}  precision  recall     F1  support");
     for (c, s) in p.classes.iter().zip(&r.per_class) {
         println!(
             "{c:width$}  {:>9.3}  {:>6.3}  {:>5.3}  {:>7}",
             s.precision, s.recall, s.f1, s.support
         );
     }
-    println!("\nconfusion (rows: true, columns: predicted, in class order)");
+    println!("\nconfusion (rows: true, columns: predicted, in order)");
     for (c, row) in p.classes.iter().zip(&r.confusion) {
         println!(
             "{c:width$}  {}",
             row.iter().map(|n| format!("{n:>5}")).collect::<String>()
         );
     }
-    println!("\npredictions written to {}", file.display());
-    Ok(())
 }
 
 /// `loupe predict RUN FOLDER --out FILE [--tta]`.

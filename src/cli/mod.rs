@@ -13,7 +13,7 @@ use crate::dataset::export::ExportFormat;
 use crate::dataset::{self, CsvSource, Source};
 use crate::quality::confident::{Method, RankBy};
 use crate::train::config::{
-    Balance, DeviceChoice, LossKind, ModelKind, OofConfig, OptimizerKind, TrainConfig,
+    Balance, DeviceChoice, Heads, LossKind, ModelKind, OofConfig, OptimizerKind, TrainConfig,
 };
 use crate::train::given_split::GivenSplit;
 use crate::train::schedule::{Monitor, ScheduleKind};
@@ -264,9 +264,14 @@ pub struct TrainArgs {
     optimizer: OptimizerKind,
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
-    /// The metric that picks the best checkpoint.
-    #[arg(long, value_enum, default_value = "macro-f1")]
+    /// The metric that picks the best checkpoint: macro-f1 (of the joint classes), accuracy,
+    /// val-loss, or f1:COLUMN for one label column's macro-F1 (f1:gender).
+    #[arg(long, default_value = "macro-f1")]
     monitor: Monitor,
+    /// With several label columns: one head per column (the joint class from their answers),
+    /// or one head over the combined classes.
+    #[arg(long, value_enum, default_value = "columns")]
+    heads: Heads,
     /// Stop after N epochs without a better --monitor (0: never).
     #[arg(long, default_value_t = 0)]
     patience: usize,
@@ -287,6 +292,7 @@ impl TrainArgs {
         TrainConfig {
             model: self.model,
             weights: self.weights.clone(),
+            heads: self.heads,
             epochs: self.epochs,
             batch: self.batch,
             lr: self.lr,
@@ -301,7 +307,7 @@ impl TrainArgs {
             schedule: self.schedule,
             step_epochs: 0,
             accumulate: self.accumulate,
-            monitor: self.monitor,
+            monitor: self.monitor.clone(),
             patience: self.patience,
             val_frac: self.val_frac,
             given_split: None,

@@ -2,6 +2,7 @@
 //! (journal, undo) and the label service the window and the command line share (`workspace`,
 //! `loader`). Pure Rust: no egui, no tch; nothing of Loupe's above it.
 
+pub mod columns;
 pub mod export;
 pub mod journal;
 pub mod labels;
@@ -11,6 +12,7 @@ pub mod scan;
 pub mod stats;
 pub mod workspace;
 
+pub use columns::{Column, Layout};
 pub use labels::{open_edited, LabelStore};
 pub use probe::{ImageInfo, Reason};
 pub use scan::{

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use super::labels::{LabelStore, Step};
 use super::probe::ContentHash;
 use super::stats::{self, Stats};
-use super::Dataset;
+use super::{Dataset, Layout};
 use crate::util::path_str;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,6 +30,12 @@ pub enum LabelCmd {
     Relabel {
         paths: Vec<String>,
         class: String,
+    },
+    /// Sets one column of a composite label (`gender`), keeping the others, as one step.
+    SetColumn {
+        paths: Vec<String>,
+        column: usize,
+        value: String,
     },
     Exclude {
         paths: Vec<String>,
@@ -203,6 +209,11 @@ impl Workspace {
     pub fn index_of(&self, path: &str) -> Option<usize> {
         self.index.get(path).copied()
     }
+
+    /// The classes as edited, and their label columns' values.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.classes, &self.dataset.label_columns)
+    }
 }
 
 impl Drop for Workspace {
@@ -266,6 +277,30 @@ fn label_worker(
                     .relabel(
                         &changes,
                         &format!("relabel {} to {class}", plural(paths.len())),
+                    )
+                    .map(|s| (s, "relabelled"))
+            }
+            LabelCmd::SetColumn {
+                paths,
+                column,
+                value,
+            } => {
+                let n = ds.label_columns.len();
+                let changes: Vec<(String, String)> = paths
+                    .iter()
+                    .map(|p| {
+                        let now = store.label(p).unwrap_or_default();
+                        (p.clone(), Layout::with_part(now, n, *column, value))
+                    })
+                    .collect();
+                let name = ds
+                    .label_columns
+                    .get(*column)
+                    .map_or("class", String::as_str);
+                store
+                    .relabel(
+                        &changes,
+                        &format!("set {name} of {} to {value}", plural(paths.len())),
                     )
                     .map(|s| (s, "relabelled"))
             }

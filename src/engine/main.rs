@@ -8,6 +8,7 @@ mod data;
 mod device;
 mod efficientnet_lite;
 mod embed;
+mod heads;
 mod oof;
 mod pipeline;
 mod predict;

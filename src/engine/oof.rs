@@ -300,6 +300,7 @@ fn full(
         }
         let preds = loupe::train::predictions::read_labelled(
             &run_dir.join(loupe::train::record::VAL_PREDICTIONS),
+            &ds.label_columns,
         )?;
         anyhow::ensure!(
             preds.classes == ds.classes,

@@ -7,15 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use loupe::dataset::{self, probe, scan::io_pool, Source};
 use loupe::train::given_split;
-use loupe::train::predictions;
+use loupe::train::predictions::{self, Probabilities};
 use loupe::train::protocol::{Event, JobResult};
 use loupe::train::record::{self, RunConfig};
 use loupe::util::path_str;
 
+use super::heads::Heads;
 use super::{zoo, Emit};
 
 /// Images per forward pass when predicting.
@@ -25,6 +26,7 @@ pub struct Run {
     pub dir: PathBuf,
     pub record: RunConfig,
     net: Box<dyn ModuleT>,
+    heads: Heads,
     device: Device,
     // Owns the weights `net` uses.
     _vs: nn::VarStore,
@@ -35,7 +37,8 @@ impl Run {
     pub fn open(dir: &Path, device: Device) -> anyhow::Result<Run> {
         let record = RunConfig::read(dir)?;
         let mut vs = nn::VarStore::new(device);
-        let net = zoo::build(record.config.model, &vs.root(), record.classes.len() as i64);
+        let heads = Heads::new(record.layout(), record.config.heads, device);
+        let net = zoo::build(record.config.model, &vs.root(), heads.outputs());
         let ckpt = [record::BEST, record::LAST]
             .iter()
             .map(|f| dir.join(f))
@@ -47,20 +50,22 @@ impl Run {
             dir: dir.to_path_buf(),
             record,
             net,
+            heads,
             device,
             _vs: vs,
         })
     }
 
-    /// Class probabilities for each file (in order); `Err` with the reason for files that do not
-    /// decode. With `tta`, the mean over the image and its mirror. `None` when cancelled.
+    /// Probabilities for each file (in order); `Err` with the reason for files that do not
+    /// decode. With `tta`, each head's mean over the image and its mirror. `None` when
+    /// cancelled.
     pub fn predict(
         &self,
         files: &[PathBuf],
         tta: bool,
         emit: &Emit<'_>,
         cancel: &AtomicBool,
-    ) -> Option<Vec<Result<Vec<f32>, String>>> {
+    ) -> Option<Vec<Result<Probabilities, String>>> {
         let (mean, std) = self.record.config.model.normalization();
         let size = self.record.img_size;
         let mut out = Vec::with_capacity(files.len());
@@ -83,22 +88,19 @@ impl Run {
             let mut probs = if ok.is_empty() {
                 Vec::new().into_iter()
             } else {
-                let p = tch::no_grad(|| {
+                let p = tch::no_grad(|| -> anyhow::Result<Vec<Probabilities>> {
                     let x = Tensor::stack(&ok, 0).to_device(self.device);
-                    let mut p = self.net.forward_t(&x, false).softmax(1, Kind::Float);
+                    let mut p = self.heads.softmax(&self.net.forward_t(&x, false))?;
                     if tta {
-                        p = (p + self
-                            .net
-                            .forward_t(&x.flip([3]), false)
-                            .softmax(1, Kind::Float))
-                            / 2.0;
+                        let mirrored = self.net.forward_t(&x.flip([3]), false);
+                        p = (p + self.heads.softmax(&mirrored)?) / 2.0;
                     }
-                    p.to_device(Device::Cpu)
+                    self.heads.probabilities(&p)
                 });
-                (0..p.size()[0])
-                    .map(|r| Vec::<f32>::try_from(p.get(r)).map_err(|e| e.to_string()))
-                    .collect::<Vec<_>>()
-                    .into_iter()
+                match p {
+                    Ok(p) => p.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+                    Err(e) => vec![Err(e.to_string()); ok.len()].into_iter(),
+                }
             };
             for t in tensors {
                 out.push(match t {
@@ -163,7 +165,7 @@ pub fn eval(
         }
     }
     let out = run.dir.join(record::EVAL_PREDICTIONS);
-    predictions::write_labelled(&out, classes, &rows)?;
+    predictions::write_labelled(&out, &run.heads.layout, &rows)?;
     Ok(JobResult::Eval {
         predictions: out,
         skipped: picked.len() - rows.len(),
@@ -194,12 +196,12 @@ pub fn folder(
         return Ok(JobResult::Cancelled);
     };
     let failed = probs.iter().filter(|p| p.is_err()).count();
-    let rows: Vec<(String, Result<Vec<f32>, String>)> = files
+    let rows: Vec<(String, Result<Probabilities, String>)> = files
         .iter()
         .zip(probs)
         .map(|(f, p)| (path_str(f.strip_prefix(folder).unwrap_or(f)), p))
         .collect();
-    predictions::write_folder(out, &run.record.classes, &rows)?;
+    predictions::write_folder(out, &run.heads.layout, &rows)?;
     Ok(JobResult::Predict {
         written: files.len() - failed,
         failed,

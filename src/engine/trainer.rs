@@ -11,18 +11,19 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Tensor};
 
-use loupe::dataset::Dataset;
+use loupe::dataset::{Dataset, Layout};
 use loupe::train::config::{Balance, LossKind, OptimizerKind, TrainConfig};
-use loupe::train::metrics::{self, argmax};
-use loupe::train::predictions;
+use loupe::train::metrics::{self, argmax, Report};
+use loupe::train::predictions::{self, Probabilities};
 use loupe::train::protocol::Event;
-use loupe::train::record::{self, EpochMetrics, MetricsLine, MetricsLog, RunConfig};
-use loupe::train::schedule::Policy;
+use loupe::train::record::{self, ColumnReport, EpochMetrics, MetricsLine, MetricsLog, RunConfig};
+use loupe::train::schedule::{Monitor, Policy};
 use loupe::train::split::{self, SplitMix64};
 use loupe::util::{path_str, write_atomic};
 
+use super::heads::Heads;
 use super::pipeline::{bytes_for, to_batch, Cache, Frames, Stream};
 use super::{device, zoo, Emit};
 #[cfg(test)]
@@ -73,6 +74,15 @@ pub fn train(
         .map(|s| class_of[s.label.as_str()])
         .collect();
     let device = device::pick(cfg.device)?;
+    let heads = Heads::new(Layout::of(ds), cfg.heads, device);
+    if let Monitor::ColumnF1(name) = &cfg.monitor {
+        let names = &ds.label_columns;
+        anyhow::ensure!(
+            heads.layout.is_composite() && names.contains(name),
+            "--monitor f1:{name} names no label column of this dataset (its columns: {})",
+            names.join(", ")
+        );
+    }
     let size = cfg.size();
 
     let (run_dir, sp, history) = match start {
@@ -179,7 +189,7 @@ pub fn train(
     });
 
     let mut vs = nn::VarStore::new(device);
-    let net = zoo::build(cfg.model, &vs.root(), classes.len() as i64);
+    let net = zoo::build(cfg.model, &vs.root(), heads.outputs());
     if matches!(start, Start::Resume(_)) {
         let last = run_dir.join(record::LAST);
         vs.load(&last)
@@ -210,20 +220,8 @@ pub fn train(
     let counts: Vec<usize> = (0..classes.len())
         .map(|c| train.labels().iter().filter(|&&l| l as usize == c).count())
         .collect();
-    let class_weights = (cfg.balance == Balance::Weights).then(|| {
-        let n = train.len() as f64;
-        let w: Vec<f32> = counts
-            .iter()
-            .map(|&c| {
-                if c == 0 {
-                    0.0
-                } else {
-                    (n / (classes.len() as f64 * c as f64)) as f32
-                }
-            })
-            .collect();
-        Tensor::from_slice(&w).to_device(device)
-    });
+    let class_weights =
+        (cfg.balance == Balance::Weights).then(|| heads.balanced_weights(train.labels(), device));
     let norm = cfg.model.normalization();
     let step_images = cfg.batch * cfg.accumulate;
     let steps_per_epoch = train.len().div_ceil(step_images);
@@ -306,11 +304,12 @@ pub fn train(
                     |m| {
                         backward(
                             net.as_ref(),
+                            &heads,
                             &mut opt,
                             &batch,
                             !cfg.freeze,
                             cfg.loss,
-                            class_weights.as_ref(),
+                            class_weights.as_deref(),
                             m,
                             cancel,
                         )
@@ -354,13 +353,12 @@ pub fn train(
             return finish(&vs, &run_dir, &policy, cfg, true, emit);
         }
         let (val_loss, positions, probs) =
-            evaluate(net.as_ref(), val.as_ref(), device, norm, cfg.batch)?;
-        let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+            evaluate(net.as_ref(), &heads, val.as_ref(), device, norm, cfg.batch)?;
         let truth: Vec<usize> = positions
             .iter()
             .map(|&p| val.labels()[p] as usize)
             .collect();
-        let report = metrics::report(&truth, &preds, classes.len());
+        let (report, columns) = scores(&heads.layout, &truth, &probs);
         let m = EpochMetrics {
             epoch,
             lr,
@@ -369,6 +367,7 @@ pub fn train(
             accuracy: report.accuracy,
             macro_f1: report.macro_f1,
             report,
+            columns,
             seconds: started.elapsed().as_secs_f64(),
         };
         log.append(&MetricsLine::Epoch {
@@ -382,7 +381,7 @@ pub fn train(
         });
         if policy.end_epoch(cfg.monitor.of(&m)) {
             save_checkpoint(&vs, &run_dir.join(record::BEST))?;
-            let rows: Vec<(String, String, Vec<f32>)> = positions
+            let rows: Vec<(String, String, Probabilities)> = positions
                 .iter()
                 .zip(probs)
                 .map(|(&p, pr)| {
@@ -390,7 +389,11 @@ pub fn train(
                     (path_str(&s.path), s.label.clone(), pr)
                 })
                 .collect();
-            predictions::write_labelled(&run_dir.join(record::VAL_PREDICTIONS), &classes, &rows)?;
+            predictions::write_labelled(
+                &run_dir.join(record::VAL_PREDICTIONS),
+                &heads.layout,
+                &rows,
+            )?;
             write_atomic(
                 &run_dir.join(record::CONFUSION),
                 &serde_json::to_vec_pretty(&m.report.confusion)?,
@@ -445,8 +448,8 @@ fn prepare_resume(
         ds.classes.join(", ")
     );
     anyhow::ensure!(
-        rc.config.model == cfg.model && rc.img_size == cfg.size(),
-        "a run resumes with its own model and image size"
+        rc.config.model == cfg.model && rc.config.heads == cfg.heads && rc.img_size == cfg.size(),
+        "a run resumes with its own model, heads and image size"
     );
     anyhow::ensure!(
         dir.join(record::LAST).exists(),
@@ -503,7 +506,7 @@ fn finish(
     emit(Event::Finished {
         run_dir: run_dir.to_path_buf(),
         best: policy.best.map(|b| cfg.monitor.value(b)),
-        monitor: cfg.monitor,
+        monitor: cfg.monitor.clone(),
         cancelled,
     });
     Ok(())
@@ -609,11 +612,12 @@ struct Batch<'a> {
 #[allow(clippy::too_many_arguments)]
 fn backward(
     net: &dyn nn::ModuleT,
+    heads: &Heads,
     opt: &mut nn::Optimizer,
     batch: &Batch,
     train_bn: bool,
     kind: LossKind,
-    weights: Option<&Tensor>,
+    weights: Option<&[Tensor]>,
     micro: usize,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<f64>> {
@@ -634,7 +638,7 @@ fn backward(
             true,
         );
         let y = Tensor::from_slice(&batch.labels[begin..end]).to_device(batch.device);
-        let loss = loss_fn(&net.forward_t(&x, train_bn), &y, kind, weights)?;
+        let loss = heads.loss(&net.forward_t(&x, train_bn), &y, kind, weights)?;
         let share = (end - begin) as f64 / n as f64;
         (&loss * share).f_backward()?;
         total += loss.f_double_value(&[])? * share;
@@ -642,39 +646,43 @@ fn backward(
     Ok(Some(total))
 }
 
-fn loss_fn(
-    logits: &Tensor,
-    y: &Tensor,
-    kind: LossKind,
-    weights: Option<&Tensor>,
-) -> anyhow::Result<Tensor> {
-    Ok(match kind {
-        LossKind::Ce => logits.f_cross_entropy_loss(y, weights, Reduction::Mean, -100, 0.0)?,
-        LossKind::Smooth => logits.f_cross_entropy_loss(y, weights, Reduction::Mean, -100, 0.1)?,
-        LossKind::Focal => {
-            // FL = -(1 - p_t)^gamma log p_t, gamma = 2 (Lin et al. 2017).
-            let logp = logits
-                .f_log_softmax(1, Kind::Float)?
-                .f_gather(1, &y.unsqueeze(1), false)?
-                .squeeze_dim(1);
-            let pt = logp.exp();
-            let mut fl = -((pt.ones_like() - &pt).pow_tensor_scalar(2.0) * &logp);
-            if let Some(w) = weights {
-                fl *= w.index_select(0, y);
-            }
-            fl.f_mean(Kind::Float)?
-        }
-    })
+/// The joint report and, for a composite label, each column's, from validation probabilities.
+pub fn scores(
+    layout: &Layout,
+    truth: &[usize],
+    probs: &[Probabilities],
+) -> (Report, Vec<ColumnReport>) {
+    let preds: Vec<usize> = probs.iter().map(|p| argmax(&p.joint)).collect();
+    let report = metrics::report(truth, &preds, layout.classes.len());
+    let columns = if layout.is_composite() {
+        layout
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let t: Vec<usize> = truth.iter().map(|&j| layout.part(j, k)).collect();
+                let p: Vec<usize> = probs.iter().map(|p| argmax(&p.columns[k])).collect();
+                ColumnReport {
+                    name: c.name.clone(),
+                    report: metrics::report(&t, &p, c.values.len()),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (report, columns)
 }
 
-/// Validation loss, the positions that could be read, and their class probabilities.
+/// Validation loss, the positions that could be read, and their probabilities.
 fn evaluate(
     net: &dyn nn::ModuleT,
+    heads: &Heads,
     val: &dyn Frames,
     device: Device,
     norm: ([f64; 3], [f64; 3]),
     batch: usize,
-) -> anyhow::Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
+) -> anyhow::Result<(f64, Vec<usize>, Vec<Probabilities>)> {
     let (mut positions, mut probs) = (Vec::with_capacity(val.len()), Vec::with_capacity(val.len()));
     let mut loss = 0.0;
     let all: Vec<usize> = (0..val.len()).collect();
@@ -688,13 +696,8 @@ fn evaluate(
             let y = Tensor::from_slice(&kept.iter().map(|&p| val.labels()[p]).collect::<Vec<_>>())
                 .to_device(device);
             let logits = net.forward_t(&x, false);
-            loss += logits
-                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?
-                .f_double_value(&[])?;
-            let p = logits.f_softmax(1, Kind::Float)?.to_device(Device::Cpu);
-            for r in 0..p.size()[0] {
-                probs.push(Vec::<f32>::try_from(p.get(r))?);
-            }
+            loss += heads.cross_entropy_sum(&logits, &y)?;
+            probs.extend(heads.probabilities(&heads.softmax(&logits)?)?);
             positions.extend(kept);
         }
         Ok(())
@@ -758,7 +761,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k, v.copy()))
             .collect();
-        let x = Tensor::rand([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let x = Tensor::rand([4, 3, 16, 16], (tch::Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
         opt.backward_step(&net.forward_t(&x, true).cross_entropy_for_logits(&y));
         let (mut head, mut body) = (0, 0);

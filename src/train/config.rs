@@ -158,6 +158,31 @@ impl DeviceChoice {
     }
 }
 
+/// How a network answers a composite label (`mask,gender,age`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Heads {
+    /// One softmax head per label column on a shared backbone, the losses summed; the joint
+    /// class is the most probable combination of the heads' answers.
+    Columns,
+    /// One softmax head over the joint classes (18 for mask x gender x age).
+    Joint,
+}
+
+impl Heads {
+    pub fn title(self) -> &'static str {
+        match self {
+            Heads::Columns => "one head per label column",
+            Heads::Joint => "one head over the combined classes",
+        }
+    }
+
+    /// What runs recorded before there was a choice had.
+    fn joint() -> Heads {
+        Heads::Joint
+    }
+}
+
 /// Everything that decides a run; saved in the run's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -165,6 +190,9 @@ pub struct TrainConfig {
     pub model: ModelKind,
     /// Pretrained weights (.safetensors); the head is replaced for the dataset's classes.
     pub weights: Option<PathBuf>,
+    /// For a composite label; with a single label column both kinds are the same network.
+    #[serde(default = "Heads::joint")]
+    pub heads: Heads,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
@@ -205,6 +233,7 @@ impl Default for TrainConfig {
         TrainConfig {
             model: ModelKind::EfficientnetLite0,
             weights: None,
+            heads: Heads::Columns,
             epochs: 10,
             batch: 32,
             lr: 1e-3,

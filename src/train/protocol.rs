@@ -251,6 +251,7 @@ mod tests {
                     accuracy: 1.0,
                     macro_f1: 1.0,
                     report: report(&[0, 1], &[0, 1], 2),
+                    columns: Vec::new(),
                     seconds: 2.5,
                 }),
             },

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::metrics::Report;
 use super::split::Split;
-use crate::dataset::{Dataset, Source};
+use crate::dataset::{Dataset, Layout, Source};
 use crate::util::{path_str, write_atomic};
 
 pub const CONFIG: &str = "config.json";
@@ -129,6 +129,19 @@ impl RunConfig {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
     }
 
+    /// The names of the run's label columns (as its source has them).
+    pub fn label_columns(&self) -> Vec<String> {
+        match &self.dataset.source {
+            Some(Source::Csv(c)) => c.label_cols.clone(),
+            _ => vec!["class".to_string()],
+        }
+    }
+
+    /// The run's classes and label columns.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.classes, &self.label_columns())
+    }
+
     /// The folder of the dataset the run trained on, as a source to open it again.
     pub fn source(&self) -> Source {
         self.dataset
@@ -154,8 +167,19 @@ pub struct EpochMetrics {
     pub accuracy: f64,
     pub macro_f1: f64,
     pub report: Report,
+    /// Per label column of a composite label (empty for a single column): each column's
+    /// report, whichever kind of heads the run has.
+    #[serde(default)]
+    pub columns: Vec<ColumnReport>,
     /// Seconds since the epoch began.
     pub seconds: f64,
+}
+
+/// The validation report of one label column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnReport {
+    pub name: String,
+    pub report: Report,
 }
 
 /// One line of `metrics.jsonl`.
@@ -324,6 +348,7 @@ mod tests {
             accuracy: 0.5,
             macro_f1: 0.5,
             report: report(&[0, 1], &[0, 0], 2),
+            columns: Vec::new(),
             seconds: 1.0,
         }
     }

@@ -52,7 +52,7 @@ impl RunSummary {
 
     /// The best epoch by the run's monitored metric.
     pub fn best(&self) -> Option<&EpochMetrics> {
-        let m = self.record.config.monitor;
+        let m = &self.record.config.monitor;
         self.epochs
             .iter()
             .max_by(|a, b| m.of(a).total_cmp(&m.of(b)))
@@ -144,6 +144,7 @@ mod tests {
                     accuracy: 0.5,
                     macro_f1: 0.5,
                     report: report(&[0], &[0], 2),
+                    columns: Vec::new(),
                     seconds: 2.5,
                 })
                 .collect(),

@@ -14,41 +14,80 @@ pub enum ScheduleKind {
     Plateau,
 }
 
-/// The metric that picks the best checkpoint (and drives plateau and early stopping).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
+/// The metric that picks the best checkpoint (and drives plateau and early stopping). Written
+/// as `macro-f1`, `accuracy`, `val-loss`, or `f1:COLUMN` for the macro-F1 of one label column
+/// of a composite label (`f1:gender`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Monitor {
     MacroF1,
     Accuracy,
     ValLoss,
+    /// The validation macro-F1 of one label column.
+    ColumnF1(String),
+}
+
+impl std::str::FromStr for Monitor {
+    type Err = String;
+
+    /// `macro-f1`, `accuracy`, `val-loss`, `f1:COLUMN`, or a bare column name.
+    fn from_str(s: &str) -> Result<Monitor, String> {
+        Ok(match s.trim() {
+            "macro-f1" => Monitor::MacroF1,
+            "accuracy" => Monitor::Accuracy,
+            "val-loss" => Monitor::ValLoss,
+            "" => return Err("name a metric: macro-f1, accuracy, val-loss or f1:COLUMN".into()),
+            other => Monitor::ColumnF1(other.strip_prefix("f1:").unwrap_or(other).to_string()),
+        })
+    }
+}
+
+impl TryFrom<String> for Monitor {
+    type Error = String;
+    fn try_from(s: String) -> Result<Monitor, String> {
+        s.parse()
+    }
+}
+
+impl From<Monitor> for String {
+    fn from(m: Monitor) -> String {
+        match m {
+            Monitor::MacroF1 => "macro-f1".into(),
+            Monitor::Accuracy => "accuracy".into(),
+            Monitor::ValLoss => "val-loss".into(),
+            Monitor::ColumnF1(c) => format!("f1:{c}"),
+        }
+    }
 }
 
 impl Monitor {
-    /// The metric as a score where higher is better.
-    pub fn score(self, macro_f1: f64, accuracy: f64, val_loss: f64) -> f64 {
+    /// The metric of an epoch as a score (higher is better); NaN when the epoch does not have
+    /// it (a column the run did not score).
+    pub fn of(&self, m: &super::record::EpochMetrics) -> f64 {
         match self {
-            Monitor::MacroF1 => macro_f1,
-            Monitor::Accuracy => accuracy,
-            Monitor::ValLoss => -val_loss,
+            Monitor::MacroF1 => m.macro_f1,
+            Monitor::Accuracy => m.accuracy,
+            Monitor::ValLoss => -m.val_loss,
+            Monitor::ColumnF1(c) => m
+                .columns
+                .iter()
+                .find(|col| &col.name == c)
+                .map_or(f64::NAN, |col| col.report.macro_f1),
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            Monitor::MacroF1 => "validation macro-F1",
-            Monitor::Accuracy => "validation accuracy",
-            Monitor::ValLoss => "validation loss",
+            Monitor::MacroF1 => "validation macro-F1".into(),
+            Monitor::Accuracy => "validation accuracy".into(),
+            Monitor::ValLoss => "validation loss".into(),
+            Monitor::ColumnF1(c) => format!("validation macro-F1 of {c}"),
         }
-    }
-
-    /// The metric of an epoch as a score (higher is better).
-    pub fn of(self, m: &super::record::EpochMetrics) -> f64 {
-        self.score(m.macro_f1, m.accuracy, m.val_loss)
     }
 
     /// A score back in the metric's own units.
-    pub fn value(self, score: f64) -> f64 {
-        if self == Monitor::ValLoss {
+    pub fn value(&self, score: f64) -> f64 {
+        if *self == Monitor::ValLoss {
             -score
         } else {
             score
@@ -153,6 +192,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::metrics::report;
+    use crate::train::record::{ColumnReport, EpochMetrics};
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
@@ -200,9 +241,37 @@ mod tests {
     fn val_loss_is_monitored_lower_is_better() {
         let m = Monitor::ValLoss;
         let mut p = Policy::new(ScheduleKind::Cosine, 1.0, 0, 3, 1, 0);
-        assert!(p.end_epoch(m.score(0.0, 0.0, 1.0)));
-        assert!(p.end_epoch(m.score(0.0, 0.0, 0.5)));
-        assert!(!p.end_epoch(m.score(0.9, 0.9, 0.7)));
+        let epoch = |val_loss, f1| EpochMetrics {
+            epoch: 1,
+            lr: 0.1,
+            train_loss: 1.0,
+            val_loss,
+            accuracy: f1,
+            macro_f1: f1,
+            report: report(&[0], &[0], 1),
+            columns: vec![ColumnReport {
+                name: "gender".into(),
+                report: report(&[0, 1], &[0, 1], 2),
+            }],
+            seconds: 1.0,
+        };
+        assert!(p.end_epoch(m.of(&epoch(1.0, 0.0))));
+        assert!(p.end_epoch(m.of(&epoch(0.5, 0.0))));
+        assert!(!p.end_epoch(m.of(&epoch(0.7, 0.9))));
         assert!(close(m.value(p.best.unwrap()), 0.5));
+        let gender: Monitor = "f1:gender".parse().unwrap();
+        assert_eq!(gender, Monitor::ColumnF1("gender".into()));
+        assert_eq!(gender.of(&epoch(1.0, 0.0)), 1.0);
+        assert!(Monitor::ColumnF1("age".into())
+            .of(&epoch(1.0, 0.0))
+            .is_nan());
+        for m in ["macro-f1", "val-loss", "accuracy", "f1:age"] {
+            let parsed: Monitor = m.parse().unwrap();
+            assert_eq!(String::from(parsed), m);
+        }
+        assert_eq!(
+            serde_json::to_string(&Monitor::ColumnF1("age".into())).unwrap(),
+            "\"f1:age\""
+        );
     }
 }

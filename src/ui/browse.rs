@@ -103,6 +103,8 @@ pub struct Browse {
     zoom: f32,
     viewer: Viewer,
     picker: Option<String>,
+    /// What the number keys set: the class (`None`), or one column of a composite label.
+    pub key_column: Option<usize>,
 }
 
 impl Default for Browse {
@@ -128,6 +130,7 @@ impl Default for Browse {
             zoom: 0.0,
             viewer: Viewer::default(),
             picker: None,
+            key_column: None,
         }
     }
 }
@@ -281,6 +284,36 @@ impl Browse {
             if let Some(k) = remove {
                 self.column_filters.remove(k);
             }
+            if ws.dataset.label_columns.len() > 1 {
+                let names = &ws.dataset.label_columns;
+                let title = |c: Option<usize>| c.map_or("class", |c| names[c].as_str());
+                let keys = ui.label("1-9 set");
+                egui::ComboBox::from_id_salt("key_column")
+                    .selected_text(title(self.key_column))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut self.key_column, None, "class");
+                        for c in 0..names.len() {
+                            ui.selectable_value(&mut self.key_column, Some(c), title(Some(c)));
+                        }
+                    })
+                    .response
+                    .labelled_by(keys.id)
+                    .on_hover_text(
+                        "What the number keys change: the whole class, or one attribute of \
+                         the selected images, the others kept (C cycles)",
+                    );
+                if let Some(c) = self.key_column {
+                    let layout = ws.layout();
+                    let keys: Vec<String> = layout.columns[c]
+                        .values
+                        .iter()
+                        .take(9)
+                        .enumerate()
+                        .map(|(k, v)| format!("{} {v}", k + 1))
+                        .collect();
+                    ui.label(RichText::new(keys.join(" · ")).small().weak());
+                }
+            }
             if ws.stats.columns.len() > 1 {
                 ui.menu_button("+ filter", |ui| {
                     for (column, col) in ws.stats.columns.iter().enumerate() {
@@ -334,19 +367,47 @@ impl Browse {
             return;
         }
         let n = self.view.len();
+        let layout = ws.layout();
+        if self.key_column.is_some_and(|c| c >= layout.columns.len()) {
+            self.key_column = None;
+        }
         ctx.input_mut(|i| {
             keys::undo_redo(i, cmds);
             if i.consume_key(Modifiers::COMMAND, Key::A) {
                 self.selected = self.view.iter().copied().collect();
             }
-            if let Some(class) = keys::class_key(i, &ws.classes) {
-                let paths = self.targets(ws);
-                if !paths.is_empty() {
-                    cmds.push(LabelCmd::Relabel {
-                        paths,
-                        class: class.clone(),
-                    });
+            match self.key_column {
+                Some(column) => {
+                    let values = &layout.columns[column].values;
+                    if let Some(value) = keys::class_key(i, values) {
+                        let paths = self.targets(ws);
+                        if !paths.is_empty() {
+                            cmds.push(LabelCmd::SetColumn {
+                                paths,
+                                column,
+                                value: value.clone(),
+                            });
+                        }
+                    }
                 }
+                None => {
+                    if let Some(class) = keys::class_key(i, &ws.classes) {
+                        let paths = self.targets(ws);
+                        if !paths.is_empty() {
+                            cmds.push(LabelCmd::Relabel {
+                                paths,
+                                class: class.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if layout.is_composite() && i.consume_key(Modifiers::NONE, Key::C) {
+                self.key_column = match self.key_column {
+                    None => Some(0),
+                    Some(c) if c + 1 < layout.columns.len() => Some(c + 1),
+                    Some(_) => None,
+                };
             }
             if i.consume_key(Modifiers::NONE, Key::Delete)
                 || i.consume_key(Modifiers::NONE, Key::Backspace)
@@ -429,6 +490,7 @@ impl Browse {
         };
         let mut keep = true;
         let mut chosen = None;
+        let mut chosen_part = None;
         egui::Modal::new(egui::Id::unique("class_picker")).show(ctx, |ui| {
             let heading = ui.heading("Relabel as…");
             let edit = ui
@@ -457,6 +519,24 @@ impl Browse {
                         ui.label(format!("Enter creates the class “{}”", text.trim()));
                     }
                 });
+            let layout = ws.layout();
+            if layout.is_composite() {
+                ui.separator();
+                ui.label("or set one attribute, keeping the others:");
+                egui::Grid::new("picker-columns").show(ui, |ui| {
+                    for (k, col) in layout.columns.iter().enumerate() {
+                        ui.label(&col.name);
+                        ui.horizontal_wrapped(|ui| {
+                            for v in &col.values {
+                                if ui.button(v).clicked() {
+                                    chosen_part = Some((k, v.clone()));
+                                }
+                            }
+                        });
+                        ui.end_row();
+                    }
+                });
+            }
             if ui.input(|i| i.key_pressed(Key::Enter)) {
                 chosen = matches
                     .first()
@@ -467,7 +547,17 @@ impl Browse {
                 keep = false;
             }
         });
-        if let Some(class) = chosen {
+        if let Some((column, value)) = chosen_part {
+            let paths = self.targets(ws);
+            if !paths.is_empty() {
+                cmds.push(LabelCmd::SetColumn {
+                    paths,
+                    column,
+                    value,
+                });
+            }
+            keep = false;
+        } else if let Some(class) = chosen {
             let paths = self.targets(ws);
             if paths.is_empty() {
                 cmds.push(LabelCmd::AddClass(class));

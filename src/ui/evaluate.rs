@@ -10,10 +10,11 @@ use egui::{Color32, Key, Modifiers, RichText, Sense, Vec2};
 use super::command::Commands;
 use super::keys;
 use super::thumbs::Thumbs;
+use crate::dataset::scan::label_parts;
 use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::train::metrics::Report;
 use crate::train::predictions::{self, Prediction, Predictions};
-use crate::train::record::VAL_PREDICTIONS;
+use crate::train::record::{RunConfig, VAL_PREDICTIONS};
 use crate::train::runs::RunSummary;
 
 /// A cell of the confusion matrix: room for four digits.
@@ -27,15 +28,30 @@ pub enum Gallery {
     TopLosses,
 }
 
+/// What the matrix, table and gallery show: the joint classes, or one label column's values.
 struct Loaded {
     classes: Vec<String>,
     preds: Vec<Prediction>,
     report: Report,
 }
 
+impl Loaded {
+    fn of(p: &Predictions) -> Loaded {
+        Loaded {
+            classes: p.classes.clone(),
+            preds: p.rows.clone(),
+            report: p.report(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Evaluate {
     pub run: Option<PathBuf>,
+    /// The run's predictions, joint and per column.
+    all: Option<Predictions>,
+    /// The label column shown (None: the joint classes).
+    pub column: Option<usize>,
     loaded: Option<Loaded>,
     rx: Option<Receiver<(PathBuf, Result<Predictions, String>)>>,
     /// Rows of the predictions file that could not be read (left out, and said so).
@@ -58,6 +74,7 @@ impl Evaluate {
             return;
         }
         self.run = Some(run.clone());
+        self.all = None;
         self.loaded = None;
         self.gallery = None;
         self.selected = None;
@@ -68,7 +85,9 @@ impl Evaluate {
         let _ = std::thread::Builder::new()
             .name("loupe-eval-load".into())
             .spawn(move || {
-                let result = predictions::read_labelled(&run.join(VAL_PREDICTIONS));
+                let result = RunConfig::read(&run).and_then(|rc| {
+                    predictions::read_labelled(&run.join(VAL_PREDICTIONS), &rc.label_columns())
+                });
                 let _ = tx.send((run.clone(), result.map_err(|e| format!("{e:#}"))));
                 ctx.request_repaint();
             });
@@ -88,13 +107,12 @@ impl Evaluate {
             }
             match result {
                 Ok(p) => {
-                    let report = p.report();
-                    self.problems = p.problems;
-                    self.loaded = Some(Loaded {
-                        classes: p.classes,
-                        preds: p.rows,
-                        report,
-                    });
+                    self.problems = p.problems.clone();
+                    if self.column.is_some_and(|c| c >= p.columns.len()) {
+                        self.column = None;
+                    }
+                    self.all = Some(p);
+                    self.show_column(self.column);
                     self.fresh = true;
                 }
                 Err(e) => self.error = Some(e),
@@ -102,9 +120,21 @@ impl Evaluate {
         }
     }
 
+    /// Shows the joint classes (`None`) or one label column.
+    pub fn show_column(&mut self, column: Option<usize>) {
+        let Some(all) = &self.all else { return };
+        self.column = column.filter(|&c| c < all.columns.len());
+        self.loaded = Some(match self.column {
+            Some(c) => Loaded::of(&all.column(c)),
+            None => Loaded::of(all),
+        });
+        self.gallery = None;
+        self.selected = None;
+    }
+
     /// The loaded run's scores per window sample, for Browse's run sorts.
     pub fn run_scores(&self, ws: &Workspace) -> Option<super::browse::RunScores> {
-        let l = self.loaded.as_ref()?;
+        let l = self.all.as_ref()?;
         let run = self
             .run
             .as_ref()?
@@ -112,7 +142,7 @@ impl Evaluate {
             .to_string_lossy()
             .to_string();
         let scores = l
-            .preds
+            .rows
             .iter()
             .filter_map(|p| {
                 ws.index_of(&p.path)
@@ -201,6 +231,7 @@ impl Evaluate {
                 self.selected = None;
             }
         });
+        self.column_switch(ui);
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
@@ -234,6 +265,37 @@ impl Evaluate {
                 });
             });
         egui::CentralPanel::default_margins().show(ui, |ui| self.gallery_ui(ui, ws, thumbs));
+    }
+
+    /// For a composite label: the joint classes or one column's values (3x3 for mask, 2x2 for
+    /// gender...).
+    fn column_switch(&mut self, ui: &mut egui::Ui) {
+        let Some(all) = &self.all else { return };
+        if all.columns.is_empty() {
+            return;
+        }
+        let names: Vec<String> = all.columns.iter().map(|c| c.name.clone()).collect();
+        let mut chosen = None;
+        ui.horizontal(|ui| {
+            ui.label("Show:");
+            if ui
+                .selectable_label(self.column.is_none(), "joint classes")
+                .on_hover_text("every combination of the label columns")
+                .clicked()
+            {
+                chosen = Some(None);
+            }
+            for (k, name) in names.iter().enumerate() {
+                if ui.selectable_label(self.column == Some(k), name).clicked() {
+                    chosen = Some(Some(k));
+                }
+            }
+        });
+        if let Some(c) = chosen {
+            if c != self.column {
+                self.show_column(c);
+            }
+        }
     }
 
     fn heatmap(&mut self, ui: &mut egui::Ui) {
@@ -462,7 +524,11 @@ impl Evaluate {
                             ui.label(format!("{path}: no longer in the dataset"));
                             continue;
                         };
-                        let now = &ws.labels[i];
+                        let now = match self.column {
+                            Some(c) => label_parts(&ws.labels[i], ws.dataset.label_columns.len())
+                                .swap_remove(c),
+                            None => ws.labels[i].clone(),
+                        };
                         let (rect, resp) = ui.allocate_exact_size(cell, Sense::click());
                         let selected = self.selected.as_deref() == Some(path.as_str());
                         resp.widget_info(|| {
@@ -495,7 +561,7 @@ impl Evaluate {
                                 egui::StrokeKind::Inside,
                             );
                         }
-                        let changed = now != &classes[*label];
+                        let changed = now != classes[*label];
                         let f = ws.flags[i];
                         let mark = if f.excluded {
                             " ✗"
@@ -546,14 +612,30 @@ impl Evaluate {
             return;
         }
         let selected = self.selected.clone();
+        let column = self.column;
+        let values = self.loaded.as_ref().map(|l| l.classes.clone());
         ctx.input_mut(|i| {
             keys::undo_redo(i, cmds);
             let Some(path) = selected else { return };
-            if let Some(class) = keys::class_key(i, &ws.classes) {
-                cmds.push(LabelCmd::Relabel {
-                    paths: vec![path.clone()],
-                    class: class.clone(),
-                });
+            // In a column's view the number keys pick that column's value.
+            match (column, &values) {
+                (Some(column), Some(values)) => {
+                    if let Some(value) = keys::class_key(i, values) {
+                        cmds.push(LabelCmd::SetColumn {
+                            paths: vec![path.clone()],
+                            column,
+                            value: value.clone(),
+                        });
+                    }
+                }
+                _ => {
+                    if let Some(class) = keys::class_key(i, &ws.classes) {
+                        cmds.push(LabelCmd::Relabel {
+                            paths: vec![path.clone()],
+                            class: class.clone(),
+                        });
+                    }
+                }
             }
             if i.consume_key(Modifiers::NONE, Key::Space) {
                 cmds.push(LabelCmd::Check {

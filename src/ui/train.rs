@@ -22,11 +22,12 @@ use super::plots::{finite, Extent};
 use crate::dataset::workspace::Workspace;
 use crate::train::client::{Engine, EngineHandle};
 use crate::train::config::{
-    default_weights, Balance, DeviceChoice, LossKind, ModelKind, OptimizerKind, TrainConfig,
+    default_weights, Balance, DeviceChoice, Heads, LossKind, ModelKind, OptimizerKind, TrainConfig,
 };
 use crate::train::protocol::{Event, Job, JobResult};
 use crate::train::record::{EpochMetrics, StepPoint};
 use crate::train::runs::{list_runs, RunSummary};
+use crate::train::schedule::Monitor;
 use crate::util::{clock, utc};
 
 /// Presets: a name, and the config it sets (on top of the defaults). `weights`: the installed
@@ -357,6 +358,8 @@ pub struct TrainTab {
     /// The engine binary runs are started with.
     pub engine: Engine,
     runs_dir: PathBuf,
+    /// The dataset's label columns (several for a composite label).
+    columns: Vec<String>,
 }
 
 impl Default for TrainTab {
@@ -383,6 +386,7 @@ impl Default for TrainTab {
             waiting: None,
             engine: Engine::default(),
             runs_dir: PathBuf::new(),
+            columns: Vec::new(),
         }
     }
 }
@@ -402,6 +406,7 @@ impl TrainTab {
     /// Starts looking for devices, weights and run folders (background threads).
     pub fn open(&mut self, ctx: &egui::Context, ws: &Workspace) {
         self.runs_dir = ws.store_dir.join("runs");
+        self.columns = ws.dataset.label_columns.clone();
         let (tx, rx) = mpsc::channel();
         let (c, engine) = (ctx.clone(), self.engine.clone());
         let _ = std::thread::Builder::new()
@@ -738,6 +743,31 @@ impl TrainTab {
             )
             .on_hover_text("pixels per side; 0 uses the model's own")
         });
+        if self.columns.len() > 1 {
+            row(ui, "heads", |ui| {
+                let all = [Heads::Columns, Heads::Joint];
+                choice(ui, "heads", &mut c.heads, &all, Heads::title).on_hover_text(format!(
+                    "{} label columns: one softmax head each on a shared backbone (the losses \
+                     summed), or one head over every combination",
+                    self.columns.join(", ")
+                ))
+            });
+        }
+        row(ui, "best checkpoint by", |ui| {
+            let mut options = vec![Monitor::MacroF1, Monitor::Accuracy, Monitor::ValLoss];
+            if self.columns.len() > 1 {
+                options.extend(self.columns.iter().cloned().map(Monitor::ColumnF1));
+            }
+            egui::ComboBox::from_id_salt("monitor")
+                .selected_text(c.monitor.name())
+                .show_ui(ui, |ui| {
+                    for o in options {
+                        let name = o.name();
+                        ui.selectable_value(&mut c.monitor, o, name);
+                    }
+                })
+                .response
+        });
         row(ui, "backbone", |ui| {
             ui.checkbox(&mut c.freeze, "frozen (head only)")
         });
@@ -815,7 +845,7 @@ impl TrainTab {
             .and_then(|l| l.run_dir.clone());
         let mut action: Option<(PathBuf, &'static str)> = None;
         for run in &self.runs {
-            let monitor = run.record.config.monitor;
+            let monitor = &run.record.config.monitor;
             let best = run.best().map_or("–".to_string(), |e| {
                 format!("{} {:.3}", monitor.name(), monitor.value(monitor.of(e)))
             });
@@ -1045,7 +1075,6 @@ impl TrainTab {
         };
 
         // Every series once, as plain points: the lines and the plot ranges are made from them.
-        type Series = Vec<(String, Vec<[f64; 2]>, f32, Option<egui::Color32>)>;
         let (mut loss, mut scores, mut lrs): (Series, Series, Series) = Default::default();
         if let Some(live) = &self.live {
             let pts = |v: &[(f64, f64)]| v.iter().map(|&(x, v)| [x, y(v)]).collect::<Vec<_>>();
@@ -1088,6 +1117,7 @@ impl TrainTab {
                 2.0,
                 None,
             ));
+            scores.extend(column_f1(&live.epochs, "", 1.5));
             lrs.push((
                 "learning rate".into(),
                 live.lrs.iter().map(|&(x, v)| [x, v]).collect(),
@@ -1133,6 +1163,7 @@ impl TrainTab {
                 1.0,
                 None,
             ));
+            scores.extend(column_f1(&r.epochs, &format!("{} ", r.name()), 1.0));
             lrs.push((
                 format!("{} learning rate", r.name()),
                 by_epoch(&r.steps, |s| s.lr)
@@ -1190,6 +1221,31 @@ impl TrainTab {
             (0.0, self.cfg.lr.max(1e-6)),
         );
     }
+}
+
+/// Plot lines as plain points: name, points, width, colour (`None`: the plot's own).
+type Series = Vec<(String, Vec<[f64; 2]>, f32, Option<egui::Color32>)>;
+
+/// One macro-F1 curve per label column of a composite label (`gender F1`), named after
+/// `prefix`.
+fn column_f1(epochs: &[EpochMetrics], prefix: &str, width: f32) -> Series {
+    let names: Vec<&str> = epochs
+        .last()
+        .map(|m| m.columns.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    names
+        .into_iter()
+        .map(|name| {
+            let pts = epochs
+                .iter()
+                .filter_map(|m| {
+                    let c = m.columns.iter().find(|c| c.name == name)?;
+                    Some([m.epoch as f64, c.report.macro_f1])
+                })
+                .collect();
+            (format!("{prefix}{name} F1"), pts, width, None)
+        })
+        .collect()
 }
 
 /// The device line of the form: what libtorch sees, asked of an engine process.

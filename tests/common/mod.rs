@@ -254,6 +254,81 @@ pub fn colour_images(root: &Path, per_class: usize, offset: u32) {
     }
 }
 
+/// One photo of a composite-label dataset: a person (the group), and a value per attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Photo {
+    pub path: String,
+    pub id: String,
+    pub mask: &'static str,
+    pub gender: &'static str,
+    pub age: &'static str,
+}
+
+pub const MASKS: [&str; 3] = ["incorrect", "not_wear", "wear"];
+pub const GENDERS: [&str; 2] = ["female", "male"];
+pub const AGES: [&str; 3] = ["<30", "30-59", "60+"];
+
+/// The mask competition in small: `people` people x 7 photos (32x32 PNGs under `root/images`),
+/// five with the mask worn, one incorrectly, one not at all; gender and age are the person's.
+/// Every attribute paints its own band (mask the top, gender the middle, age the bottom) in a
+/// colour per value, with noise that differs per photo, so a small network can learn each
+/// attribute and a pretrained one can tell them apart. Every fifth person is 60+. Returns the
+/// true labels; [`write_labels`] writes them (after a test has planted its errors).
+pub fn composite_photos(root: &Path, people: usize) -> Vec<Photo> {
+    const MASK_RGB: [[u8; 3]; 3] = [[220, 60, 60], [60, 60, 220], [60, 200, 60]];
+    const GENDER_RGB: [[u8; 3]; 2] = [[230, 200, 40], [40, 200, 230]];
+    const AGE_RGB: [[u8; 3]; 3] = [[200, 200, 200], [120, 60, 160], [30, 30, 30]];
+    fs::create_dir_all(root.join("images")).unwrap();
+    let mut photos = Vec::new();
+    for p in 0..people {
+        let (gender, age) = (p % 2, if p % 5 == 4 { 2 } else { p % 3 % 2 });
+        for k in 0..7usize {
+            let mask = match k {
+                5 => 0,
+                6 => 1,
+                _ => 2,
+            };
+            let img = ImageBuffer::from_fn(32, 32, |x, y| {
+                let c = match y {
+                    0..=10 => MASK_RGB[mask],
+                    11..=20 => GENDER_RGB[gender],
+                    _ => AGE_RGB[age],
+                };
+                let n = ((x * 31 + y * 17 + (p * 7 + k) as u32 * 13) % 50) as u8;
+                Rgb([
+                    c[0].saturating_add(n),
+                    c[1].saturating_add(n),
+                    c[2].saturating_add(n),
+                ])
+            });
+            let path = format!("images/p{p:03}_{k}.png");
+            img.save(root.join(&path)).unwrap();
+            photos.push(Photo {
+                path,
+                id: format!("p{p:03}"),
+                mask: MASKS[mask],
+                gender: GENDERS[gender],
+                age: AGES[age],
+            });
+        }
+    }
+    photos
+}
+
+/// `root/labels.csv`: path,id,mask,gender,age.
+pub fn write_labels(root: &Path, photos: &[Photo]) -> PathBuf {
+    let mut text = String::from("path,id,mask,gender,age\n");
+    for p in photos {
+        text.push_str(&format!(
+            "{},{},{},{},{}\n",
+            p.path, p.id, p.mask, p.gender, p.age
+        ));
+    }
+    let csv = root.join("labels.csv");
+    fs::write(&csv, text).unwrap();
+    csv
+}
+
 /// The engine binary cargo built beside the tests.
 pub fn engine() -> loupe::train::client::Engine {
     loupe::train::client::Engine::at(env!("CARGO_BIN_EXE_loupe-engine"))
