@@ -82,7 +82,7 @@ fn queue_keys_decide_through_the_journal_and_undo() {
     let findings = issues::find(
         &ds,
         &samples,
-        &probs,
+        &[probs],
         Method::PruneByNoiseRate,
         RankBy::SelfConfidence,
     );
@@ -159,7 +159,7 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
         .review
         .queue
         .iter()
-        .map(|s| h.state().workspace().unwrap().path(s.sample))
+        .map(|s| h.state().workspace().unwrap().path(s.samples[0]))
         .collect();
     let top: Vec<&str> = queue
         .iter()
@@ -200,7 +200,7 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
         .review
         .queue
         .iter()
-        .map(|s| h.state().workspace().unwrap().path(s.sample))
+        .map(|s| h.state().workspace().unwrap().path(s.samples[0]))
         .collect();
     assert!(!again.contains(&queue[1]), "{again:?}");
     assert!(

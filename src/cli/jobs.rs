@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{self, Source};
 use crate::quality::confident::{Method, RankBy};
-use crate::quality::issues::{self, Findings};
+use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
 use crate::train::config::{ModelKind, OofConfig, TrainConfig};
 use crate::train::predictions;
@@ -325,7 +325,10 @@ pub(super) fn issues(
         Probabilities::Given(file) => given(&source, &file, &issues_dir, method, rank_by, started)?,
     };
     if let Some(out) = out {
-        issues::write_csv(out, &findings)?;
+        let ranked = dir.join(issues::ISSUES_CSV);
+        std::fs::copy(&ranked, out).map_err(|e| {
+            anyhow::anyhow!("cannot copy {} to {}: {e}", ranked.display(), out.display())
+        })?;
     }
     if json {
         println!(
@@ -343,13 +346,18 @@ pub(super) fn issues(
         started.elapsed().as_secs_f64()
     );
     println!(
-        "{:>5}  {:<40} {:<16} {:<16} {:>6}",
-        "rank", "path", "given", "suggested", "p(given)"
+        "{:>5}  {:<40} {:<10} {:<16} {:<16} {:>6}",
+        "rank", "path", "column", "given", "suggested", "p(given)"
     );
     for i in findings.issues.iter().take(20) {
+        let why = match (i.why, &i.group) {
+            (Why::GroupMajority, _) => "  (against its group)".to_string(),
+            (Why::Model, Some(g)) => format!("  (group {g})"),
+            (Why::Model, None) => String::new(),
+        };
         println!(
-            "{:>5}  {:<40} {:<16} {:<16} {:>6.3}",
-            i.rank, i.path, i.given, i.suggested, i.self_confidence
+            "{:>5}  {:<40} {:<10} {:<16} {:<16} {:>6.3}{why}",
+            i.rank, i.path, i.column, i.given, i.suggested, i.self_confidence
         );
     }
     if findings.issues.len() > 20 {
@@ -376,17 +384,21 @@ fn given(
     for n in notes {
         eprintln!("note: {n}");
     }
-    let (rows, problems) = issues::read_probs_csv(file, &ds.classes)?;
+    let layout = dataset::Layout::of(&ds);
+    let (rows, problems) = issues::read_probs_csv(file, &layout)?;
     for p in problems.iter().take(5) {
         eprintln!("note: {}: {p}", file.display());
     }
-    let by_path: std::collections::HashMap<&str, &Vec<f32>> =
+    let by_path: std::collections::HashMap<&str, &Vec<Vec<f32>>> =
         rows.iter().map(|(p, v)| (p.as_str(), v)).collect();
-    let (mut samples, mut probs) = (Vec::new(), Vec::new());
+    let mut samples = Vec::new();
+    let mut probs = vec![Vec::new(); layout.columns.len()];
     for (i, s) in ds.samples.iter().enumerate() {
         if let Some(p) = by_path.get(path_str(&s.path).as_str()) {
             samples.push(i);
-            probs.extend_from_slice(p);
+            for (all, part) in probs.iter_mut().zip(p.iter()) {
+                all.extend_from_slice(part);
+            }
         }
     }
     let unknown = rows.len() - samples.len();

@@ -129,6 +129,19 @@ impl Layout {
         out
     }
 
+    /// The names of a composite label's per-value columns in CSV files, `column=value`
+    /// (`gender=female`), column by column; empty for a single label column (whose values are
+    /// the classes).
+    pub fn value_headers(&self) -> Vec<String> {
+        if !self.is_composite() {
+            return Vec::new();
+        }
+        self.columns
+            .iter()
+            .flat_map(|c| c.values.iter().map(move |v| format!("{}={v}", c.name)))
+            .collect()
+    }
+
     /// `class` with its value in `column` replaced by `value`: relabelling one attribute.
     pub fn with_part(class: &str, columns: usize, column: usize, value: &str) -> String {
         let mut parts = label_parts(class, columns);

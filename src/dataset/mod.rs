@@ -4,6 +4,7 @@
 
 pub mod columns;
 pub mod export;
+pub mod groups;
 pub mod journal;
 pub mod labels;
 pub mod loader;

@@ -121,6 +121,9 @@ pub struct Stats {
     /// Groups of byte-identical samples (paths), largest group first.
     pub duplicates: Vec<Vec<String>>,
     pub label_conflicts: Vec<Conflict>,
+    /// With a group column: which label columns belong to the group, and the images that
+    /// disagree with their group.
+    pub groups: Option<super::groups::GroupCheck>,
 }
 
 /// Counts sorted by count, largest first, then by name.
@@ -239,6 +242,7 @@ pub fn compute_with_hashes(ds: &Dataset, hashes: Option<&[Option<ContentHash>]>)
         ignored: ds.ignored.len(),
         duplicates,
         label_conflicts,
+        groups: super::groups::check(ds),
     }
 }
 

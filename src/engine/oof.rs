@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use loupe::dataset::{self, Dataset, Source};
+use loupe::dataset::{self, Dataset, Layout, Source};
 use loupe::quality::confident::{Method, RankBy};
 use loupe::quality::issues;
 use loupe::train::config::{OofConfig, TrainConfig};
@@ -25,8 +25,9 @@ use super::{device, Emit};
 pub struct Oof {
     /// Dataset sample indices, ascending.
     pub samples: Vec<usize>,
-    /// `samples.len() * classes` floats, row-major, in the dataset's class order.
-    pub probs: Vec<f32>,
+    /// Per label column (one for a single label: the classes), `samples.len() * values`
+    /// floats, row-major, in the column's value order (see [`Layout`]).
+    pub probs: Vec<Vec<f32>>,
     pub skipped: Vec<(usize, String)>,
     /// Images whose embedding came from the cache.
     pub cached: usize,
@@ -126,13 +127,8 @@ pub fn out_of_fold(
     else {
         return Ok(None);
     };
-    let class_of = |i: usize| {
-        ds.classes
-            .iter()
-            .position(|c| *c == ds.samples[i].label)
-            .expect("a sample's class is in the class list")
-    };
-    let labels: Vec<usize> = emb.samples.iter().map(|&i| class_of(i)).collect();
+    let layout = Layout::of(ds);
+    let labels: Vec<usize> = emb.samples.iter().map(|&i| class_of(ds, i)).collect();
     let groups: Vec<Option<String>> = emb
         .samples
         .iter()
@@ -140,7 +136,20 @@ pub fn out_of_fold(
         .collect();
     let folds = split::kfold(&labels, Some(&groups), cfg.folds, cfg.seed);
     let x = Tensor::from_slice(&emb.data).view([emb.samples.len() as i64, emb.dim as i64]);
-    let mut probs = vec![0f32; emb.samples.len() * k];
+    // One head per label column, each on that column's values (the classes for one column).
+    let heads: Vec<(usize, Vec<usize>)> = layout
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(c, col)| {
+            let values = labels.iter().map(|&j| layout.part(j, c)).collect();
+            (col.values.len(), values)
+        })
+        .collect();
+    let mut probs: Vec<Vec<f32>> = heads
+        .iter()
+        .map(|(k, _)| vec![0f32; emb.samples.len() * k])
+        .collect();
     tch::manual_seed(cfg.seed as i64);
     for f in 0..cfg.folds {
         if cancel.load(Ordering::Relaxed) {
@@ -149,9 +158,12 @@ pub fn out_of_fold(
         let (train, held): (Vec<usize>, Vec<usize>) =
             (0..labels.len()).partition(|&r| folds[r] != f);
         if !held.is_empty() {
-            let p = fit_predict(&x, &emb.blocks, &labels, &train, &held, k)?;
-            for (j, &r) in held.iter().enumerate() {
-                probs[r * k..(r + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
+            for ((k, values), out) in heads.iter().zip(&mut probs) {
+                let k = *k;
+                let p = fit_predict(&x, &emb.blocks, values, &train, &held, k)?;
+                for (j, &r) in held.iter().enumerate() {
+                    out[r * k..(r + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
+                }
             }
         }
         emit(Event::Progress {
@@ -166,6 +178,14 @@ pub fn out_of_fold(
         skipped: emb.skipped,
         cached: emb.cached,
     }))
+}
+
+/// The index of sample `i`'s class.
+fn class_of(ds: &Dataset, i: usize) -> usize {
+    ds.classes
+        .iter()
+        .position(|c| *c == ds.samples[i].label)
+        .expect("a sample's class is in the class list")
 }
 
 /// Default input resolution of the embeddings: on the planted-noise benchmark 128 px finds more
@@ -246,12 +266,7 @@ fn full(
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Oof>> {
-    let k = ds.classes.len();
-    let labels: Vec<usize> = ds
-        .samples
-        .iter()
-        .map(|s| ds.classes.iter().position(|c| *c == s.label).unwrap_or(0))
-        .collect();
+    let labels: Vec<usize> = (0..ds.samples.len()).map(|i| class_of(ds, i)).collect();
     let groups: Vec<Option<String>> = ds.samples.iter().map(|s| s.group.clone()).collect();
     let folds = split::kfold(&labels, Some(&groups), cfg.folds, cfg.seed);
     let by_path: std::collections::HashMap<String, usize> = ds
@@ -260,7 +275,7 @@ fn full(
         .enumerate()
         .map(|(i, s)| (path_str(&s.path), i))
         .collect();
-    let mut probs: Vec<Option<Vec<f32>>> = vec![None; ds.samples.len()];
+    let mut probs: Vec<Option<Vec<Vec<f32>>>> = vec![None; ds.samples.len()];
     for f in 0..cfg.folds {
         let tcfg = TrainConfig {
             model: cfg.model,
@@ -309,13 +324,17 @@ fn full(
         );
         for p in preds.rows {
             if let Some(&i) = by_path.get(&p.path) {
-                probs[i] = Some(p.probs);
+                probs[i] = Some(if p.columns.is_empty() {
+                    vec![p.probs]
+                } else {
+                    p.columns
+                });
             }
         }
     }
     let mut out = Oof {
         samples: Vec::new(),
-        probs: Vec::with_capacity(ds.samples.len() * k),
+        probs: vec![Vec::new(); Layout::of(ds).columns.len()],
         skipped: Vec::new(),
         cached: 0,
     };
@@ -323,7 +342,9 @@ fn full(
         match p {
             Some(p) => {
                 out.samples.push(i);
-                out.probs.extend(p);
+                for (all, part) in out.probs.iter_mut().zip(p) {
+                    all.extend(part);
+                }
             }
             None => out.skipped.push((i, "could not be decoded".to_string())),
         }

@@ -1,14 +1,33 @@
 //! Suspected label errors of a dataset: confident learning over (out-of-fold) probabilities,
 //! ranked, with the estimated number of errors per class; read from and written to CSV.
+//!
+//! A composite label (`mask,gender,age`) is examined one column at a time, each with its own
+//! probabilities, so a suspect names the attribute ("gender: female -> male?") and accepting it
+//! changes only that part. With a group column, a column that belongs to the group (see
+//! [`crate::dataset::groups`]) is judged per group: the group's photos' probabilities are
+//! averaged and confident learning runs over groups, so a person whose gender is wrong on all
+//! seven photos is one suspect, found by seven votes; a photo that disagrees with its group's
+//! majority is a suspect of its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::confident::{self, Method, Probs, RankBy};
-use crate::dataset::Dataset;
+use crate::dataset::{groups, Dataset, Layout};
 use crate::util::path_str;
+
+/// Why an image is suspected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Why {
+    /// Confident learning over the model's out-of-fold probabilities.
+    #[default]
+    Model,
+    /// Its group's other photos say otherwise (a group-level column).
+    GroupMajority,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
@@ -16,15 +35,24 @@ pub struct Issue {
     #[serde(skip)]
     pub sample: usize,
     pub path: String,
+    /// The label column suspected (`gender`; the label column's own name for a single one).
+    #[serde(default)]
+    pub column: String,
+    /// The given value in that column (the class for a single label column).
     pub given: String,
-    /// The most probable class.
+    /// The most probable value.
     pub suggested: String,
-    /// Probability of the given label.
+    /// Probability of the given value.
     pub self_confidence: f32,
-    /// Probability of the suggested label.
+    /// Probability of the suggested value.
     pub suggested_confidence: f32,
     /// 1 = most likely wrong.
     pub rank: usize,
+    #[serde(default)]
+    pub why: Why,
+    /// When a group was judged as a whole: the group (its photos share one decision).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,64 +61,248 @@ pub struct Findings {
     pub rank_by: RankBy,
     /// Images with probabilities (the others could not be read).
     pub examined: usize,
+    /// The suspects, most likely wrong first.
     pub issues: Vec<Issue>,
-    /// Per class: (class, images, estimated label errors among them).
+    /// Per class (per `column: value` for a composite label): (name, images, estimated label
+    /// errors among them).
     pub per_class: Vec<(String, usize, usize)>,
+    /// Every examined image and column with its score, suspects first (what `issues.csv`
+    /// lists); not kept in `findings.json`.
+    #[serde(skip)]
+    pub ranking: Vec<Ranked>,
 }
 
-/// Runs confident learning on `probs` (one row per entry of `samples`, classes in `ds.classes`
-/// order) against the labels of `ds`.
+/// One row of the full ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub sample: usize,
+    pub column: usize,
+    pub given: String,
+    pub suggested: String,
+    /// The label quality (lower = more likely wrong), by the search's `rank_by`.
+    pub score: f64,
+    pub flagged: bool,
+}
+
+/// Probabilities per label column: `probs[c]` has one row of `layout.columns[c].values.len()`
+/// per entry of `samples` (a single label column: the classes).
+pub type ColumnProbs = Vec<Vec<f32>>;
+
+/// Runs confident learning per label column of `ds` on `probs` (see [`ColumnProbs`]; rows in
+/// `samples` order) against the labels of `ds`.
 pub fn find(
     ds: &Dataset,
     samples: &[usize],
-    probs: &[f32],
+    probs: &[Vec<f32>],
     method: Method,
     rank_by: RankBy,
 ) -> Findings {
-    let k = ds.classes.len();
+    let layout = Layout::of(ds);
     let class_of: HashMap<&str, usize> = ds
         .classes
         .iter()
         .enumerate()
         .map(|(i, c)| (c.as_str(), i))
         .collect();
-    let labels: Vec<usize> = samples
+    let classes: Vec<usize> = samples
         .iter()
         .map(|&i| class_of[ds.samples[i].label.as_str()])
         .collect();
-    let p = Probs::new(probs, k);
-    let flags = confident::find_label_issues(&labels, p, method);
-    let quality = confident::label_quality(&labels, p, rank_by);
-    let issues = confident::rank(&flags, &quality)
+    let check = groups::check(ds);
+    let mut ranking = Vec::new();
+    let mut issues = Vec::new();
+    let mut per_class = Vec::new();
+    for (c, col) in layout.columns.iter().enumerate() {
+        let k = col.values.len();
+        let labels: Vec<usize> = classes.iter().map(|&j| layout.part(j, c)).collect();
+        let p = Probs::new(&probs[c], k);
+        let group_level = check
+            .as_ref()
+            .is_some_and(|g| g.columns[c].is_group_level());
+        let name = |v: usize| {
+            if layout.is_composite() {
+                format!("{}: {}", col.name, col.values[v])
+            } else {
+                col.values[v].clone()
+            }
+        };
+        let value = |v: usize| col.values[v].clone();
+        // The units judged: each image, or each group of a group-level column.
+        let units = if group_level {
+            group_units(ds, samples, &labels, p)
+        } else {
+            (0..samples.len())
+                .map(|r| Unit {
+                    rows: vec![r],
+                    label: labels[r],
+                    probs: p.row(r).to_vec(),
+                    group: None,
+                })
+                .collect()
+        };
+        let unit_labels: Vec<usize> = units.iter().map(|u| u.label).collect();
+        let unit_probs: Vec<f32> = units.iter().flat_map(|u| u.probs.clone()).collect();
+        let up = Probs::new(&unit_probs, k);
+        let flags = confident::find_label_issues(&unit_labels, up, method);
+        let quality = confident::label_quality(&unit_labels, up, rank_by);
+        let counts = confident::class_counts(&labels, k);
+        let estimates = confident::estimated_errors_per_class(&unit_labels, up);
+        // Estimated errors count images: a suspect group weighs its photos.
+        let unit_size: Vec<usize> = {
+            let mut size = vec![0usize; k];
+            let mut n = vec![0usize; k];
+            for u in &units {
+                size[u.label] += u.rows.len();
+                n[u.label] += 1;
+            }
+            (0..k)
+                .map(|v| size[v].checked_div(n[v]).unwrap_or(1))
+                .collect()
+        };
+        for v in 0..k {
+            per_class.push((name(v), counts[v], estimates[v] * unit_size[v].max(1)));
+        }
+        for (u, unit) in units.iter().enumerate() {
+            let suggested = confident_argmax(&unit.probs);
+            for &r in &unit.rows {
+                // A photo against its group's majority is the group check's (below).
+                if labels[r] != unit.label {
+                    continue;
+                }
+                let flagged = flags[u];
+                ranking.push(Ranked {
+                    sample: samples[r],
+                    column: c,
+                    given: value(labels[r]),
+                    suggested: value(suggested),
+                    score: quality[u],
+                    flagged,
+                });
+                if flagged {
+                    issues.push((
+                        quality[u],
+                        Issue {
+                            sample: samples[r],
+                            path: path_str(&ds.samples[samples[r]].path),
+                            column: col.name.clone(),
+                            given: value(labels[r]),
+                            suggested: value(suggested),
+                            self_confidence: unit.probs[labels[r]],
+                            suggested_confidence: unit.probs[suggested],
+                            rank: 0,
+                            why: Why::Model,
+                            group: unit.group.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        // Photos against their group's majority, scored by their own probabilities.
+        let row_of: HashMap<usize, usize> =
+            samples.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        for d in check.iter().flat_map(|g| &g.disagreements) {
+            let (Some(&r), true) = (row_of.get(&d.sample), d.column == c) else {
+                continue;
+            };
+            let Some(majority) = col.values.iter().position(|v| *v == d.majority) else {
+                continue;
+            };
+            let row = p.row(r);
+            let score = confident::label_quality(&[labels[r]], Probs::new(row, k), rank_by)[0];
+            ranking.push(Ranked {
+                sample: d.sample,
+                column: c,
+                given: value(labels[r]),
+                suggested: d.majority.clone(),
+                score,
+                flagged: true,
+            });
+            issues.push((
+                score,
+                Issue {
+                    sample: d.sample,
+                    path: path_str(&ds.samples[d.sample].path),
+                    column: col.name.clone(),
+                    given: value(labels[r]),
+                    suggested: d.majority.clone(),
+                    self_confidence: row[labels[r]],
+                    suggested_confidence: row[majority],
+                    rank: 0,
+                    why: Why::GroupMajority,
+                    group: None,
+                },
+            ));
+        }
+    }
+    // Most likely wrong first; a group's photos stay together (they share a score).
+    issues.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let issues: Vec<Issue> = issues
         .into_iter()
         .enumerate()
-        .map(|(r, row)| {
-            let probs = p.row(row);
-            let suggested = (0..k).fold(0, |b, j| if probs[j] > probs[b] { j } else { b });
-            let s = &ds.samples[samples[row]];
-            Issue {
-                sample: samples[row],
-                path: path_str(&s.path),
-                given: s.label.clone(),
-                suggested: ds.classes[suggested].clone(),
-                self_confidence: probs[labels[row]],
-                suggested_confidence: probs[suggested],
-                rank: r + 1,
-            }
+        .map(|(r, (_, mut i))| {
+            i.rank = r + 1;
+            i
         })
         .collect();
-    let counts = confident::class_counts(&labels, k);
-    let estimates = confident::estimated_errors_per_class(&labels, p);
-    let per_class = (0..k)
-        .map(|c| (ds.classes[c].clone(), counts[c], estimates[c]))
-        .collect();
+    ranking.sort_by(|a, b| b.flagged.cmp(&a.flagged).then(a.score.total_cmp(&b.score)));
     Findings {
         method,
         rank_by,
         examined: samples.len(),
         issues,
         per_class,
+        ranking,
     }
+}
+
+/// What confident learning judges: one image, or a group's photos together.
+struct Unit {
+    /// Rows (into `samples`) of its images.
+    rows: Vec<usize>,
+    label: usize,
+    probs: Vec<f32>,
+    group: Option<String>,
+}
+
+/// The groups of `samples` as units: the majority label (the first of equals), the mean of
+/// the photos' probabilities. Images without a group are units of their own.
+fn group_units(ds: &Dataset, samples: &[usize], labels: &[usize], p: Probs) -> Vec<Unit> {
+    let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut units = Vec::new();
+    for (r, &i) in samples.iter().enumerate() {
+        match &ds.samples[i].group {
+            Some(g) => by_group.entry(g.as_str()).or_default().push(r),
+            None => units.push(Unit {
+                rows: vec![r],
+                label: labels[r],
+                probs: p.row(r).to_vec(),
+                group: None,
+            }),
+        }
+    }
+    for (g, rows) in by_group {
+        let mut counts = vec![0usize; p.k];
+        let mut mean = vec![0f32; p.k];
+        for &r in &rows {
+            counts[labels[r]] += 1;
+            for (m, v) in mean.iter_mut().zip(p.row(r)) {
+                *m += v / rows.len() as f32;
+            }
+        }
+        let label = (0..p.k).fold(0, |b, v| if counts[v] > counts[b] { v } else { b });
+        units.push(Unit {
+            group: (rows.len() > 1).then(|| g.to_string()),
+            rows,
+            label,
+            probs: mean,
+        });
+    }
+    units
+}
+
+/// The first index of the largest probability.
+fn confident_argmax(p: &[f32]) -> usize {
+    (0..p.len()).fold(0, |b, j| if p[j] > p[b] { j } else { b })
 }
 
 impl Findings {
@@ -105,17 +317,29 @@ impl Findings {
     }
 }
 
-/// `issues.csv`: path,given,suggested,self_confidence,rank (paths relative to the dataset root).
-pub fn write_csv(path: &Path, findings: &Findings) -> anyhow::Result<()> {
+/// `issues.csv`: `path,column,given,suggested,score,rank,flagged`, every examined image and
+/// label column, suspects first, then by score (the label quality: lower is more likely
+/// wrong); paths relative to the dataset root.
+pub fn write_csv(path: &Path, ds: &Dataset, findings: &Findings) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["path", "given", "suggested", "self_confidence", "rank"])?;
-    for i in &findings.issues {
+    w.write_record([
+        "path",
+        "column",
+        "given",
+        "suggested",
+        "score",
+        "rank",
+        "flagged",
+    ])?;
+    for (r, row) in findings.ranking.iter().enumerate() {
         w.write_record([
-            i.path.as_str(),
-            &i.given,
-            &i.suggested,
-            &format!("{:.6}", i.self_confidence),
-            &i.rank.to_string(),
+            path_str(&ds.samples[row.sample].path).as_str(),
+            &ds.label_columns[row.column],
+            &row.given,
+            &row.suggested,
+            &format!("{:.6}", row.score),
+            &(r + 1).to_string(),
+            if row.flagged { "1" } else { "0" },
         ])?;
     }
     crate::util::write_atomic(path, &w.into_inner()?)
@@ -123,22 +347,39 @@ pub fn write_csv(path: &Path, findings: &Findings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Probabilities as CSV: a `path` column and one column per class name (other columns, e.g.
-/// `label` or `predicted`, are ignored).
+/// The probability columns of `layout` in CSV files: the classes for a single label column,
+/// `column=value` for a composite one.
+fn prob_headers(layout: &Layout) -> Vec<String> {
+    if layout.is_composite() {
+        layout.value_headers()
+    } else {
+        layout.classes.clone()
+    }
+}
+
+/// Probabilities as CSV: a `path` column and one column per class (per `column=value` for a
+/// composite label).
 pub fn write_probs_csv(
     path: &Path,
     ds: &Dataset,
     samples: &[usize],
-    probs: &[f32],
+    probs: &[Vec<f32>],
 ) -> anyhow::Result<()> {
-    let k = ds.classes.len();
+    let layout = Layout::of(ds);
+    let widths: Vec<usize> = layout.columns.iter().map(|c| c.values.len()).collect();
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["path".to_string()];
-    header.extend(ds.classes.iter().cloned());
+    header.extend(prob_headers(&layout));
     w.write_record(&header)?;
     for (r, &i) in samples.iter().enumerate() {
         let mut rec = vec![path_str(&ds.samples[i].path)];
-        rec.extend(probs[r * k..(r + 1) * k].iter().map(|v| format!("{v:.6}")));
+        for (c, &k) in widths.iter().enumerate() {
+            rec.extend(
+                probs[c][r * k..(r + 1) * k]
+                    .iter()
+                    .map(|v| format!("{v:.6}")),
+            );
+        }
         w.write_record(&rec)?;
     }
     crate::util::write_atomic(path, &w.into_inner()?)
@@ -146,34 +387,47 @@ pub fn write_probs_csv(
     Ok(())
 }
 
-/// A path (relative to the dataset root) and its class probabilities.
-pub type ProbRow = (String, Vec<f32>);
+/// A path (relative to the dataset root) and its probabilities per label column.
+pub type ProbRow = (String, Vec<Vec<f32>>);
 
-/// Reads a probabilities CSV: rows of (path, probabilities in `classes` order). Every class must
-/// have a column; rows are renormalised to sum to 1 (CSV rounding). Also returns the rows that
-/// could not be read, in words.
-pub fn read_probs_csv(
-    path: &Path,
-    classes: &[String],
-) -> anyhow::Result<(Vec<ProbRow>, Vec<String>)> {
+/// Reads a probabilities CSV: a `path` column and one column per class (other columns, e.g.
+/// `label` or `predicted`, are ignored); for a composite label, one per `column=value`, or
+/// else one per joint class (then each column's are their sums). Each distribution is
+/// renormalised to sum to 1 (CSV rounding). Also returns the rows that could not be read, in
+/// words.
+pub fn read_probs_csv(path: &Path, layout: &Layout) -> anyhow::Result<(Vec<ProbRow>, Vec<String>)> {
     let mut r = csv::Reader::from_path(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let headers = r.headers()?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let path_col =
         col("path").ok_or_else(|| anyhow::anyhow!("{} has no `path` column", path.display()))?;
-    let missing: Vec<&str> = classes
+    let per_value = prob_headers(layout);
+    // A composite label's probabilities come per column value, or as joint classes.
+    let joint = layout.is_composite() && per_value.iter().any(|h| col(h).is_none());
+    let wanted = if joint { &layout.classes } else { &per_value };
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|c| col(c).is_none())
         .map(String::as_str)
         .collect();
     anyhow::ensure!(
         missing.is_empty(),
-        "{} has no column for the classes {} (it needs a path column and one per class)",
+        "{} has no column for the classes {} (it needs a path column and one per class{})",
         path.display(),
-        missing.join(", ")
+        missing.join(", "),
+        if layout.is_composite() {
+            ", or one per column=value"
+        } else {
+            ""
+        }
     );
-    let cols: Vec<usize> = classes.iter().map(|c| col(c).unwrap_or(0)).collect();
+    let cols: Vec<usize> = wanted.iter().map(|c| col(c).unwrap_or(0)).collect();
+    let widths: Vec<usize> = if joint {
+        vec![layout.classes.len()]
+    } else {
+        layout.columns.iter().map(|c| c.values.len()).collect()
+    };
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for (n, rec) in r.records().enumerate() {
@@ -189,20 +443,32 @@ pub fn read_probs_csv(
             .iter()
             .map(|&c| rec.get(c).unwrap_or("").trim().parse::<f32>())
             .collect();
-        match p {
-            Ok(p)
-                if p.iter().all(|v| v.is_finite() && *v >= 0.0) && p.iter().sum::<f32>() > 0.0 =>
-            {
-                let s: f32 = p.iter().sum();
-                let rel = crate::dataset::scan::normalize(Path::new(
-                    rec.get(path_col).unwrap_or("").trim(),
-                ));
-                rows.push((path_str(&rel), p.iter().map(|v| v / s).collect()));
+        let Ok(p) = p else {
+            problems.push(format!("line {line}: not a row of numbers"));
+            continue;
+        };
+        let mut parts = Vec::new();
+        let mut rest = p.as_slice();
+        for &k in &widths {
+            let (this, next) = rest.split_at(k);
+            rest = next;
+            let s: f32 = this.iter().sum();
+            if this.iter().all(|v| v.is_finite() && *v >= 0.0) && s > 0.0 {
+                parts.push(this.iter().map(|v| v / s).collect::<Vec<f32>>());
             }
-            _ => problems.push(format!(
-                "line {line}: not a row of non-negative probabilities"
-            )),
         }
+        if parts.len() < widths.len() {
+            problems.push(format!(
+                "line {line}: not a row of non-negative probabilities"
+            ));
+            continue;
+        }
+        if joint {
+            parts = layout.columns_from_joint(&parts[0]);
+        }
+        let rel =
+            crate::dataset::scan::normalize(Path::new(rec.get(path_col).unwrap_or("").trim()));
+        rows.push((path_str(&rel), parts));
     }
     Ok((rows, problems))
 }
@@ -216,7 +482,7 @@ pub fn save_run(
     ds: &Dataset,
     how: serde_json::Value,
     samples: &[usize],
-    probs: &[f32],
+    probs: &[Vec<f32>],
     findings: &Findings,
 ) -> anyhow::Result<std::path::PathBuf> {
     let dir = crate::util::new_dir(issues_dir, name)?;
@@ -232,12 +498,14 @@ pub fn save_run(
         &serde_json::to_vec_pretty(&config)?,
     )?;
     write_probs_csv(&dir.join("pred_probs.csv"), ds, samples, probs)?;
-    write_csv(&dir.join("issues.csv"), findings)?;
+    write_csv(&dir.join(ISSUES_CSV), ds, findings)?;
     crate::util::write_atomic(&dir.join(FINDINGS), &serde_json::to_vec(findings)?)?;
     Ok(dir)
 }
 
 const FINDINGS: &str = "findings.json";
+/// The full ranking of a search, in its folder (see [`write_csv`]).
+pub const ISSUES_CSV: &str = "issues.csv";
 
 /// The newest search kept under `issues_dir` (by when its findings were written), if any.
 pub fn latest(issues_dir: &Path) -> anyhow::Result<Option<(Findings, std::path::PathBuf)>> {

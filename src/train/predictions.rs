@@ -91,23 +91,6 @@ impl Predictions {
     }
 }
 
-/// The header of each column value's probability (`gender=female`).
-fn value_header(column: &Column, value: &str) -> String {
-    format!("{}={value}", column.name)
-}
-
-/// The probability headers after the classes': one per value of each column of a composite label.
-fn column_headers(layout: &Layout) -> Vec<String> {
-    if !layout.is_composite() {
-        return Vec::new();
-    }
-    layout
-        .columns
-        .iter()
-        .flat_map(|c| c.values.iter().map(move |v| value_header(c, v)))
-        .collect()
-}
-
 fn numbers(p: &Probabilities) -> impl Iterator<Item = String> + '_ {
     p.joint
         .iter()
@@ -124,7 +107,7 @@ pub fn write_labelled(
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["path".to_string(), "label".into(), "predicted".into()];
     header.extend(layout.classes.iter().cloned());
-    header.extend(column_headers(layout));
+    header.extend(layout.value_headers());
     w.write_record(&header)?;
     for (file, label, p) in rows {
         let mut rec = vec![
@@ -172,7 +155,7 @@ pub fn read_labelled(path: &Path, label_columns: &[String]) -> anyhow::Result<Pr
         .map(str::to_string)
         .collect();
     let layout = Layout::new(&classes, label_columns);
-    let expected = column_headers(&layout);
+    let expected = layout.value_headers();
     let stored: Vec<&str> = header.iter().skip(3 + classes.len()).collect();
     anyhow::ensure!(
         stored.is_empty() || stored == expected,
@@ -255,7 +238,7 @@ pub fn write_folder(
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["path".to_string(), "predicted".into(), "confidence".into()];
     header.extend(layout.classes.iter().cloned());
-    let values = column_headers(layout);
+    let values = layout.value_headers();
     let width = layout.classes.len() + values.len();
     header.extend(values);
     header.push("error".into());

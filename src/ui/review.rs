@@ -2,11 +2,15 @@
 //! background thread, then a review queue shows the most suspicious image first, large, with the
 //! given and suggested labels, their confidences and neighbours of the suggested class.
 //!
-//! Keys: A accepts the suggestion, 1-9 pick a class, X excludes, Space keeps the given label
-//! (marked checked), J/K or arrows skip. Every decision is a journal step (undo with Ctrl+Z), and
-//! the queue is derived from the journal: an image is reviewed when its label changed since the
-//! search, or it is excluded or checked. So decisions persist, and a new search after fixes does
-//! not ask about kept images again.
+//! On a composite label a suspect names one attribute ("gender: female -> male?"), and deciding
+//! changes only that part of the label; a group whose photos are suspected together (a person's
+//! gender wrong on all seven) is one entry, decided for all its photos in one step.
+//!
+//! Keys: A accepts the suggestion, 1-9 pick a value (a class), X excludes, Space keeps the given
+//! label (marked checked), J/K or arrows skip. Every decision is a journal step (undo with
+//! Ctrl+Z), and the queue is derived from the journal: an image is reviewed when its value
+//! changed since the search, or it is excluded or checked. So decisions persist, and a new
+//! search after fixes does not ask about kept images again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,22 +23,28 @@ use super::browse::Viewer;
 use super::command::{Command, Commands};
 use super::keys;
 use super::thumbs::Thumbs;
+use crate::dataset::scan::label_parts;
 use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::quality::confident::{Method, RankBy};
-use crate::quality::issues::{self, Findings};
+use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
 use crate::train::config::{default_weights, ModelKind, OofConfig};
 use crate::train::protocol::{Event, Job as EngineJob, JobResult};
 
-/// One suspected label error, as the search left it.
+/// One suspected label error, as the search left it: one image, or a group's photos.
 #[derive(Debug, Clone)]
 pub struct Suspect {
-    pub sample: usize,
-    /// The label when the search ran.
+    pub samples: Vec<usize>,
+    /// The label column suspected (0 for a single label column).
+    pub column: usize,
+    /// Its value when the search ran.
     pub given: String,
     pub suggested: String,
     pub given_confidence: f32,
     pub suggested_confidence: f32,
+    pub why: Why,
+    /// The group judged as a whole.
+    pub group: Option<String>,
 }
 
 enum JobMsg {
@@ -144,10 +154,13 @@ impl Review {
         });
     }
 
-    /// Whether the sample was decided since the search: relabelled, excluded or checked.
+    /// Whether the suspect was decided since the search: each of its images relabelled (in the
+    /// suspected column), excluded or checked.
     fn reviewed(ws: &Workspace, s: &Suspect) -> bool {
-        let f = ws.flags[s.sample];
-        f.excluded || f.checked || ws.labels[s.sample] != s.given
+        s.samples.iter().all(|&i| {
+            let f = ws.flags[i];
+            f.excluded || f.checked || value(ws, i, s.column) != s.given
+        })
     }
 
     /// Queue entries not yet decided, in rank order.
@@ -163,7 +176,7 @@ impl Review {
         remaining
             .iter()
             .copied()
-            .find(|&q| !self.skipped.contains(&self.queue[q].sample))
+            .find(|&q| !self.skipped.contains(&self.queue[q].samples[0]))
             .or_else(|| remaining.first().copied())
     }
 
@@ -307,23 +320,38 @@ impl Review {
         }
     }
 
-    /// Fills the queue from a search's findings (their paths are the window's samples).
+    /// Fills the queue from a search's findings (their paths are the window's samples); the
+    /// photos of a group suspected together become one entry, where its first one ranked.
     pub fn set_findings(&mut self, ws: &Workspace, findings: &Findings) {
-        self.queue = findings
-            .issues
-            .iter()
-            .filter_map(|i| {
-                ws.index_of(&i.path).map(|sample| Suspect {
-                    sample,
-                    given: i.given.clone(),
-                    suggested: i.suggested.clone(),
-                    given_confidence: i.self_confidence,
-                    suggested_confidence: i.suggested_confidence,
-                })
-            })
-            .collect();
+        let names = &ws.dataset.label_columns;
+        let mut queue: Vec<Suspect> = Vec::new();
+        let mut group_entry: std::collections::HashMap<(String, String), usize> =
+            Default::default();
+        for i in &findings.issues {
+            let Some(sample) = ws.index_of(&i.path) else {
+                continue;
+            };
+            if let Some(g) = &i.group {
+                if let Some(&q) = group_entry.get(&(g.clone(), i.column.clone())) {
+                    queue[q].samples.push(sample);
+                    continue;
+                }
+                group_entry.insert((g.clone(), i.column.clone()), queue.len());
+            }
+            queue.push(Suspect {
+                samples: vec![sample],
+                column: names.iter().position(|c| *c == i.column).unwrap_or(0),
+                given: i.given.clone(),
+                suggested: i.suggested.clone(),
+                given_confidence: i.self_confidence,
+                suggested_confidence: i.suggested_confidence,
+                why: i.why,
+                group: i.group.clone(),
+            });
+        }
+        self.queue = queue;
         self.per_class = findings.per_class.clone();
-        self.flagged = findings.issues.len();
+        self.flagged = self.queue.len();
         self.skipped.clear();
     }
 
@@ -420,14 +448,26 @@ impl Review {
         };
         self.keys(ui.ctx(), ws, q, cmds);
         let s = self.queue[q].clone();
-        let path = ws.path(s.sample);
+        let first = s.samples[0];
+        let paths: Vec<String> = s.samples.iter().map(|&i| ws.path(i)).collect();
+        let composite = ws.dataset.label_columns.len() > 1;
+        let column = ws.dataset.label_columns[s.column].as_str();
+        let what = match &s.group {
+            Some(g) => format!("group {g}: {} photos", s.samples.len()),
+            None => paths[0].clone(),
+        };
         ui.label(
-            RichText::new(format!("#{} of {}   ·   {path}", q + 1, self.queue.len())).monospace(),
+            RichText::new(format!("#{} of {}   ·   {what}", q + 1, self.queue.len())).monospace(),
         );
         ui.horizontal(|ui| {
+            let attribute = if composite {
+                format!("{column}: ")
+            } else {
+                String::new()
+            };
             ui.label(
                 RichText::new(format!(
-                    "given: {}  ({})",
+                    "{attribute}given: {}  ({})",
                     s.given,
                     percent(s.given_confidence)
                 ))
@@ -444,58 +484,83 @@ impl Review {
                 .strong(),
             );
         });
+        let why = match (s.why, &s.group) {
+            (Why::GroupMajority, _) => {
+                "its group's other photos say otherwise (probabilities: the model's)".to_string()
+            }
+            (Why::Model, Some(_)) => format!(
+                "the model, on the group's photos together, doubts the {}",
+                if composite { column } else { "label" }
+            ),
+            (Why::Model, None) => "the model, which never saw this image, doubts it".into(),
+        };
+        ui.label(RichText::new(why).small().weak());
         ui.horizontal(|ui| {
-            if ui.button(format!("A  accept {}", s.suggested)).clicked() {
-                cmds.push(LabelCmd::Relabel {
-                    paths: vec![path.clone()],
-                    class: s.suggested.clone(),
-                });
+            let all = if s.samples.len() > 1 {
+                format!(" for all {}", s.samples.len())
+            } else {
+                String::new()
+            };
+            if ui
+                .button(format!("A  accept {}{all}", s.suggested))
+                .clicked()
+            {
+                cmds.push(set_value(ws, paths.clone(), s.column, &s.suggested));
             }
             if ui.button("Space  keep given").clicked() {
                 cmds.push(LabelCmd::Check {
-                    paths: vec![path.clone()],
+                    paths: paths.clone(),
                     checked: true,
                 });
             }
             if ui.button("X  exclude").clicked() {
                 cmds.push(LabelCmd::Exclude {
-                    paths: vec![path.clone()],
+                    paths: paths.clone(),
                     excluded: true,
                 });
             }
             if ui.button("J  skip").clicked() {
-                self.skipped.insert(s.sample);
+                self.skipped.insert(first);
             }
+            let other = if composite {
+                format!("other {column}…")
+            } else {
+                "other class…".to_string()
+            };
             egui::ComboBox::from_id_salt("review-pick")
-                .selected_text("other class…")
+                .selected_text(other)
                 .show_ui(ui, |ui| {
-                    for (k, c) in ws.classes.iter().enumerate() {
+                    for (k, v) in values(ws, s.column).iter().enumerate() {
                         let key = if k < 9 {
                             format!("{}  ", k + 1)
                         } else {
                             String::new()
                         };
-                        if ui.selectable_label(false, format!("{key}{c}")).clicked() {
-                            cmds.push(LabelCmd::Relabel {
-                                paths: vec![path.clone()],
-                                class: c.clone(),
-                            });
+                        if ui.selectable_label(false, format!("{key}{v}")).clicked() {
+                            cmds.push(set_value(ws, paths.clone(), s.column, v));
                         }
                     }
                 });
         });
         ui.separator();
-        let abs = ws.dataset.abs_path(&ws.dataset.samples[s.sample].path);
-        // Neighbours: the first images currently labelled as the suggested class, as many as fit.
+        let abs = ws.dataset.abs_path(&ws.dataset.samples[first].path);
+        // Neighbours: a group's other photos, else the first images whose value is the
+        // suggested one, as many as fit.
         let fit =
             ((ui.available_width() / (NEIGHBOUR + ui.spacing().item_spacing.x)) as usize).max(1);
-        let neighbours: Vec<usize> = (0..ws.labels.len())
-            .filter(|&i| i != s.sample && ws.labels[i] == s.suggested && !ws.flags[i].excluded)
-            .take(fit)
-            .collect();
+        let neighbours: Vec<usize> = if s.samples.len() > 1 {
+            s.samples[1..].iter().copied().take(fit).collect()
+        } else {
+            (0..ws.labels.len())
+                .filter(|&i| {
+                    i != first && !ws.flags[i].excluded && value(ws, i, s.column) == s.suggested
+                })
+                .take(fit)
+                .collect()
+        };
         thumbs.want(
             ui.ctx(),
-            std::iter::once((s.sample, abs.clone())).chain(
+            std::iter::once((first, abs.clone())).chain(
                 neighbours
                     .iter()
                     .map(|&i| (i, ws.dataset.abs_path(&ws.dataset.samples[i].path))),
@@ -503,8 +568,8 @@ impl Review {
         );
         let tex = self
             .viewer
-            .get(ui.ctx(), s.sample, abs)
-            .or_else(|| thumbs.get(s.sample).cloned());
+            .get(ui.ctx(), first, abs)
+            .or_else(|| thumbs.get(first).cloned());
         let side = (ui.available_height() - 140.0).clamp(120.0, 520.0);
         match tex {
             Some(t) => {
@@ -516,7 +581,13 @@ impl Review {
                 ui.spinner();
             }
         }
-        ui.label(format!("images labelled {}:", s.suggested));
+        ui.label(if s.samples.len() > 1 {
+            "the group's other photos:".to_string()
+        } else if composite {
+            format!("images whose {column} is {}:", s.suggested)
+        } else {
+            format!("images labelled {}:", s.suggested)
+        });
         ui.horizontal(|ui| {
             for &i in &neighbours {
                 match thumbs.get(i) {
@@ -570,36 +641,31 @@ impl Review {
             return;
         }
         let s = &self.queue[q];
-        let path = ws.path(s.sample);
+        let paths: Vec<String> = s.samples.iter().map(|&i| ws.path(i)).collect();
+        let values = values(ws, s.column);
         ctx.input_mut(|i| {
             if i.consume_key(Modifiers::NONE, Key::A) {
-                cmds.push(LabelCmd::Relabel {
-                    paths: vec![path.clone()],
-                    class: s.suggested.clone(),
-                });
+                cmds.push(set_value(ws, paths.clone(), s.column, &s.suggested));
             }
             if i.consume_key(Modifiers::NONE, Key::Space) {
                 cmds.push(LabelCmd::Check {
-                    paths: vec![path.clone()],
+                    paths: paths.clone(),
                     checked: true,
                 });
             }
             if i.consume_key(Modifiers::NONE, Key::X) {
                 cmds.push(LabelCmd::Exclude {
-                    paths: vec![path.clone()],
+                    paths: paths.clone(),
                     excluded: true,
                 });
             }
-            if let Some(class) = keys::class_key(i, &ws.classes) {
-                cmds.push(LabelCmd::Relabel {
-                    paths: vec![path.clone()],
-                    class: class.clone(),
-                });
+            if let Some(v) = keys::class_key(i, &values) {
+                cmds.push(set_value(ws, paths.clone(), s.column, v));
             }
             if i.consume_key(Modifiers::NONE, Key::J)
                 || i.consume_key(Modifiers::NONE, Key::ArrowRight)
             {
-                self.skipped.insert(s.sample);
+                self.skipped.insert(s.samples[0]);
             }
             if i.consume_key(Modifiers::NONE, Key::K)
                 || i.consume_key(Modifiers::NONE, Key::ArrowLeft)
@@ -608,5 +674,40 @@ impl Review {
                 self.skipped.clear();
             }
         });
+    }
+}
+
+/// Sample `i`'s value in label column `column` (its class for a single column).
+fn value(ws: &Workspace, i: usize, column: usize) -> String {
+    let n = ws.dataset.label_columns.len();
+    label_parts(&ws.labels[i], n)
+        .into_iter()
+        .nth(column)
+        .unwrap_or_default()
+}
+
+/// The values a suspect's column can take, in the keys' order (the classes for a single column).
+fn values(ws: &Workspace, column: usize) -> Vec<String> {
+    ws.layout()
+        .columns
+        .into_iter()
+        .nth(column)
+        .map_or_else(Vec::new, |c| c.values)
+}
+
+/// Setting a suspect's column to `value` on its images: a relabel for a single label column,
+/// one attribute (the others kept) for a composite one; one undo step either way.
+fn set_value(ws: &Workspace, paths: Vec<String>, column: usize, value: &str) -> LabelCmd {
+    if ws.dataset.label_columns.len() > 1 {
+        LabelCmd::SetColumn {
+            paths,
+            column,
+            value: value.to_string(),
+        }
+    } else {
+        LabelCmd::Relabel {
+            paths,
+            class: value.to_string(),
+        }
     }
 }
