@@ -8,8 +8,9 @@ use egui_plot::{Plot, PlotPoint, Points, Polygon};
 use super::app::class_color;
 use super::command::{BrowseFilter, Command, Commands};
 use super::plots::{finite, Extent};
+use crate::dataset::groups::GroupCheck;
 use crate::dataset::stats::{aspect_bin, aspect_bin_name, Count};
-use crate::dataset::workspace::Workspace;
+use crate::dataset::workspace::{LabelCmd, Workspace};
 
 #[derive(Default)]
 pub struct Distribution {
@@ -220,6 +221,9 @@ impl Distribution {
                         });
                     }
                 }
+                if let Some(check) = &s.groups {
+                    group_table(ui, ws, check, &mut action, cmds);
+                }
             });
         if let Some(filter) = action {
             cmds.push(Command::Browse(filter));
@@ -393,4 +397,88 @@ fn count_table(ui: &mut egui::Ui, id: &str, counts: &[Count]) -> Option<String> 
         }
     });
     clicked
+}
+
+/// With a group column: which label columns belong to the group, and the images whose value
+/// differs from their group's majority, each with a button that sets it to the group's value.
+fn group_table(
+    ui: &mut egui::Ui,
+    ws: &Workspace,
+    check: &GroupCheck,
+    action: &mut Option<BrowseFilter>,
+    cmds: &mut Commands,
+) {
+    let group_col = match &ws.dataset.source {
+        crate::dataset::Source::Csv(c) => c.group_col.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    ui.add_space(8.0);
+    ui.heading(format!("Groups (column “{group_col}”)"));
+    egui::Grid::new("group-columns")
+        .striped(true)
+        .show(ui, |ui| {
+            for c in &check.columns {
+                ui.label(&c.name);
+                ui.label(format!(
+                    "the same on every image of {:.0}% of {} groups",
+                    100.0 * c.agreeing,
+                    c.groups
+                ));
+                ui.label(if c.is_group_level() {
+                    "belongs to the group"
+                } else {
+                    "varies within groups"
+                });
+                ui.end_row();
+            }
+        });
+    let d = &check.disagreements;
+    ui.label(
+        RichText::new(format!(
+            "{} image(s) disagree with their group's majority",
+            d.len()
+        ))
+        .strong(),
+    );
+    egui::Grid::new("group-disagreements")
+        .striped(true)
+        .show(ui, |ui| {
+            for x in d.iter().take(500) {
+                let column = &check.columns[x.column].name;
+                let path = ws.path(x.sample);
+                if ui
+                    .link(&path)
+                    .on_hover_text("show the group's images in Browse")
+                    .clicked()
+                {
+                    let paths = (0..ws.dataset.samples.len())
+                        .filter(|&i| ws.dataset.samples[i].group.as_deref() == Some(&x.group))
+                        .map(|i| ws.path(i))
+                        .collect();
+                    *action = Some(BrowseFilter::Paths {
+                        title: format!("group {}", x.group),
+                        paths,
+                    });
+                }
+                ui.label(format!("{column}: {}", x.value));
+                ui.label(format!(
+                    "group {} says {} ({} of {})",
+                    x.group, x.majority, x.support.0, x.support.1
+                ));
+                if ui
+                    .button(format!("set to {}", x.majority))
+                    .on_hover_text(format!(
+                        "set this image's {column}, keeping its other columns"
+                    ))
+                    .clicked()
+                {
+                    cmds.push(LabelCmd::SetColumn {
+                        paths: vec![path],
+                        column: x.column,
+                        value: x.majority.clone(),
+                    });
+                }
+                ui.end_row();
+            }
+        });
 }
