@@ -124,21 +124,21 @@ pub struct LoupeApp {
 }
 
 impl LoupeApp {
-    /// The app as `loupe [PATH]` starts it: settings restored from eframe storage.
-    /// The app as `loupe [PATH]` starts it: settings restored from eframe storage; without a
-    /// path, the start page.
+    /// The app as `loupe [PATH]` starts it: settings restored from eframe storage (before
+    /// PATH opens: a CSV opened before gets its columns from the recent list); without a path,
+    /// the start page.
     pub fn new(cc: &eframe::CreationContext<'_>, path: Option<PathBuf>) -> Self {
         let settings: Settings = cc
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
-        let mut app = match path {
-            Some(path) => Self::open(cc.egui_ctx.clone(), path),
-            None => Self::start_page_with(Setup::default()),
-        };
+        let mut app = Self::start_page_with(Setup::default());
         app.browse.tile = settings.tile;
         app.tab = settings.tab;
         app.settings = settings;
+        if let Some(path) = path {
+            app.open_path(&cc.egui_ctx, path);
+        }
         app
     }
 
@@ -198,12 +198,13 @@ impl LoupeApp {
     /// path is file I/O, done off the UI thread like everything else.
     fn open_path(&mut self, ctx: &egui::Context, path: PathBuf) {
         self.path = path.clone();
+        let recent = self.settings.recent.clone();
         self.pick_in_background(ctx, move || {
             let csv = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             Some(if csv && path.is_file() {
-                Picked::Csv(CsvSetup::read(path))
+                Picked::Csv(CsvSetup::read(path).map(|s| s.recall(&recent)))
             } else {
                 Picked::Dataset(
                     crate::dataset::source_for(&path).map_err(|e| (path, e.to_string())),
@@ -429,12 +430,13 @@ impl LoupeApp {
     }
 
     fn ask_csv(&mut self, ctx: &egui::Context) {
-        self.pick_in_background(ctx, || {
+        let recent = self.settings.recent.clone();
+        self.pick_in_background(ctx, move || {
             let csv = rfd::FileDialog::new()
                 .set_title("Open a CSV of labels")
                 .add_filter("CSV", &["csv"])
                 .pick_file()?;
-            Some(Picked::Csv(CsvSetup::read(csv)))
+            Some(Picked::Csv(CsvSetup::read(csv).map(|s| s.recall(&recent))))
         });
     }
 

@@ -50,6 +50,8 @@ pub struct CsvSetup {
     pub path_col: usize,
     pub label_cols: Vec<bool>,
     pub group_col: Option<usize>,
+    /// The columns are the ones last used for this CSV, not a guess.
+    pub recalled: bool,
 }
 
 /// What the dialog ended with.
@@ -140,7 +142,36 @@ impl CsvSetup {
             path_col,
             label_cols,
             group_col,
+            recalled: false,
         }
+    }
+
+    /// The columns this CSV was last opened with, from `recent`, instead of the guess (when
+    /// they still exist); the dialog still asks. Compares canonical paths: file I/O, so called
+    /// off the UI thread with `read`.
+    pub fn recall(mut self, recent: &[Source]) -> CsvSetup {
+        let here = std::fs::canonicalize(&self.csv).ok();
+        let last = recent.iter().find_map(|s| match s {
+            Source::Csv(c) if here.is_some() && std::fs::canonicalize(&c.csv).ok() == here => {
+                Some(c)
+            }
+            _ => None,
+        });
+        let Some(last) = last else { return self };
+        let col = |name: &str| self.headers.iter().position(|h| h == name);
+        let labels: Option<Vec<usize>> = last.label_cols.iter().map(|l| col(l)).collect();
+        let group = last.group_col.as_deref().map(col);
+        if let (Some(path), Some(labels), None | Some(Some(_))) =
+            (col(&last.path_col), labels, group)
+        {
+            self.path_col = path;
+            self.label_cols = (0..self.headers.len())
+                .map(|k| labels.contains(&k))
+                .collect();
+            self.group_col = group.flatten();
+            self.recalled = true;
+        }
+        self
     }
 
     /// The dataset source the choices make, when there is a label column.
@@ -168,11 +199,12 @@ impl CsvSetup {
         let mut outcome = None;
         egui::Modal::new(egui::Id::unique("csv_setup")).show(ctx, |ui| {
             ui.heading(format!("Columns of {}", self.csv.display()));
-            ui.label(
-                RichText::new("Guessed from the first rows: check them before opening.")
-                    .small()
-                    .weak(),
-            );
+            let how = if self.recalled {
+                "As you last opened it: check them before opening."
+            } else {
+                "Guessed from the first rows: check them before opening."
+            };
+            ui.label(RichText::new(how).small().weak());
             egui::Grid::new("csv_cols").show(ui, |ui| {
                 let l = ui.label("Image path");
                 egui::ComboBox::from_id_salt("path_col")
@@ -308,6 +340,42 @@ mod tests {
             (src.path_col.as_str(), src.label_cols),
             ("b", vec!["c".to_string()])
         );
+    }
+
+    #[test]
+    fn a_csv_opened_before_gets_its_last_columns_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("labels.csv");
+        let text = "path,id,tone,gender,kind\na.png,s,light,man,person\nb.png,s,dark,man,person\n";
+        std::fs::write(&csv, text).unwrap();
+        let read = || CsvSetup::read(csv.clone()).unwrap();
+        let guessed = read();
+        assert!(!guessed.recalled);
+        assert_eq!(guessed.label_cols, [false, false, false, true, false]);
+        let last = |labels: &[&str], group: Option<&str>| {
+            Source::Csv(CsvSource {
+                // Another spelling of the same file.
+                csv: dir.path().join(".").join("labels.csv"),
+                path_col: "path".into(),
+                label_cols: labels.iter().map(|l| l.to_string()).collect(),
+                group_col: group.map(str::to_string),
+            })
+        };
+        let other = Source::ImageFolder {
+            root: dir.path().into(),
+        };
+        let s = read().recall(&[other.clone(), last(&["tone", "gender", "kind"], Some("id"))]);
+        assert!(s.recalled);
+        assert_eq!(s.label_cols, [false, false, true, true, true]);
+        assert_eq!(s.group_col, Some(1));
+        // A column that no longer exists: the guess stands.
+        let s = read().recall(&[last(&["tone", "age"], None)]);
+        assert_eq!(
+            (s.recalled, s.label_cols),
+            (false, guessed.label_cols.clone())
+        );
+        let s = read().recall(&[other]);
+        assert!(!s.recalled);
     }
 
     #[test]
