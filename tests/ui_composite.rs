@@ -190,6 +190,7 @@ fn evaluate_shows_each_column_and_relabels_one_attribute_from_a_cell() {
     h.step();
     assert_eq!(h.state().evaluate.gallery_items().len(), females.len());
     assert!(!females.is_empty(), "a trained run gets some gender right");
+    h.get_by_label_contains("then 1-9 set gender");
     // 2 in the gender view sets the gender, nothing else.
     let first = &females[0];
     h.get_by_label_contains(&format!("{first} [")).click();

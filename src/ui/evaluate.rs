@@ -488,10 +488,15 @@ impl Evaluate {
             }
         };
         ui.label(RichText::new(title).strong());
+        // In a column's view the number keys set that column only (see `keys`).
+        let keys = match self.column.and_then(|c| ws.dataset.label_columns.get(c)) {
+            Some(name) => format!("1-9 set {name}"),
+            None => "1-9 relabel".into(),
+        };
         ui.label(
-            RichText::new(
-                "click an image, then 1-9 relabel · Space keep (checked) · X exclude · Ctrl+Z undo",
-            )
+            RichText::new(format!(
+                "click an image, then {keys} · Space keep (checked) · X exclude · Ctrl+Z undo"
+            ))
             .small(),
         );
         let items: Vec<(String, usize, usize, f32)> = self
