@@ -24,6 +24,10 @@ const HELLO_LIMIT: Duration = Duration::from_secs(60);
 /// Lines of the engine's stderr kept for a failure message.
 const STDERR_TAIL: usize = 12;
 
+/// How long a failure message waits for the rest of a dead engine's stderr: only a process the
+/// engine started and left running can keep it open that long.
+const STDERR_GRACE: Duration = Duration::from_secs(5);
+
 /// Called after each event, from the listening thread (a repaint request in the window).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
@@ -106,7 +110,10 @@ impl Engine {
 
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let t = tail.clone();
+        // Dropped when stderr ends, so that a failure message waits for the engine's last words.
+        let (stderr_open, stderr_done) = mpsc::channel::<()>();
         spawn_named("loupe-engine-stderr", move || {
+            let _open = stderr_open;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
                 if t.len() == STDERR_TAIL {
@@ -144,6 +151,7 @@ impl Engine {
             wake,
             child: handle.child.clone(),
             tail,
+            stderr_done,
             said_hello,
             hung,
             training: matches!(job, Job::Train { .. } | Job::Resume { .. }),
@@ -236,6 +244,8 @@ struct Listener {
     wake: Option<Wake>,
     child: Arc<Mutex<Option<Child>>>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Disconnects once the stderr reader has read everything.
+    stderr_done: Receiver<()>,
     said_hello: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
     training: bool,
@@ -285,6 +295,9 @@ impl Listener {
         let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
         let status = child.and_then(|mut c| c.wait().ok());
         if !ended {
+            // The stderr reader may still be reading the last lines: wait for its end of file
+            // (at once once the process has exited, unless a process it started holds stderr).
+            let _ = self.stderr_done.recv_timeout(STDERR_GRACE);
             let message = self.obituary(status, run_dir.as_deref());
             self.emit(Event::Failed { message });
         }
