@@ -142,18 +142,13 @@ impl LoupeApp {
         app
     }
 
-    /// Opens the dataset at `path` (a folder of class folders, or a CSV: then its columns are
-    /// asked for) in the background.
-    pub fn open(ctx: egui::Context, path: PathBuf) -> Self {
-        Self::open_with(ctx, path, Setup::default())
-    }
-
     /// No dataset yet: the start page.
     pub fn start_page_with(setup: Setup) -> Self {
         Self::blank(PathBuf::new(), setup)
     }
 
-    /// [`Self::open`] with its own engine and thumbnail cache (tests).
+    /// Opens the dataset at `path` (a folder of class folders, or a CSV: then its columns are
+    /// asked for) in the background, with its own engine and thumbnail cache (tests).
     pub fn open_with(ctx: egui::Context, path: PathBuf, setup: Setup) -> Self {
         let mut app = Self::blank(path.clone(), setup);
         app.open_path(&ctx, path);
