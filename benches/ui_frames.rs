@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
-use loupe::ui::LoupeApp;
+use loupe::ui::{LoupeApp, Setup};
 
 fn main() {
     let root = std::env::var_os("LOUPE_BENCH_DIR")
@@ -24,7 +24,7 @@ fn main() {
         root.display()
     );
     let t = Instant::now();
-    let app = LoupeApp::open(egui::Context::default(), root.clone());
+    let app = LoupeApp::open_with(egui::Context::default(), root.clone(), Setup::default());
     // (The harness runs frames until the app settles, i.e. through the whole load: the time to
     // the first frame is measured on the real binary instead, see benches/RESULTS.md.)
     let mut h = Harness::builder()
