@@ -54,7 +54,9 @@ fn all_rows(csv_path: &Path) -> Vec<csv::StringRecord> {
             "suggested",
             "score",
             "rank",
-            "flagged"
+            "flagged",
+            "p_given",
+            "p_suggested"
         ]
     );
     r.records().map(Result::unwrap).collect()
@@ -124,6 +126,8 @@ fn given_probabilities_are_ranked_and_odd_rows_reported() {
         probs.to_str().unwrap(),
         "--out",
         out_csv.to_str().unwrap(),
+        "--top",
+        "5",
     ]);
     assert!(
         out.status.success(),
@@ -143,6 +147,23 @@ fn given_probabilities_are_ranked_and_odd_rows_reported() {
     assert_eq!(rows.len(), 60);
     let scores: Vec<f64> = rows[3..].iter().map(|r| r[4].parse().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] <= w[1]), "{scores:?}");
+    // With the probabilities of the given and the suggested value: a flip's given value is
+    // the model's 5-10%, its suggestion 80-89%; past the flips the model agrees with the label.
+    let p = |r: &csv::StringRecord, k: usize| r[k].parse::<f64>().unwrap();
+    assert!(rows[..3]
+        .iter()
+        .all(|r| p(r, 7) <= 0.1 && p(r, 8) >= 0.8 && p(r, 8) < 0.9));
+    assert!(rows[3..].iter().all(|r| r[2] == r[3] && p(r, 7) == p(r, 8)));
+    // --top 5 prints the three flagged, where they end, and two more.
+    let printed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| rows.iter().any(|r| l.contains(&r[0])))
+        .collect();
+    assert_eq!(printed.len(), 5, "{stdout}");
+    assert!(printed[3].contains(&rows[3][0]), "{stdout}");
+    let stop = stdout.find("the flagged ones end here").expect(&stdout);
+    assert!(stdout.find(printed[2]).unwrap() < stop && stop < stdout.find(printed[3]).unwrap());
+    assert!(stdout.contains("55 more in issues.csv"), "{stdout}");
     assert_planted_on_top(&list, &planted);
     assert!(
         stdout.contains("3 suspected label errors among 60 images"),

@@ -1,6 +1,7 @@
 //! The Issues tab: a search from the window finds planted label flips in real photos, the queue
-//! keys decide through the journal (undoable), and a reopened window goes on where the review
-//! stopped without asking about kept images again.
+//! keys decide through the journal (undoable), the queue goes on past the flagged images through
+//! the whole ranking, and a reopened window goes on where the review stopped without asking
+//! about kept images again.
 
 mod common;
 
@@ -89,18 +90,30 @@ fn queue_keys_decide_through_the_journal_and_undo() {
     let queue: Vec<&str> = findings.issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(queue.len(), 3, "{queue:?}");
     assert_eq!(queue[0], flips[0].0);
+    // Every image is ranked once, the flagged ones first, the rest by falling doubt.
+    let mut ranked: Vec<&str> = findings.ranking.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(&ranked[..3], &queue[..]);
+    assert!(findings.ranking[..3].iter().all(|r| r.flagged));
+    assert!(findings.ranking[3..].iter().all(|r| !r.flagged));
+    assert!(findings.ranking[3..]
+        .windows(2)
+        .all(|w| w[0].score <= w[1].score));
+    ranked.sort();
+    ranked.dedup();
+    assert_eq!(ranked.len(), ds.samples.len());
     h.state_mut().review_findings(&findings);
     h.step();
     assert_eq!(h.state().tab, Tab::Issues);
-    h.get_by_label_contains("reviewed 0 / 3");
-    h.get_by_label_contains("suggested stop: 3 flagged");
+    assert_eq!(h.state().review.queue.len(), ds.samples.len());
+    h.get_by_label_contains("reviewed 0 of 18 ranked");
+    h.get_by_label_contains("suggested stop: 3 flagged, 3 left");
     h.get_by_label_contains(&format!("suggested: {}", flips[0].1));
 
     // A accepts the suggestion.
     h.key_press(Key::A);
     settle(&mut h, idle);
     assert_eq!(store(dir.path()).label(queue[0]).unwrap(), flips[0].1);
-    h.get_by_label_contains("reviewed 1 / 3");
+    h.get_by_label_contains("reviewed 1 of 18 ranked");
     // Space keeps the given label: checked, label unchanged.
     let second = queue[1];
     h.key_press(Key::Space);
@@ -113,13 +126,30 @@ fn queue_keys_decide_through_the_journal_and_undo() {
     h.key_press(Key::X);
     settle(&mut h, idle);
     assert!(store(dir.path()).sample_state(third).excluded);
-    h.get_by_label_contains("All suspects reviewed");
+    h.get_by_label_contains("suggested stop: 3 flagged, 0 left");
+    // Past the stop: the least surely labelled of the rest, which the model does not doubt
+    // (nothing to accept: A does nothing), kept with Space.
+    h.get_by_label_contains("#4 of 18");
+    h.get_by_label_contains("past the suggested stop");
+    let fourth = findings.ranking[3].path.clone();
+    h.get_by_label_contains(&fourth);
+    assert!(h.query_by_label_contains("accept").is_none());
+    h.key_press(Key::A);
+    settle(&mut h, idle);
+    h.get_by_label_contains("reviewed 3 of 18 ranked");
+    h.key_press(Key::Space);
+    settle(&mut h, idle);
+    assert!(store(dir.path()).is_checked(&fourth));
+    h.get_by_label_contains("reviewed 4 of 18 ranked");
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    settle(&mut h, idle);
+    assert!(!store(dir.path()).is_checked(&fourth));
 
     // Ctrl+Z brings the third back to the queue; 1 files it under the first class instead.
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     settle(&mut h, idle);
     assert!(!store(dir.path()).sample_state(third).excluded);
-    h.get_by_label_contains("reviewed 2 / 3");
+    h.get_by_label_contains("suggested stop: 3 flagged, 1 left");
     h.get_by_label_contains(third);
     h.key_press(Key::Num1);
     settle(&mut h, idle);
@@ -131,7 +161,7 @@ fn queue_keys_decide_through_the_journal_and_undo() {
         .click();
     settle(&mut h, idle);
     assert_eq!(store(dir.path()).label(third).unwrap(), flips[2].1);
-    h.get_by_label_contains("reviewed 3 / 3");
+    h.get_by_label_contains("suggested stop: 3 flagged, 0 left");
 }
 
 #[test]
@@ -189,7 +219,7 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
     h.state_mut().tab = Tab::Issues;
     h.step();
     assert_eq!(h.state().review.queue.len(), queue.len());
-    h.get_by_label_contains(&format!("reviewed 2 / {}", queue.len()));
+    h.get_by_label_contains(&format!("reviewed 2 of {} ranked", queue.len()));
     // Searching again (the embeddings are cached) does not ask about the kept image.
     h.state_mut().review.img_size = 96;
     h.get_by_role_and_label(egui::accesskit::Role::Button, "Find label issues")
@@ -203,8 +233,9 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
         .map(|s| h.state().workspace().unwrap().path(s.samples[0]))
         .collect();
     assert!(!again.contains(&queue[1]), "{again:?}");
+    let flagged = &again[..h.state().review.flagged];
     assert!(
-        !again.contains(&queue[0]),
-        "the accepted fix is no longer suspect: {again:?}"
+        !flagged.contains(&queue[0]),
+        "the accepted fix is no longer flagged: {flagged:?}"
     );
 }

@@ -296,6 +296,7 @@ pub(super) fn issues(
     probs: Probabilities,
     (method, rank_by): (Method, RankBy),
     out: Option<&Path>,
+    top: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -339,29 +340,55 @@ pub(super) fn issues(
         );
         return Ok(());
     }
+    let flagged = findings.ranking.iter().filter(|r| r.flagged).count();
     println!(
-        "{} suspected label errors among {} images ({:.1} s):",
+        "{} suspected label errors among {} images ({:.1} s); every image ranked, the first {} \
+         of {} ({flagged} flagged by confident learning: the suggested place to stop):",
         findings.issues.len(),
         findings.examined,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        top.min(findings.ranking.len()),
+        findings.ranking.len(),
     );
     println!(
-        "{:>5}  {:<40} {:<10} {:<16} {:<16} {:>6}",
+        "{:>5}  {:<40} {:<10} {:<16} {:<16} {:>8}",
         "rank", "path", "column", "given", "suggested", "p(given)"
     );
-    for i in findings.issues.iter().take(20) {
-        let why = match (i.why, &i.group) {
-            (Why::GroupMajority, _) => "  (against its group)".to_string(),
-            (Why::Model, Some(g)) => format!("  (group {g})"),
-            (Why::Model, None) => String::new(),
-        };
+    // How each flagged image was judged (against its group, or with its group), by path+column.
+    let why: std::collections::HashMap<(&str, &str), String> = findings
+        .issues
+        .iter()
+        .map(|i| {
+            let why = match (i.why, &i.group) {
+                (Why::GroupMajority, _) => "  (against its group)".to_string(),
+                (Why::Model, Some(g)) => format!("  (group {g})"),
+                (Why::Model, None) => String::new(),
+            };
+            ((i.path.as_str(), i.column.as_str()), why)
+        })
+        .collect();
+    for (r, row) in findings.ranking.iter().enumerate().take(top) {
+        if r == flagged && r > 0 {
+            println!("  ---- the flagged ones end here; below, ranked on but not flagged ----");
+        }
+        let note = why
+            .get(&(row.path.as_str(), row.column.as_str()))
+            .map_or("", String::as_str);
         println!(
-            "{:>5}  {:<40} {:<10} {:<16} {:<16} {:>6.3}{why}",
-            i.rank, i.path, i.column, i.given, i.suggested, i.self_confidence
+            "{:>5}  {:<40} {:<10} {:<16} {:<16} {:>8.3}{note}",
+            r + 1,
+            row.path,
+            row.column,
+            row.given,
+            row.suggested,
+            row.p_given
         );
     }
-    if findings.issues.len() > 20 {
-        println!("  ... {} more in the CSV", findings.issues.len() - 20);
+    if findings.ranking.len() > top {
+        println!(
+            "  ... {} more in issues.csv (--top N prints more)",
+            findings.ranking.len() - top
+        );
     }
     println!("\nestimated label errors per class:");
     for (class, n, errors) in &findings.per_class {

@@ -139,7 +139,9 @@ pub enum Command {
         tta: bool,
     },
     /// Find suspected label errors: cross-validated probabilities (or yours, --pred-probs), then
-    /// confident learning. Writes a ranked issues.csv (path,given,suggested,self_confidence,rank).
+    /// confident learning. Ranks every image by how likely its label is wrong, the flagged ones
+    /// (confident learning's estimate of the errors) first, in issues.csv
+    /// (path,column,given,suggested,score,rank,flagged,p_given,p_suggested).
     Issues {
         #[command(flatten)]
         dataset: DatasetArgs,
@@ -170,6 +172,9 @@ pub enum Command {
         /// Also write the ranked list here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the first N of the ranking (past the flagged ones when N is larger).
+        #[arg(long, default_value_t = 20)]
+        top: usize,
         /// Print one JSON object instead of the readable summary.
         #[arg(long)]
         json: bool,
@@ -381,6 +386,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             rank_by,
             pred_probs,
             out,
+            top,
             json,
             seed,
             device,
@@ -405,6 +411,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 probs,
                 (method, rank_by),
                 out.as_deref(),
+                top,
                 json,
             )
         }

@@ -66,8 +66,9 @@ pub struct Findings {
     /// Per class (per `column: value` for a composite label): (name, images, estimated label
     /// errors among them).
     pub per_class: Vec<(String, usize, usize)>,
-    /// Every examined image and column with its score, suspects first (what `issues.csv`
-    /// lists); not kept in `findings.json`.
+    /// Every examined image and column with its score: the flagged suspects first (as
+    /// `issues`), then the rest, most likely wrong first. A review can go on past the flagged
+    /// ones. Kept in `issues.csv`, not in `findings.json`.
     #[serde(skip)]
     pub ranking: Vec<Ranked>,
 }
@@ -75,13 +76,18 @@ pub struct Findings {
 /// One row of the full ranking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {
-    pub sample: usize,
-    pub column: usize,
+    pub path: String,
+    /// The label column (its name).
+    pub column: String,
     pub given: String,
     pub suggested: String,
     /// The label quality (lower = more likely wrong), by the search's `rank_by`.
     pub score: f64,
+    /// Whether confident learning flags it (it is then also in `issues`).
     pub flagged: bool,
+    /// Probabilities of the given and the suggested value.
+    pub p_given: f32,
+    pub p_suggested: f32,
 }
 
 /// Probabilities per label column: `probs[c]` has one row of `layout.columns[c].values.len()`
@@ -171,12 +177,14 @@ pub fn find(
                 }
                 let flagged = flags[u];
                 ranking.push(Ranked {
-                    sample: samples[r],
-                    column: c,
+                    path: path_str(&ds.samples[samples[r]].path),
+                    column: col.name.clone(),
                     given: value(labels[r]),
                     suggested: value(suggested),
                     score: quality[u],
                     flagged,
+                    p_given: unit.probs[labels[r]],
+                    p_suggested: unit.probs[suggested],
                 });
                 if flagged {
                     issues.push((
@@ -210,12 +218,14 @@ pub fn find(
             let row = p.row(r);
             let score = confident::label_quality(&[labels[r]], Probs::new(row, k), rank_by)[0];
             ranking.push(Ranked {
-                sample: d.sample,
-                column: c,
+                path: path_str(&ds.samples[d.sample].path),
+                column: col.name.clone(),
                 given: value(labels[r]),
                 suggested: d.majority.clone(),
                 score,
                 flagged: true,
+                p_given: row[labels[r]],
+                p_suggested: row[majority],
             });
             issues.push((
                 score,
@@ -310,6 +320,7 @@ impl Findings {
     /// does not ask about them again.
     pub fn without_kept(mut self, kept: &std::collections::HashSet<String>) -> Findings {
         self.issues.retain(|i| !kept.contains(&i.path));
+        self.ranking.retain(|r| !kept.contains(&r.path));
         for (r, i) in self.issues.iter_mut().enumerate() {
             i.rank = r + 1;
         }
@@ -317,34 +328,82 @@ impl Findings {
     }
 }
 
-/// `issues.csv`: `path,column,given,suggested,score,rank,flagged`, every examined image and
-/// label column, suspects first, then by score (the label quality: lower is more likely
-/// wrong); paths relative to the dataset root.
-pub fn write_csv(path: &Path, ds: &Dataset, findings: &Findings) -> anyhow::Result<()> {
+/// `issues.csv`: `path,column,given,suggested,score,rank,flagged,p_given,p_suggested`, every
+/// examined image and label column, flagged suspects first, then by score (the label quality:
+/// lower is more likely wrong); paths relative to the dataset root. Read by [`read_csv`].
+pub fn write_csv(path: &Path, findings: &Findings) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "path",
-        "column",
-        "given",
-        "suggested",
-        "score",
-        "rank",
-        "flagged",
-    ])?;
+    w.write_record(RANKING_COLUMNS)?;
     for (r, row) in findings.ranking.iter().enumerate() {
         w.write_record([
-            path_str(&ds.samples[row.sample].path).as_str(),
-            &ds.label_columns[row.column],
+            row.path.as_str(),
+            &row.column,
             &row.given,
             &row.suggested,
             &format!("{:.6}", row.score),
             &(r + 1).to_string(),
             if row.flagged { "1" } else { "0" },
+            &format!("{:.6}", row.p_given),
+            &format!("{:.6}", row.p_suggested),
         ])?;
     }
     crate::util::write_atomic(path, &w.into_inner()?)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
+}
+
+const RANKING_COLUMNS: [&str; 9] = [
+    "path",
+    "column",
+    "given",
+    "suggested",
+    "score",
+    "rank",
+    "flagged",
+    "p_given",
+    "p_suggested",
+];
+
+/// The ranking [`write_csv`] wrote, in its order.
+pub fn read_csv(path: &Path) -> anyhow::Result<Vec<Ranked>> {
+    let mut r = csv::Reader::from_path(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let headers = r.headers()?.clone();
+    // Searches kept before the probabilities were written have no `p_` columns (read as 0).
+    let at: Vec<Option<usize>> = RANKING_COLUMNS
+        .iter()
+        .map(|c| headers.iter().position(|h| h == *c))
+        .collect();
+    if let Some(k) = at[..7].iter().position(Option::is_none) {
+        anyhow::bail!(
+            "{} has no `{}` column: not a ranking",
+            path.display(),
+            RANKING_COLUMNS[k]
+        );
+    }
+    let mut rows = Vec::new();
+    for (n, rec) in r.records().enumerate() {
+        let bad = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{} line {} is damaged: {e}", path.display(), n + 2)
+        };
+        let rec = rec.map_err(|e| bad(&e))?;
+        let field = |k: usize| at[k].and_then(|c| rec.get(c)).unwrap_or("");
+        let num = |k: usize| match field(k) {
+            "" if k >= 7 => Ok(0.0),
+            f => f.parse::<f64>().map_err(|e| bad(&e)),
+        };
+        rows.push(Ranked {
+            path: field(0).to_string(),
+            column: field(1).to_string(),
+            given: field(2).to_string(),
+            suggested: field(3).to_string(),
+            score: num(4)?,
+            flagged: field(6) == "1",
+            p_given: num(7)? as f32,
+            p_suggested: num(8)? as f32,
+        });
+    }
+    Ok(rows)
 }
 
 /// The probability columns of `layout` in CSV files: the classes for a single label column,
@@ -498,7 +557,7 @@ pub fn save_run(
         &serde_json::to_vec_pretty(&config)?,
     )?;
     write_probs_csv(&dir.join("pred_probs.csv"), ds, samples, probs)?;
-    write_csv(&dir.join(ISSUES_CSV), ds, findings)?;
+    write_csv(&dir.join(ISSUES_CSV), findings)?;
     crate::util::write_atomic(&dir.join(FINDINGS), &serde_json::to_vec(findings)?)?;
     Ok(dir)
 }
@@ -529,11 +588,13 @@ pub fn latest(issues_dir: &Path) -> anyhow::Result<Option<(Findings, std::path::
     Ok(Some((load(&dir)?, dir)))
 }
 
-/// The findings of the search kept in `dir`.
+/// The findings of the search kept in `dir`, with its full ranking.
 pub fn load(dir: &Path) -> anyhow::Result<Findings> {
     let path = dir.join(FINDINGS);
     let bytes =
         std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))
+    let mut findings: Findings = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
+    findings.ranking = read_csv(&dir.join(ISSUES_CSV))?;
+    Ok(findings)
 }

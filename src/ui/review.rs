@@ -159,7 +159,7 @@ impl Review {
     fn reviewed(ws: &Workspace, s: &Suspect) -> bool {
         s.samples.iter().all(|&i| {
             let f = ws.flags[i];
-            f.excluded || f.checked || value(ws, i, s.column) != s.given
+            f.excluded || f.checked || !has_value(ws, i, s.column, &s.given)
         })
     }
 
@@ -320,8 +320,10 @@ impl Review {
         }
     }
 
-    /// Fills the queue from a search's findings (their paths are the window's samples); the
-    /// photos of a group suspected together become one entry, where its first one ranked.
+    /// Fills the queue from a search's findings (their paths are the window's samples): the
+    /// flagged suspects first (the photos of a group suspected together as one entry, where its
+    /// first one ranked), then every other image of the ranking, most likely wrong first, for a
+    /// review that goes on past the suggested stop.
     pub fn set_findings(&mut self, ws: &Workspace, findings: &Findings) {
         let names = &ws.dataset.label_columns;
         let mut queue: Vec<Suspect> = Vec::new();
@@ -349,9 +351,27 @@ impl Review {
                 group: i.group.clone(),
             });
         }
+        self.flagged = queue.len();
+        for r in findings.ranking.iter().filter(|r| !r.flagged) {
+            let (Some(sample), Some(column)) = (
+                ws.index_of(&r.path),
+                names.iter().position(|c| *c == r.column),
+            ) else {
+                continue;
+            };
+            queue.push(Suspect {
+                samples: vec![sample],
+                column,
+                given: r.given.clone(),
+                suggested: r.suggested.clone(),
+                given_confidence: r.p_given,
+                suggested_confidence: r.p_suggested,
+                why: Why::Model,
+                group: None,
+            });
+        }
         self.queue = queue;
         self.per_class = findings.per_class.clone();
-        self.flagged = self.queue.len();
         self.skipped.clear();
     }
 
@@ -387,23 +407,34 @@ impl Review {
                 }
             }
             if !self.queue.is_empty() {
-                let reviewed = self.queue.len() - self.remaining(ws).len();
+                let remaining = self.remaining(ws);
+                let reviewed = self.queue.len() - remaining.len();
+                let flagged_left = remaining.iter().filter(|&&q| q < self.flagged).count();
                 let estimated: usize = self.per_class.iter().map(|c| c.2).sum();
                 ui.separator();
                 ui.label(
-                    RichText::new(format!("reviewed {reviewed} / {}", self.queue.len())).strong(),
+                    RichText::new(format!(
+                        "reviewed {reviewed} of {} ranked",
+                        self.queue.len()
+                    ))
+                    .strong(),
                 );
                 // What confident learning flagged is where a review can reasonably stop.
-                let goal = self.flagged.clamp(1, self.queue.len());
+                let goal = self.flagged.max(1);
                 ui.add(
-                    egui::ProgressBar::new((reviewed as f32 / goal as f32).min(1.0))
+                    egui::ProgressBar::new(1.0 - flagged_left as f32 / goal as f32)
                         .desired_width(200.0)
-                        .text(format!("suggested stop: {goal} flagged")),
+                        .text(format!(
+                            "suggested stop: {} flagged, {flagged_left} left",
+                            self.flagged
+                        )),
                 )
                 .on_hover_text(format!(
-                    "Confident learning flags {goal} images as likely mislabelled (it estimates \
-                     {estimated} label errors in all): a good place to stop. Least likely errors \
-                     come last."
+                    "Every image is ranked by how likely its label is wrong. Confident learning \
+                     flags the first {} as likely mislabelled (it estimates {estimated} label \
+                     errors in all): a good place to stop. The ranking goes on past them, less \
+                     and less likely wrong.",
+                    self.flagged
                 ));
             }
         });
@@ -456,8 +487,18 @@ impl Review {
             Some(g) => format!("group {g}: {} photos", s.samples.len()),
             None => paths[0].clone(),
         };
+        let past_stop = if q >= self.flagged {
+            "   ·   past the suggested stop (not flagged)"
+        } else {
+            ""
+        };
         ui.label(
-            RichText::new(format!("#{} of {}   ·   {what}", q + 1, self.queue.len())).monospace(),
+            RichText::new(format!(
+                "#{} of {}   ·   {what}{past_stop}",
+                q + 1,
+                self.queue.len()
+            ))
+            .monospace(),
         );
         ui.horizontal(|ui| {
             let attribute = if composite {
@@ -492,6 +533,9 @@ impl Review {
                 "the model, on the group's photos together, doubts the {}",
                 if composite { column } else { "label" }
             ),
+            (Why::Model, None) if s.suggested == s.given => "the model, which never saw this \
+                image, agrees with the label, though less surely than with most images"
+                .into(),
             (Why::Model, None) => "the model, which never saw this image, doubts it".into(),
         };
         ui.label(RichText::new(why).small().weak());
@@ -501,9 +545,10 @@ impl Review {
             } else {
                 String::new()
             };
-            if ui
-                .button(format!("A  accept {}{all}", s.suggested))
-                .clicked()
+            if s.suggested != s.given
+                && ui
+                    .button(format!("A  accept {}{all}", s.suggested))
+                    .clicked()
             {
                 cmds.push(set_value(ws, paths.clone(), s.column, &s.suggested));
             }
@@ -644,7 +689,7 @@ impl Review {
         let paths: Vec<String> = s.samples.iter().map(|&i| ws.path(i)).collect();
         let values = values(ws, s.column);
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::NONE, Key::A) {
+            if s.suggested != s.given && i.consume_key(Modifiers::NONE, Key::A) {
                 cmds.push(set_value(ws, paths.clone(), s.column, &s.suggested));
             }
             if i.consume_key(Modifiers::NONE, Key::Space) {
@@ -684,6 +729,17 @@ fn value(ws: &Workspace, i: usize, column: usize) -> String {
         .into_iter()
         .nth(column)
         .unwrap_or_default()
+}
+
+/// Whether sample `i`'s value in label column `column` is `v`, without building strings: the
+/// queue asks this of every entry every frame.
+fn has_value(ws: &Workspace, i: usize, column: usize, v: &str) -> bool {
+    let n = ws.dataset.label_columns.len();
+    if n == 1 {
+        ws.labels[i] == v
+    } else {
+        value(ws, i, column) == v
+    }
 }
 
 /// The values a suspect's column can take, in the keys' order (the classes for a single column).
