@@ -26,15 +26,50 @@ const HEAD: i64 = 1280;
 /// TensorFlow's BatchNorm epsilon, which the weights were trained with (tch defaults to 1e-5).
 const BN_EPS: f64 = 1e-3;
 
-fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
+/// A convolution with TensorFlow's "same" padding, which the weights were trained with: for
+/// stride 1 the usual `k / 2` on every side; for stride 2 whatever makes the output `ceil(n / 2)`,
+/// the extra pixel on the right and bottom (`(0, 1)` for 3x3 on an even side). Symmetric padding
+/// there shifts every strided layer by half a pixel against what the weights learnt: fine-tuning
+/// then reached 0.58-0.70 macro-F1 where the same recipe in PyTorch with this padding reached
+/// 0.75-0.80 (benches/RESULTS.md, "Fine-tuning").
+#[derive(Debug)]
+struct SameConv {
+    conv: nn::Conv2D,
+    k: i64,
+    stride: i64,
+}
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> SameConv {
     let cfg = nn::ConvConfig {
         stride,
-        padding: k / 2,
+        padding: if stride == 1 { k / 2 } else { 0 },
         groups,
         bias: false,
         ..Default::default()
     };
-    nn::conv2d(p, c_in, c_out, k, cfg)
+    SameConv {
+        conv: nn::conv2d(p, c_in, c_out, k, cfg),
+        k,
+        stride,
+    }
+}
+
+impl nn::Module for SameConv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if self.stride == 1 {
+            return x.apply(&self.conv);
+        }
+        let size = x.size();
+        let pad = |n: i64| {
+            let total = ((n + self.stride - 1) / self.stride - 1) * self.stride + self.k - n;
+            let total = total.max(0);
+            (total / 2, total - total / 2)
+        };
+        let (top, bottom) = pad(size[2]);
+        let (left, right) = pad(size[3]);
+        x.constant_pad_nd([left, right, top, bottom])
+            .apply(&self.conv)
+    }
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
@@ -52,10 +87,10 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
 /// Mobile inverted bottleneck: 1x1 expand, depthwise kxk, 1x1 project; residual when shapes allow.
 #[derive(Debug)]
 struct MbConv {
-    expand: Option<(nn::Conv2D, nn::BatchNorm)>,
-    depthwise: nn::Conv2D,
+    expand: Option<(SameConv, nn::BatchNorm)>,
+    depthwise: SameConv,
     bn1: nn::BatchNorm,
-    project: nn::Conv2D,
+    project: SameConv,
     bn2: nn::BatchNorm,
     residual: bool,
 }
@@ -98,10 +133,10 @@ impl ModuleT for MbConv {
 /// The network up to pooled 1280-d features, and the classifier head on top.
 #[derive(Debug)]
 pub struct EfficientNetLite0 {
-    stem: nn::Conv2D,
+    stem: SameConv,
     bn0: nn::BatchNorm,
     blocks: Vec<MbConv>,
-    head: nn::Conv2D,
+    head: SameConv,
     bn1: nn::BatchNorm,
     pub fc: nn::Linear,
     dropout: f64,
@@ -210,6 +245,25 @@ impl ModuleT for EfficientNetLite0 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_convolutions_pad_like_tensorflow_extra_pixel_right_and_bottom() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut c = conv(vs.root() / "c", 1, 1, 3, 2, 1);
+        tch::no_grad(|| {
+            let _ = c.conv.ws.fill_(1.0);
+        });
+        // A 3x3 sum over 4x4 ones with stride 2: the first output sees only real pixels, the
+        // last one the padding on the right and the bottom.
+        let y = Tensor::ones([1, 1, 4, 4], (tch::Kind::Float, tch::Device::Cpu)).apply(&c);
+        assert_eq!(y.size(), vec![1, 1, 2, 2]);
+        let v: Vec<f32> = Vec::try_from(y.reshape([-1])).unwrap();
+        assert_eq!(v, [9.0, 6.0, 6.0, 4.0]);
+        // An odd side is padded evenly (TensorFlow decides per input size).
+        let y = Tensor::ones([1, 1, 5, 5], (tch::Kind::Float, tch::Device::Cpu)).apply(&c);
+        let v: Vec<f32> = Vec::try_from(y.reshape([-1])).unwrap();
+        assert_eq!((y.size(), v[0], v[4]), (vec![1, 1, 3, 3], 4.0, 9.0));
+    }
 
     #[test]
     fn embedding_is_the_stage_quadrants_then_the_pooled_features() {
