@@ -56,8 +56,15 @@ fn file_key(abs: &Path, rel: &str) -> Option<FileKey> {
     })
 }
 
+/// Bumped whenever the networks' arithmetic changes, so caches made by an older engine are
+/// rebuilt rather than mixed with new descriptors (2: EfficientNet-Lite0's TensorFlow padding).
+const REVISION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct CacheHeader {
+    /// [`REVISION`] of the engine that wrote it; 0 for caches from before there was one.
+    #[serde(default)]
+    revision: u32,
     model: ModelKind,
     size: u32,
     /// The descriptor's layout: a cache from another layout (an older Loupe) is rebuilt.
@@ -81,12 +88,13 @@ fn load_cache(
     let header: CacheHeader = serde_json::from_slice(&bytes[..nl]).ok()?;
     let body = &bytes[nl + 1..];
     let dim: usize = blocks.iter().sum();
-    if header.model != model
+    if header.revision != REVISION
+        || header.model != model
         || header.size != size
         || header.blocks != blocks
         || body.len() != header.entries.len() * dim * 4
     {
-        return None; // damaged, another model or another layout: rebuilt
+        return None; // damaged, an older engine, another model or layout: rebuilt
     }
     let floats: Vec<f32> = body
         .chunks_exact(4)
@@ -115,6 +123,7 @@ fn save_cache(
     loupe::util::replace_file(path, |tmp| {
         let mut w = BufWriter::new(std::fs::File::create(tmp)?);
         let header = CacheHeader {
+            revision: REVISION,
             model,
             size,
             blocks: blocks.to_vec(),
@@ -259,4 +268,42 @@ pub fn embed(
         let _ = save_cache(file, cfg.model, cfg.size, &blocks, &entries);
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_from_an_older_engine_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_path(dir.path(), ModelKind::EfficientnetLite0, 64);
+        let key = FileKey {
+            path: "a/1.png".into(),
+            len: 10,
+            mtime: 5,
+        };
+        let v = [1.0f32, 2.0];
+        save_cache(
+            &path,
+            ModelKind::EfficientnetLite0,
+            64,
+            &[2],
+            &[(key.clone(), &v[..])],
+        )
+        .unwrap();
+        let back = load_cache(&path, ModelKind::EfficientnetLite0, 64, &[2]).unwrap();
+        assert_eq!(back[&key], v);
+        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 96, &[2]).is_none());
+
+        // The same file as an engine without revisions wrote it.
+        let bytes = std::fs::read(&path).unwrap();
+        let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[..nl]).unwrap();
+        header.as_object_mut().unwrap().remove("revision");
+        let mut old = serde_json::to_vec(&header).unwrap();
+        old.extend_from_slice(&bytes[nl..]);
+        std::fs::write(&path, old).unwrap();
+        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 64, &[2]).is_none());
+    }
 }
