@@ -166,12 +166,7 @@ impl EfficientNetLite0 {
             blocks,
             head: conv(p / "_conv_head", c_in, HEAD, 1, 1, 1),
             bn1: bn(p / "_bn1", HEAD),
-            fc: nn::linear(
-                (p / "_fc").set_group(super::zoo::HEAD_GROUP),
-                HEAD,
-                classes,
-                Default::default(),
-            ),
+            fc: super::zoo::head(p / "_fc", HEAD, classes),
             dropout: 0.2,
         }
     }
