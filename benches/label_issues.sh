@@ -4,7 +4,7 @@
 # `loupe issues` (5 folds, defaults); prints precision, recall and F1 of the flagged images
 # against the planted ones, and the time.
 # Usage: benches/label_issues.sh [IMG_SIZE] [extra loupe issues options...]
-# Fetches the Debian package dataset-fashion-mnist once (apt-get download: no root needed).
+# Fetches the Debian package dataset-fashion-mnist once (benches/fashion_mnist.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-128}
@@ -12,10 +12,7 @@ shift || true
 DATA=.bench-data
 VENV=.bench-venv
 mkdir -p "$DATA"
-if [ ! -f "$DATA/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
-    (cd "$DATA" && apt-get download dataset-fashion-mnist >/dev/null && dpkg-deb -x dataset-fashion-mnist_*.deb pkg \
-        && mv pkg/usr/share/datasets/fashion-mnist fashion-mnist && rm -rf pkg dataset-fashion-mnist_*.deb)
-fi
+source benches/fashion_mnist.sh
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import PIL, numpy' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "cleanlab==2.9.*" psutil pillow

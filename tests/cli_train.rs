@@ -142,6 +142,11 @@ fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
         "step",
         "--head-lr",
         "0.02",
+        "--crop-scale",
+        "0.3",
+        "--no-flip",
+        "--jitter",
+        "0.2",
     ]);
     assert!(
         out.status.success(),
@@ -164,6 +169,10 @@ fn a_validation_folder_is_the_split_and_a_resumed_run_keeps_it() {
     );
     assert_eq!(config["config"]["head_lr"], 0.02);
     assert_eq!(config["config"]["schedule"], "step");
+    // The augmentation is part of the recipe the run keeps.
+    assert_eq!(config["config"]["crop_scale"], 0.3);
+    assert_eq!(config["config"]["flip"], false);
+    assert_eq!(config["config"]["jitter"], 0.2);
 
     let out = loupe(&["resume", run.to_str().unwrap(), "--epochs", "2"]);
     assert!(

@@ -45,6 +45,11 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     h.state_mut().train.cfg.epochs = 200;
     h.state_mut().train.cfg.img_size = 16;
     h.state_mut().train.cfg.batch = 8;
+    // The augmentation is in the form: flips off for this run.
+    assert!(h.state().train.cfg.flip);
+    h.get_by_label("flips").click();
+    h.step();
+    assert!(!h.state().train.cfg.flip);
     h.get_by_label("▶ Start").click();
     settle(&mut h, |a| {
         a.train.live.as_ref().is_some_and(|l| l.epochs.len() >= 2)
@@ -73,6 +78,9 @@ fn a_run_from_the_train_tab_draws_curves_stops_and_is_evaluated_with_relabelling
     assert!(live.epochs.len() < 200);
     let run = h.state().train.runs[0].clone();
     assert!(run.status().starts_with("cancelled"), "{}", run.status());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["flip"], false);
     assert!(
         run.steps.len() >= live.steps.len() - 1,
         "the steps on disk are the ones drawn"

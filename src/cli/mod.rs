@@ -245,16 +245,27 @@ pub struct TrainArgs {
     /// Optimiser step every N batches (effective batch N x --batch).
     #[arg(long, default_value_t = 1)]
     accumulate: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Learning rate (of the pretrained layers when fine-tuning).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
-    /// Learning rate of the new classifier head (default: --lr).
+    /// Learning rate of the new classifier head (default: 10 x --lr when fine-tuning
+    /// pretrained weights, --lr otherwise).
     #[arg(long)]
     head_lr: Option<f64>,
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleKind,
     /// Warm-up epochs before the schedule.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainConfig::default().warmup_epochs)]
     warmup: f64,
+    /// Random resized crops keep at least this share of a picture's area (1: no random crop).
+    #[arg(long, default_value_t = TrainConfig::default().crop_scale)]
+    crop_scale: f64,
+    /// No random horizontal flips (for pictures whose side matters: text, digits, arrows).
+    #[arg(long)]
+    no_flip: bool,
+    /// Random brightness and contrast change of up to this fraction (0: none).
+    #[arg(long, default_value_t = TrainConfig::default().jitter)]
+    jitter: f64,
     /// Training resolution (default: the model's, 224; 64 for small-cnn).
     #[arg(long, default_value_t = 0)]
     img_size: u32,
@@ -310,6 +321,9 @@ impl TrainArgs {
             head_lr: self.head_lr,
             warmup_epochs: self.warmup,
             schedule: self.schedule,
+            crop_scale: self.crop_scale,
+            flip: !self.no_flip,
+            jitter: self.jitter,
             step_epochs: 0,
             accumulate: self.accumulate,
             monitor: self.monitor.clone(),

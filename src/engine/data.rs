@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 /// Evaluation preprocessing, as torchvision's usual `Resize(size / 0.875)` + `CenterCrop(size)`:
 /// `[3, size, size]` float, normalised with `mean` / `std` (per channel, on [0, 1] values).
 pub fn eval_tensor(img: &DynamicImage, size: u32, mean: [f64; 3], std: [f64; 3]) -> Tensor {
-    let crop = center_square(img, (f64::from(size) / 0.875).round() as u32, size);
+    let crop = center_square(img, loupe::train::config::frame_side(size), size);
     let t = Tensor::from_slice(crop.as_raw())
         .view([i64::from(size), i64::from(size), 3])
         .permute([2, 0, 1])

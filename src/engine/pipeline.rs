@@ -1,6 +1,7 @@
-//! The batch pipeline. Every training image is decoded once, resized to the training resolution
-//! and kept as uint8 RGB in one buffer ([`Cache`]); batches are cut from it as tensors and
-//! augmented on the device they train on. Decoding, the usual bottleneck of a PyTorch
+//! The batch pipeline. Every training image is decoded once, resized to a frame a little larger
+//! than the training resolution and kept as uint8 RGB in one buffer ([`Cache`]); batches are cut
+//! from it as tensors and cropped (randomly for training, centred for validation) and augmented
+//! on the device they train on. Decoding, the usual bottleneck of a PyTorch
 //! DataLoader, then happens once per run instead of once per epoch. When the cache would not fit
 //! the memory budget, [`Stream`] decodes each batch on the I/O pool instead (the engine prefetches
 //! batches on a thread, so decoding overlaps training either way).
@@ -13,16 +14,17 @@ use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 use loupe::dataset::{probe, scan::io_pool, Dataset};
+use loupe::train::config::TrainConfig;
 
 /// A run's images, addressed by position: what the engine trains and validates on.
 pub trait Frames: Sync {
     /// Side of every frame, in pixels.
-    fn size(&self) -> u32;
+    fn side(&self) -> u32;
     /// Class index of each position.
     fn labels(&self) -> &[i64];
     /// Dataset sample index of each position.
     fn samples(&self) -> &[usize];
-    /// RGB bytes (`size * size * 3` each) of the positions `idx`, and the positions they are of:
+    /// RGB bytes (`side * side * 3` each) of the positions `idx`, and the positions they are of:
     /// a streamed image that fails to decode is left out (and recorded in [`Frames::skipped`]).
     fn read(&self, idx: &[usize]) -> (Vec<u8>, Vec<usize>);
     /// Samples that could not be decoded, with the reason: skipped, never fatal.
@@ -37,23 +39,22 @@ pub trait Frames: Sync {
     }
 }
 
-/// Bytes of `n` frames at `size`: what to compare with the memory budget.
-pub fn bytes_for(n: usize, size: u32) -> u64 {
-    n as u64 * u64::from(size) * u64::from(size) * 3
+/// Bytes of `n` frames of `side`: what to compare with the memory budget.
+pub fn bytes_for(n: usize, side: u32) -> u64 {
+    n as u64 * u64::from(side) * u64::from(side) * 3
 }
 
-/// One image as a training frame: short side resized to `size`, the centre square cropped, so
-/// augmentation crops see the whole object.
-fn frame(ds: &Dataset, sample: usize, size: u32) -> Result<Vec<u8>, String> {
-    probe::decode(&ds.abs_path(&ds.samples[sample].path))
-        .map(|img| super::data::center_square(&img, size, size).into_raw())
+/// One image as a frame: short side resized to `side`, the centre square cropped.
+fn frame(path: &std::path::Path, side: u32) -> Result<Vec<u8>, String> {
+    probe::decode(path)
+        .map(|img| super::data::center_square(&img, side, side).into_raw())
         .map_err(|e| e.to_string())
 }
 
 /// Decoded frames in memory, in sample order.
 pub struct Cache {
-    size: u32,
-    /// `len() * size * size * 3` bytes.
+    side: u32,
+    /// `len() * side * side * 3` bytes.
     pixels: Vec<u8>,
     labels: Vec<i64>,
     samples: Vec<usize>,
@@ -67,7 +68,7 @@ impl Cache {
         ds: &Dataset,
         samples: &[usize],
         labels: &[i64],
-        size: u32,
+        side: u32,
         offset: usize,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Cache {
@@ -77,7 +78,7 @@ impl Cache {
             samples
                 .par_iter()
                 .map(|&i| {
-                    let r = frame(ds, i, size);
+                    let r = frame(&ds.abs_path(&ds.samples[i].path), side);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_multiple_of(every) || n == samples.len() {
                         progress(offset + n);
@@ -86,9 +87,9 @@ impl Cache {
                 })
                 .collect()
         });
-        let bytes = (size * size * 3) as usize;
+        let bytes = (side * side * 3) as usize;
         let mut cache = Cache {
-            size,
+            side,
             pixels: Vec::with_capacity(bytes * samples.len()),
             labels: Vec::new(),
             samples: Vec::new(),
@@ -109,8 +110,8 @@ impl Cache {
 }
 
 impl Frames for Cache {
-    fn size(&self) -> u32 {
-        self.size
+    fn side(&self) -> u32 {
+        self.side
     }
 
     fn labels(&self) -> &[i64] {
@@ -122,7 +123,7 @@ impl Frames for Cache {
     }
 
     fn read(&self, idx: &[usize]) -> (Vec<u8>, Vec<usize>) {
-        let frame = (self.size * self.size * 3) as usize;
+        let frame = (self.side * self.side * 3) as usize;
         let mut bytes = Vec::with_capacity(idx.len() * frame);
         for &k in idx {
             bytes.extend_from_slice(&self.pixels[k * frame..(k + 1) * frame]);
@@ -137,7 +138,7 @@ impl Frames for Cache {
 
 /// Frames decoded when a batch asks for them: for datasets whose cache exceeds the memory budget.
 pub struct Stream {
-    size: u32,
+    side: u32,
     files: Vec<PathBuf>,
     labels: Vec<i64>,
     samples: Vec<usize>,
@@ -145,13 +146,13 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(ds: &Dataset, samples: &[usize], labels: &[i64], size: u32) -> Stream {
+    pub fn new(ds: &Dataset, samples: &[usize], labels: &[i64], side: u32) -> Stream {
         let files = samples
             .iter()
             .map(|&i| ds.abs_path(&ds.samples[i].path))
             .collect();
         Stream {
-            size,
+            side,
             files,
             labels: labels.to_vec(),
             samples: samples.to_vec(),
@@ -161,8 +162,8 @@ impl Stream {
 }
 
 impl Frames for Stream {
-    fn size(&self) -> u32 {
-        self.size
+    fn side(&self) -> u32 {
+        self.side
     }
 
     fn labels(&self) -> &[i64] {
@@ -174,17 +175,13 @@ impl Frames for Stream {
     }
 
     fn read(&self, idx: &[usize]) -> (Vec<u8>, Vec<usize>) {
-        let size = self.size;
+        let side = self.side;
         let decoded: Vec<Result<Vec<u8>, String>> = io_pool().install(|| {
             idx.par_iter()
-                .map(|&k| {
-                    probe::decode(&self.files[k])
-                        .map(|img| super::data::center_square(&img, size, size).into_raw())
-                        .map_err(|e| e.to_string())
-                })
+                .map(|&k| frame(&self.files[k], side))
                 .collect()
         });
-        let mut bytes = Vec::with_capacity(idx.len() * (size * size * 3) as usize);
+        let mut bytes = Vec::with_capacity(idx.len() * (side * side * 3) as usize);
         let mut kept = Vec::with_capacity(idx.len());
         for (&k, r) in idx.iter().zip(decoded) {
             match r {
@@ -211,27 +208,48 @@ impl Frames for Stream {
     }
 }
 
-/// RGB frames (`bytes`, `n` of them at `size`) as a float batch `[n, 3, S, S]` on `device`,
-/// normalised with `mean`/`std`. With `augment`: random horizontal flip, a random crop (zoomed
-/// 1-1.25x, resized back) and light brightness/contrast jitter, per image, computed on `device`.
+/// Training augmentation, from [`TrainConfig`]'s `crop_scale`, `flip` and `jitter`.
+#[derive(Debug, Clone, Copy)]
+pub struct Augment {
+    pub crop_scale: f64,
+    pub flip: bool,
+    pub jitter: f64,
+}
+
+impl Augment {
+    pub fn of(cfg: &TrainConfig) -> Augment {
+        Augment {
+            crop_scale: cfg.crop_scale.clamp(0.01, 1.0),
+            flip: cfg.flip,
+            jitter: cfg.jitter.clamp(0.0, 1.0),
+        }
+    }
+}
+
+/// RGB frames (`bytes`, each `side` x `side`) as a float batch `[n, 3, size, size]` on `device`,
+/// normalised with `mean`/`std`. Without `augment`, the centre `size` square of each frame (what
+/// evaluation and prediction see); with it, per image on `device`: a flip, a random resized
+/// crop and a brightness/contrast change, as `augment` asks.
 pub fn to_batch(
     bytes: &[u8],
+    side: u32,
     size: u32,
     device: Device,
     norm: ([f64; 3], [f64; 3]),
-    augment: bool,
+    augment: Option<Augment>,
 ) -> Tensor {
-    let s = i64::from(size);
+    let s = i64::from(side);
     let n = bytes.len() as i64 / (s * s * 3);
-    let mut x = Tensor::from_slice(bytes)
+    let x = Tensor::from_slice(bytes)
         .view([n, s, s, 3])
         .to_device(device)
         .permute([0, 3, 1, 2])
         .to_kind(Kind::Float)
         / 255.0;
-    if augment {
-        x = augment_batch(&x);
-    }
+    let x = match augment {
+        Some(a) => augment_batch(&x, i64::from(size), a),
+        None => center_crop(&x, i64::from(size)),
+    };
     let (mean, std) = norm;
     let mean = Tensor::from_slice(&mean)
         .view([1, 3, 1, 1])
@@ -244,28 +262,48 @@ pub fn to_batch(
     (x - mean) / std
 }
 
-/// Flip, zoom-crop and colour jitter on a `[B, 3, S, S]` batch in [0, 1], with tch's RNG (so
-/// `tch::manual_seed` makes CPU runs repeatable).
-fn augment_batch(x: &Tensor) -> Tensor {
-    let size = x.size();
-    let (b, s) = (size[0], size[2]);
-    let device = x.device();
-    let opts = (Kind::Float, device);
-    // Horizontal flip for about half the images.
-    let flip = Tensor::rand([b, 1, 1, 1], opts).lt(0.5);
-    let x = x.flip([3]).where_self(&flip, x);
-    // Zoom: an affine grid per image, scale 0.8-1.0 of the side, shifted within the image.
-    let scale = Tensor::rand([b], opts) * 0.2 + 0.8;
-    let room = (Tensor::ones([b], opts) - &scale).clamp_min(0.0);
-    let tx = (Tensor::rand([b], opts) * 2.0 - 1.0) * &room;
-    let ty = (Tensor::rand([b], opts) * 2.0 - 1.0) * &room;
-    let zeros = Tensor::zeros([b], opts);
-    let theta = Tensor::stack(&[&scale, &zeros, &tx, &zeros, &scale, &ty], 1).view([b, 2, 3]);
-    let grid = Tensor::affine_grid_generator(&theta, [b, 3, s, s], false);
-    let x = x.grid_sampler(&grid, 0, 1, false);
-    // Brightness and contrast, +-10%.
-    let bright = Tensor::rand([b, 1, 1, 1], opts) * 0.2 + 0.9;
-    let contrast = Tensor::rand([b, 1, 1, 1], opts) * 0.2 + 0.9;
+/// The centre `size` x `size` of a `[B, 3, S, S]` batch.
+fn center_crop(x: &Tensor, size: i64) -> Tensor {
+    let side = x.size()[2];
+    let at = (side - size).max(0) / 2;
+    x.narrow(2, at, size.min(side))
+        .narrow(3, at, size.min(side))
+}
+
+/// Flip, random resized crop and colour change on a `[B, 3, S, S]` batch in [0, 1], out at
+/// `size`, with tch's RNG (so `tch::manual_seed` makes CPU runs repeatable).
+fn augment_batch(x: &Tensor, size: i64, a: Augment) -> Tensor {
+    let b = x.size()[0];
+    let opts = (Kind::Float, x.device());
+    let x = if a.flip {
+        let flip = Tensor::rand([b, 1, 1, 1], opts).lt(0.5);
+        x.flip([3]).where_self(&flip, x)
+    } else {
+        x.shallow_clone()
+    };
+    let x = if a.crop_scale >= 1.0 {
+        center_crop(&x, size)
+    } else {
+        // torchvision's RandomResizedCrop: an area share in [crop_scale, 1] and a log-uniform
+        // aspect in [3/4, 4/3] give the crop's width and height (as shares of the side, at most
+        // the whole side), placed anywhere inside the frame; an affine grid samples it at `size`.
+        let area = Tensor::rand([b], opts) * (1.0 - a.crop_scale) + a.crop_scale;
+        let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+        let aspect = (Tensor::rand([b], opts) * (hi - lo) + lo).exp();
+        let w = (&area * &aspect).sqrt().clamp_max(1.0);
+        let h = (&area / &aspect).sqrt().clamp_max(1.0);
+        let tx = (Tensor::rand([b], opts) * 2.0 - 1.0) * (1.0 - &w);
+        let ty = (Tensor::rand([b], opts) * 2.0 - 1.0) * (1.0 - &h);
+        let zeros = Tensor::zeros([b], opts);
+        let theta = Tensor::stack(&[&w, &zeros, &tx, &zeros, &h, &ty], 1).view([b, 2, 3]);
+        let grid = Tensor::affine_grid_generator(&theta, [b, 3, size, size], false);
+        x.grid_sampler(&grid, 0, 1, false)
+    };
+    if a.jitter <= 0.0 {
+        return x;
+    }
+    let bright = Tensor::rand([b, 1, 1, 1], opts) * (2.0 * a.jitter) + (1.0 - a.jitter);
+    let contrast = Tensor::rand([b, 1, 1, 1], opts) * (2.0 * a.jitter) + (1.0 - a.jitter);
     let mean = x.mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
     (((x - &mean) * contrast + &mean) * bright).clamp(0.0, 1.0)
 }
@@ -384,8 +422,8 @@ mod tests {
         let (cbytes, _) = cache.read(&[0, 1]);
         assert_eq!(sbytes, cbytes, "streamed frames are the cached frames");
 
-        let x = to_batch(&cbytes, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), false);
-        assert_eq!(x.size(), vec![2, 3, 12, 12]);
+        let x = to_batch(&cbytes, 12, 10, Device::Cpu, ([0.5; 3], [0.5; 3]), None);
+        assert_eq!(x.size(), vec![2, 3, 10, 10]);
         // red -> (1, -1, -1), blue -> (-1, -1, 1) everywhere.
         let means: Vec<f64> = Vec::try_from(
             x.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
@@ -398,16 +436,87 @@ mod tests {
             assert!((m - w).abs() < 1e-6, "{means:?}");
         }
 
-        // Augmented batches keep shape and range, and follow tch's seed.
+        // Augmented batches keep shape and range. (Not checked here: that a seed repeats them.
+        // Tests share torch's one generator across threads, so a draw by another test between
+        // the seed and this one would make such a check flaky.)
         let (four, _) = cache.read(&[0, 1, 0, 1]);
-        tch::manual_seed(3);
-        let a1 = to_batch(&four, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), true);
-        tch::manual_seed(3);
-        let a2 = to_batch(&four, 12, Device::Cpu, ([0.5; 3], [0.5; 3]), true);
-        assert_eq!(a1.size(), vec![4, 3, 12, 12]);
-        assert!(a1.equal(&a2), "same seed, same augmentation");
+        let aug = Some(Augment {
+            crop_scale: 0.5,
+            flip: true,
+            jitter: 0.1,
+        });
+        let a1 = to_batch(&four, 12, 10, Device::Cpu, ([0.5; 3], [0.5; 3]), aug);
+        assert_eq!(a1.size(), vec![4, 3, 10, 10]);
         assert!(
             a1.max().double_value(&[]) <= 1.0 + 1e-6 && a1.min().double_value(&[]) >= -1.0 - 1e-6
         );
+    }
+
+    /// A frame whose red channel is its column (0..16) and green its row: what a crop keeps is
+    /// read off the pixels.
+    fn ramp_frame(side: u8) -> Vec<u8> {
+        let mut px = Vec::new();
+        for y in 0..side {
+            for x in 0..side {
+                px.extend_from_slice(&[x, y, 0]);
+            }
+        }
+        px
+    }
+
+    /// Red and green of every pixel of image `i` of a batch normalised with mean 0, std 1/255.
+    fn channels(x: &Tensor, i: i64) -> (Vec<f64>, Vec<f64>) {
+        let get = |c: i64| {
+            Vec::<f64>::try_from(x.get(i).get(c).reshape([-1]).to_kind(Kind::Double)).unwrap()
+        };
+        (get(0), get(1))
+    }
+
+    #[test]
+    fn validation_sees_the_centre_and_training_crops_flip_or_not_as_asked() {
+        let frame = ramp_frame(16);
+        let norm = ([0.0; 3], [1.0 / 255.0; 3]);
+        // The centre 8 of 16: columns and rows 4..=11, exactly.
+        let x = to_batch(&frame, 16, 8, Device::Cpu, norm, None);
+        let (r, g) = channels(&x, 0);
+        let r: Vec<f64> = r.iter().map(|v| v.round()).collect();
+        assert_eq!(r[..8], [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);
+        assert_eq!((g[0].round(), g[63].round()), (4.0, 11.0));
+
+        // Random crops: inside the frame, at the asked size, different from image to image, and
+        // never mirrored when flips are off (red grows from left to right in every row).
+        let many: Vec<u8> = (0..64).flat_map(|_| frame.clone()).collect();
+        let no_flip = Augment {
+            crop_scale: 0.25,
+            flip: false,
+            jitter: 0.0,
+        };
+        let x = to_batch(&many, 16, 8, Device::Cpu, norm, Some(no_flip));
+        assert_eq!(x.size(), vec![64, 3, 8, 8]);
+        let mut lefts = Vec::new();
+        for i in 0..64 {
+            let (r, _) = channels(&x, i);
+            assert!(
+                r.iter().all(|&v| (-1e-3..=15.0 + 1e-3).contains(&v)),
+                "{r:?}"
+            );
+            assert!(r[0] < r[7], "image {i} is mirrored: {r:?}");
+            lefts.push((r[0] * 10.0).round() as i64);
+        }
+        lefts.sort();
+        lefts.dedup();
+        assert!(lefts.len() > 1, "every crop starts at the same column");
+
+        // With flips on, some images of a batch are mirrored.
+        let flip_only = Augment {
+            crop_scale: 1.0,
+            flip: true,
+            jitter: 0.0,
+        };
+        let x = to_batch(&many, 16, 16, Device::Cpu, norm, Some(flip_only));
+        let mirrored = (0..64)
+            .filter(|&i| channels(&x, i).0[0].round() == 15.0)
+            .count();
+        assert!((1..64).contains(&mirrored), "{mirrored} of 64 mirrored");
     }
 }

@@ -24,7 +24,7 @@ use loupe::train::split::{self, SplitMix64};
 use loupe::util::{path_str, write_atomic};
 
 use super::heads::Heads;
-use super::pipeline::{bytes_for, to_batch, Cache, Frames, Stream};
+use super::pipeline::{bytes_for, to_batch, Augment, Cache, Frames, Stream};
 use super::{device, zoo, Emit};
 #[cfg(test)]
 use loupe::train::config::ModelKind;
@@ -83,7 +83,7 @@ pub fn train(
             names.join(", ")
         );
     }
-    let size = cfg.size();
+    let (size, side) = (cfg.size(), cfg.frame_side());
 
     let (run_dir, sp, history) = match start {
         Start::New { runs_dir, val } => {
@@ -124,7 +124,7 @@ pub fn train(
     tch::manual_seed(cfg.seed.wrapping_add(history.len() as u64) as i64);
 
     let pick = |idx: &[usize]| idx.iter().map(|&i| labels[i]).collect::<Vec<_>>();
-    let need = bytes_for(ds.samples.len(), size);
+    let need = bytes_for(ds.samples.len(), side);
     let budget = cfg
         .cache_gb
         .map(|gb| (gb.max(0.0) * 1e9) as u64)
@@ -141,8 +141,8 @@ pub fn train(
                 ),
             });
             (
-                Box::new(Stream::new(ds, &sp.train, &pick(&sp.train), size)),
-                Box::new(Stream::new(ds, &sp.val, &pick(&sp.val), size)),
+                Box::new(Stream::new(ds, &sp.train, &pick(&sp.train), side)),
+                Box::new(Stream::new(ds, &sp.val, &pick(&sp.val), side)),
             )
         }
         _ => {
@@ -159,7 +159,7 @@ pub fn train(
                     ds,
                     &sp.train,
                     &pick(&sp.train),
-                    size,
+                    side,
                     0,
                     &progress,
                 )),
@@ -167,7 +167,7 @@ pub fn train(
                     ds,
                     &sp.val,
                     &pick(&sp.val),
-                    size,
+                    side,
                     sp.train.len(),
                     &progress,
                 )),
@@ -255,9 +255,8 @@ pub fn train(
         });
     }
     // The head is optimiser group 1 (see `zoo::build`): its own learning rate when asked.
-    let head_ratio = cfg
-        .head_lr
-        .map_or(1.0, |h| h / cfg.lr.max(f64::MIN_POSITIVE));
+    let head_ratio = cfg.head_lr() / cfg.lr.max(f64::MIN_POSITIVE);
+    let augment = Augment::of(cfg);
     let mut step = (first_epoch - 1) * steps_per_epoch;
     let mut micro = cfg.batch;
     let mut lr = policy.lr(step);
@@ -294,7 +293,9 @@ pub fn train(
                 let batch = Batch {
                     bytes: &bytes,
                     labels: &y,
+                    side,
                     size,
+                    augment,
                     device,
                     norm,
                 };
@@ -352,8 +353,15 @@ pub fn train(
             log.append(&MetricsLine::End { cancelled: true })?;
             return finish(&vs, &run_dir, &policy, cfg, true, emit);
         }
-        let (val_loss, positions, probs) =
-            evaluate(net.as_ref(), &heads, val.as_ref(), device, norm, cfg.batch)?;
+        let (val_loss, positions, probs) = evaluate(
+            net.as_ref(),
+            &heads,
+            val.as_ref(),
+            size,
+            device,
+            norm,
+            cfg.batch,
+        )?;
         let truth: Vec<usize> = positions
             .iter()
             .map(|&p| val.labels()[p] as usize)
@@ -600,7 +608,10 @@ fn epoch_order(
 struct Batch<'a> {
     bytes: &'a [u8],
     labels: &'a [i64],
+    /// Side of the frames in `bytes`; `size`: of the crops the network sees.
+    side: u32,
     size: u32,
+    augment: Augment,
     device: Device,
     norm: ([f64; 3], [f64; 3]),
 }
@@ -622,7 +633,7 @@ fn backward(
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<f64>> {
     opt.zero_grad();
-    let frame = (batch.size * batch.size * 3) as usize;
+    let frame = (batch.side * batch.side * 3) as usize;
     let n = batch.labels.len();
     let mut total = 0.0;
     for begin in (0..n).step_by(micro.max(1)) {
@@ -632,10 +643,11 @@ fn backward(
         let end = (begin + micro).min(n);
         let x = to_batch(
             &batch.bytes[begin * frame..end * frame],
+            batch.side,
             batch.size,
             batch.device,
             batch.norm,
-            true,
+            Some(batch.augment),
         );
         let y = Tensor::from_slice(&batch.labels[begin..end]).to_device(batch.device);
         let loss = heads.loss(&net.forward_t(&x, train_bn), &y, kind, weights)?;
@@ -674,11 +686,13 @@ pub fn scores(
     (report, columns)
 }
 
-/// Validation loss, the positions that could be read, and their probabilities.
+/// Validation loss, the positions that could be read, and their probabilities, from the centre
+/// `size` square of each frame (as prediction sees an image).
 fn evaluate(
     net: &dyn nn::ModuleT,
     heads: &Heads,
     val: &dyn Frames,
+    size: u32,
     device: Device,
     norm: ([f64; 3], [f64; 3]),
     batch: usize,
@@ -692,7 +706,7 @@ fn evaluate(
             if kept.is_empty() {
                 continue;
             }
-            let x = to_batch(&bytes, val.size(), device, norm, false);
+            let x = to_batch(&bytes, val.side(), size, device, norm, None);
             let y = Tensor::from_slice(&kept.iter().map(|&p| val.labels()[p]).collect::<Vec<_>>())
                 .to_device(device);
             let logits = net.forward_t(&x, false);

@@ -204,12 +204,18 @@ pub struct TrainConfig {
     pub balance: Balance,
     pub optimizer: OptimizerKind,
     pub weight_decay: f64,
-    /// Learning rate of the classifier head when it should differ from `lr` (fine-tuning often
-    /// wants a new head to move faster than pretrained layers).
+    /// Learning rate of the classifier head; `None`: see [`TrainConfig::head_lr`].
     pub head_lr: Option<f64>,
     /// Linear warm-up (in epochs), then `schedule`, per optimiser step.
     pub warmup_epochs: f64,
     pub schedule: ScheduleKind,
+    /// Training augmentation, torchvision's RandomResizedCrop: a random crop keeping this share
+    /// of the frame's area or more (aspect 3/4 to 4/3), resized to `img_size`. 1: no crop.
+    pub crop_scale: f64,
+    /// Random horizontal flips (off for pictures whose side matters: text, digits, arrows).
+    pub flip: bool,
+    /// Random brightness and contrast change of up to this fraction (0: none).
+    pub jitter: f64,
     /// Step schedule: epochs between decays (0 = a third of the run).
     pub step_epochs: usize,
     /// Optimiser step every this many batches (an effective batch of `batch * accumulate`).
@@ -236,7 +242,7 @@ impl Default for TrainConfig {
             heads: Heads::Columns,
             epochs: 10,
             batch: 32,
-            lr: 1e-3,
+            lr: 3e-4,
             img_size: 0,
             freeze: false,
             loss: LossKind::Ce,
@@ -244,8 +250,11 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adamw,
             weight_decay: 0.01,
             head_lr: None,
-            warmup_epochs: 1.0,
+            warmup_epochs: 0.0,
             schedule: ScheduleKind::Cosine,
+            crop_scale: 0.5,
+            flip: true,
+            jitter: 0.0,
             step_epochs: 0,
             accumulate: 1,
             monitor: Monitor::MacroF1,
@@ -268,6 +277,30 @@ impl TrainConfig {
             self.img_size
         }
     }
+
+    /// The side frames are kept at: the training resolution with room around it, so random
+    /// crops see more than the centre and evaluation is torchvision's usual `Resize(size /
+    /// 0.875)` + `CenterCrop(size)`.
+    pub fn frame_side(&self) -> u32 {
+        frame_side(self.size())
+    }
+
+    /// The head's learning rate: `head_lr` when given; when fine-tuning pretrained weights, ten
+    /// times `lr` (the new head starts from random and has far to go, the pretrained layers
+    /// should move little); otherwise `lr`.
+    pub fn head_lr(&self) -> f64 {
+        self.head_lr
+            .unwrap_or(if self.weights.is_some() && !self.freeze {
+                10.0 * self.lr
+            } else {
+                self.lr
+            })
+    }
+}
+
+/// See [`TrainConfig::frame_side`]; also what prediction resizes to.
+pub fn frame_side(size: u32) -> u32 {
+    (f64::from(size) / 0.875).round() as u32
 }
 
 /// How out-of-fold probabilities are made for finding label issues.
@@ -319,4 +352,46 @@ pub fn default_weights(model: ModelKind) -> Option<PathBuf> {
     .flatten()
     .map(|d| d.join(file))
     .find(|p| p.exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_head_learns_ten_times_faster_only_when_fine_tuning() {
+        let tuned = TrainConfig {
+            weights: Some(PathBuf::from("w.safetensors")),
+            lr: 3e-4,
+            ..Default::default()
+        };
+        assert!((tuned.head_lr() - 3e-3).abs() < 1e-12);
+        let given = TrainConfig {
+            head_lr: Some(1e-2),
+            ..tuned.clone()
+        };
+        assert_eq!(given.head_lr(), 1e-2);
+        // Frozen (only the head trains) or from scratch: one rate for everything.
+        let frozen = TrainConfig {
+            freeze: true,
+            ..tuned.clone()
+        };
+        assert_eq!(frozen.head_lr(), 3e-4);
+        let scratch = TrainConfig {
+            weights: None,
+            ..tuned
+        };
+        assert_eq!(scratch.head_lr(), 3e-4);
+    }
+
+    #[test]
+    fn frames_leave_room_for_a_centre_crop_of_seven_eighths() {
+        assert_eq!(frame_side(224), 256);
+        assert_eq!(frame_side(128), 146);
+        let cfg = TrainConfig {
+            img_size: 160,
+            ..Default::default()
+        };
+        assert_eq!(cfg.frame_side(), 183);
+    }
 }

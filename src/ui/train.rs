@@ -727,6 +727,33 @@ impl TrainTab {
                     .range(1e-6..=1.0)
                     .max_decimals(5),
             )
+            .on_hover_text(format!(
+                "the new head learns at {:.1e}: ten times this when fine-tuning pretrained \
+                 weights (--head-lr to choose)",
+                c.head_lr()
+            ))
+        });
+        row(ui, "augmentation", |ui| {
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut c.flip, "flips");
+                ui.label("crops keep ≥");
+                ui.add(
+                    egui::DragValue::new(&mut c.crop_scale)
+                        .speed(0.01)
+                        .range(0.05..=1.0)
+                        .max_decimals(2),
+                )
+                .on_hover_text("share of the picture's area a random crop keeps; 1: no crops");
+                ui.label("jitter");
+                ui.add(
+                    egui::DragValue::new(&mut c.jitter)
+                        .speed(0.01)
+                        .range(0.0..=0.5)
+                        .max_decimals(2),
+                )
+                .on_hover_text("random brightness and contrast change, ± this share")
+            })
+            .response
         });
         let size = c.size();
         row(ui, "image size", |ui| {
