@@ -57,7 +57,7 @@ END=$(date +%s.%N)
 "$VENV/bin/python" - "$WORK/planted.csv" "$WORK/issues.csv" "$START" "$END" "$SIZE" <<'PY'
 import csv, sys
 planted = {r["path"] for r in csv.DictReader(open(sys.argv[1]))}
-flagged = {r["path"] for r in csv.DictReader(open(sys.argv[2]))}
+flagged = {r["path"] for r in csv.DictReader(open(sys.argv[2])) if r["flagged"] == "1"}
 tp = len(planted & flagged)
 p = tp / max(len(flagged), 1)
 r = tp / len(planted)

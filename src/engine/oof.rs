@@ -193,11 +193,12 @@ fn class_of(ds: &Dataset, i: usize) -> usize {
 pub const EMBED_SIZE: u32 = 128;
 
 /// Images per forward pass when embedding on the CPU: the largest activation of a batch (96
-/// channels at half the input side) stays under glibc's 32 MiB mmap threshold, so its memory is
-/// reused instead of mapped and faulted in afresh every batch (a third of the time went to the
-/// kernel at batch 64, 128 px).
+/// channels at half the input side, plus the row and column the strided convolution pads) stays
+/// under glibc's 32 MiB mmap threshold, so its memory is reused instead of mapped and faulted in
+/// afresh every batch (a third of the time went to the kernel at batch 64, 128 px; forgetting
+/// the padded pixel took the planted-noise search from 25 s to 55 s).
 fn embed_batch(size: u32) -> usize {
-    let per_image = 96 * (size as usize / 2).pow(2) * 4;
+    let per_image = 96 * (size as usize / 2 + 1).pow(2) * 4;
     ((32 << 20) / per_image.max(1)).clamp(1, 64)
 }
 
