@@ -423,7 +423,7 @@ impl Review {
                 let goal = self.flagged.max(1);
                 ui.add(
                     egui::ProgressBar::new(1.0 - flagged_left as f32 / goal as f32)
-                        .desired_width(200.0)
+                        .desired_width(300.0)
                         .text(format!(
                             "suggested stop: {} flagged, {flagged_left} left",
                             self.flagged
