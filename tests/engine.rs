@@ -521,6 +521,23 @@ fn an_engine_of_another_version_or_no_engine_at_all_is_refused() {
         msg.contains("crashed (SIGABRT") && msg.contains("in libtorch"),
         "{msg}"
     );
+    // Every engine starts with glibc keeping large blocks in its heap (batches of activations
+    // are not faulted in afresh), unless the user chose otherwise.
+    let seen = dir.path().join("env.txt");
+    let env = script(
+        "env-engine",
+        &format!(
+            "echo \"$MALLOC_MMAP_THRESHOLD_ $MALLOC_TRIM_THRESHOLD_\" > '{}'",
+            seen.display()
+        ),
+    );
+    let _ = failure(&Engine::at(&env).start(&Job::Device, None).wait());
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        assert_eq!(
+            std::fs::read_to_string(&seen).unwrap().trim(),
+            "268435456 1073741824"
+        );
+    }
 }
 
 #[test]

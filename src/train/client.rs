@@ -86,6 +86,18 @@ impl Engine {
         // engine's stdin, which stops the run cleanly (a checkpoint instead of a torn epoch).
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // glibc maps allocations above 32 MiB afresh and hands them back on free; a batch's
+        // activations are that large, so every batch faulted its memory in again (4.7 million
+        // page faults in a 3,000-image search). Keeping them in the heap took that search from
+        // 53 s to 41 s. Other allocators ignore these variables; a user's own setting wins.
+        for (var, value) in [
+            ("MALLOC_MMAP_THRESHOLD_", "268435456"),
+            ("MALLOC_TRIM_THRESHOLD_", "1073741824"),
+        ] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, value);
+            }
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
