@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use loupe::dataset::{probe, scan::io_pool, Dataset};
 use loupe::train::config::ModelKind;
@@ -67,6 +67,9 @@ struct CacheHeader {
     revision: u32,
     model: ModelKind,
     size: u32,
+    /// Computed in bfloat16 ([`super::device::fast_bf16`]): not mixed with f32 descriptors.
+    #[serde(default)]
+    bf16: bool,
     /// The descriptor's layout: a cache from another layout (an older Loupe) is rebuilt.
     blocks: Vec<usize>,
     entries: Vec<FileKey>,
@@ -81,6 +84,7 @@ fn load_cache(
     path: &Path,
     model: ModelKind,
     size: u32,
+    bf16: bool,
     blocks: &[usize],
 ) -> Option<HashMap<FileKey, Vec<f32>>> {
     let bytes = std::fs::read(path).ok()?;
@@ -91,6 +95,7 @@ fn load_cache(
     if header.revision != REVISION
         || header.model != model
         || header.size != size
+        || header.bf16 != bf16
         || header.blocks != blocks
         || body.len() != header.entries.len() * dim * 4
     {
@@ -114,6 +119,7 @@ fn save_cache(
     path: &Path,
     model: ModelKind,
     size: u32,
+    bf16: bool,
     blocks: &[usize],
     entries: &[(FileKey, &[f32])],
 ) -> std::io::Result<()> {
@@ -126,6 +132,7 @@ fn save_cache(
             revision: REVISION,
             model,
             size,
+            bf16,
             blocks: blocks.to_vec(),
             entries: entries.iter().map(|(k, _)| k.clone()).collect(),
         };
@@ -149,6 +156,15 @@ pub struct EmbedConfig {
     pub size: u32,
     pub device: Device,
     pub batch: usize,
+    /// Compute in bfloat16 (where [`super::device::fast_bf16`] says it pays).
+    pub bf16: bool,
+}
+
+/// The same 4-D tensor with channels-last strides (NHWC in memory). oneDNN's convolutions work
+/// in that layout: given NCHW they reorder every layer's input and output (a tenth of the
+/// embedding time here). Convolutions keep the layout of their input.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// Embeds `samples` of `ds`, reusing and updating the cache in `cache_dir` (when given).
@@ -173,10 +189,21 @@ pub fn embed(
         report.missing,
         report.mismatched
     );
+    let bf16 = cfg.bf16;
+    tch::no_grad(|| {
+        if bf16 {
+            vs.bfloat16();
+        }
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                v.set_data(&channels_last(&v));
+            }
+        }
+    });
     let file = cache_dir.map(|d| cache_path(d, cfg.model, cfg.size));
     let mut cache = file
         .as_deref()
-        .and_then(|f| load_cache(f, cfg.model, cfg.size, &blocks))
+        .and_then(|f| load_cache(f, cfg.model, cfg.size, bf16, &blocks))
         .unwrap_or_default();
 
     let keys: Vec<Option<FileKey>> = samples
@@ -222,10 +249,13 @@ pub fn embed(
             }
         }
         if !xs.is_empty() {
-            let feats =
-                tch::no_grad(|| net.forward_t(&Tensor::stack(&xs, 0).to_device(cfg.device), false))
-                    .to_device(Device::Cpu)
-                    .contiguous();
+            let batch = Tensor::stack(&xs, 0).to_device(cfg.device);
+            let batch =
+                channels_last(&batch.to_kind(if bf16 { Kind::BFloat16 } else { Kind::Float }));
+            let feats = tch::no_grad(|| net.forward_t(&batch, false))
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
             let flat = Vec::<f32>::try_from(feats.view([-1]))?;
             for (r, &k) in ok.iter().enumerate() {
                 fresh.insert(k, flat[r * dim..(r + 1) * dim].to_vec());
@@ -265,7 +295,7 @@ pub fn embed(
             .map(|(k, v)| (k.clone(), v.as_slice()))
             .collect();
         // A cache that cannot be written (read-only folder) only costs time next run.
-        let _ = save_cache(file, cfg.model, cfg.size, &blocks, &entries);
+        let _ = save_cache(file, cfg.model, cfg.size, bf16, &blocks, &entries);
     }
     Ok(Some(out))
 }
@@ -288,13 +318,16 @@ mod tests {
             &path,
             ModelKind::EfficientnetLite0,
             64,
+            false,
             &[2],
             &[(key.clone(), &v[..])],
         )
         .unwrap();
-        let back = load_cache(&path, ModelKind::EfficientnetLite0, 64, &[2]).unwrap();
+        let back = load_cache(&path, ModelKind::EfficientnetLite0, 64, false, &[2]).unwrap();
         assert_eq!(back[&key], v);
-        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 96, &[2]).is_none());
+        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 96, false, &[2]).is_none());
+        // Descriptors computed in bfloat16 are not mixed with f32 ones.
+        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 64, true, &[2]).is_none());
 
         // The same file as an engine without revisions wrote it.
         let bytes = std::fs::read(&path).unwrap();
@@ -304,6 +337,90 @@ mod tests {
         let mut old = serde_json::to_vec(&header).unwrap();
         old.extend_from_slice(&bytes[nl..]);
         std::fs::write(&path, old).unwrap();
-        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 64, &[2]).is_none());
+        assert!(load_cache(&path, ModelKind::EfficientnetLite0, 64, false, &[2]).is_none());
+    }
+}
+
+/// The real network on real photos: what the bf16 path and the cache change, and what not.
+/// Needs `scripts/bootstrap.sh test` (the weights and the photos).
+#[cfg(test)]
+mod real_photos {
+    use super::*;
+    use loupe::dataset::{self, scan::Progress, Source};
+
+    fn embed_photos(dir: &Path, bf16: bool, cache: Option<&Path>) -> Embeddings {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let ds = dataset::open(
+            &Source::ImageFolder {
+                root: dir.to_path_buf(),
+            },
+            &Progress::default(),
+        )
+        .unwrap();
+        let cfg = EmbedConfig {
+            model: ModelKind::EfficientnetLite0,
+            weights: root.join(".weights/efficientnet-lite0.safetensors"),
+            size: 96,
+            device: Device::Cpu,
+            batch: 4,
+            bf16,
+        };
+        let all: Vec<usize> = (0..ds.samples.len()).collect();
+        embed(&ds, &all, &cfg, cache, &|_, _| {}, &AtomicBool::new(false))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn bfloat16_descriptors_point_where_the_f32_ones_do_and_never_stand_in_for_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let photos = root.join(".testdata/imagenet20");
+        assert!(
+            photos.join(".complete").exists(),
+            "run scripts/bootstrap.sh test first (fetches weights and photos)"
+        );
+        // Ten photos as a two-class ImageFolder.
+        let dir = tempfile::tempdir().unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&photos)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        files.sort();
+        for (i, f) in files.iter().take(10).enumerate() {
+            let class = dir.path().join(["a", "b"][i % 2]);
+            std::fs::create_dir_all(&class).unwrap();
+            std::fs::copy(f, class.join(f.file_name().unwrap())).unwrap();
+        }
+        let cache = dir.path().join("cache");
+        let f32s = embed_photos(dir.path(), false, Some(&cache));
+        let bf16s = embed_photos(dir.path(), true, Some(&cache));
+        assert_eq!((f32s.samples.len(), f32s.cached), (10, 0));
+        assert_eq!(
+            bf16s.cached, 0,
+            "f32 descriptors must not stand in for bf16 ones"
+        );
+        let row =
+            |e: &Embeddings, i: usize| Tensor::from_slice(&e.data[i * e.dim..(i + 1) * e.dim]);
+        for i in 0..10 {
+            let (a, b) = (row(&f32s, i), row(&bf16s, i));
+            let cos = (&a * &b).sum(Kind::Float).double_value(&[])
+                / (a.norm().double_value(&[]) * b.norm().double_value(&[]));
+            assert!(cos > 0.99, "photo {i}: cosine {cos} between bf16 and f32");
+        }
+        // Each photo is still nearest to itself across the two precisions.
+        for i in 0..10 {
+            let a = row(&bf16s, i);
+            let nearest = (0..10)
+                .min_by(|&j, &k| {
+                    let d = |j| (&a - row(&f32s, j)).norm().double_value(&[]);
+                    d(j).total_cmp(&d(k))
+                })
+                .unwrap();
+            assert_eq!(nearest, i);
+        }
+        // A second bf16 run reads the cache the first one wrote.
+        assert_eq!(embed_photos(dir.path(), true, Some(&cache)).cached, 10);
     }
 }
