@@ -11,6 +11,7 @@ use super::DatasetArgs;
 use crate::dataset::export::{self, ExportFormat};
 use crate::dataset::labels::{LabelStore, Step};
 use crate::dataset::{self, stats, Dataset, OpenOptions};
+use crate::quality::health;
 use crate::util::{path_str, utc};
 
 pub(super) fn relabel(
@@ -256,6 +257,92 @@ pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
         write_summary(&mut out, &ds.root, &ds.label_columns, &s)?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `loupe health`.
+pub(super) fn health(
+    args: &DatasetArgs,
+    json: bool,
+    out: Option<&Path>,
+    threshold_args: &[String],
+) -> anyhow::Result<()> {
+    let mut thresholds = health::Thresholds::default();
+    for t in threshold_args {
+        thresholds
+            .parse_into(t)
+            .map_err(|e| anyhow::anyhow!("--threshold {e}"))?;
+    }
+    // Labels as edited (a label conflict is judged on today's labels).
+    let (ds, notes) = dataset::open_edited(
+        &args.source()?,
+        &Default::default(),
+        OpenOptions { hash: true },
+    )?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let cache = LabelStore::open(&ds)?.dir().join("health");
+    let report = health::Report::of(&ds, &thresholds, Some(&cache));
+    if let Some(path) = out {
+        report.write_csv(path, &ds)?;
+    }
+    let threshold = |c: health::Check| health::Check::PIXEL.contains(&c).then(|| thresholds.get(c));
+    let path_of = |f: &health::Finding| path_str(&ds.samples[f.sample].path);
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        let mut checks: Vec<serde_json::Value> = health::Check::ALL
+            .iter()
+            .map(|&c| {
+                let found = report.of_check(c);
+                serde_json::json!({
+                    "check": c.name(),
+                    "threshold": threshold(c),
+                    "count": found.len(),
+                    "findings": found.iter().map(|f| serde_json::json!({
+                        "path": path_of(f),
+                        "score": f.score,
+                        "group": f.group,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        checks.push(serde_json::json!({
+            "check": health::UNREADABLE,
+            "count": report.unreadable.len(),
+            "findings": report.unreadable.iter().map(|(p, why)| serde_json::json!({
+                "path": p,
+                "reason": why,
+            })).collect::<Vec<_>>(),
+        }));
+        serde_json::to_writer_pretty(
+            &mut w,
+            &serde_json::json!({ "images": report.images, "checks": checks }),
+        )?;
+        writeln!(w)?;
+    } else {
+        writeln!(w, "{} images checked", report.images)?;
+        for c in health::Check::ALL {
+            let found = report.of_check(c);
+            let rule = threshold(c)
+                .map(|t| format!("  (score: {}; flagged at >= {t})", c.meaning()))
+                .unwrap_or_default();
+            writeln!(w, "{:16} {:6}{rule}", c.name(), found.len())?;
+            for f in found.iter().take(5) {
+                let group = f.group.map(|g| format!("  group {g}")).unwrap_or_default();
+                writeln!(w, "    {:.3}  {}{group}", f.score, path_of(f))?;
+            }
+        }
+        writeln!(w, "{:16} {:6}", health::UNREADABLE, report.unreadable.len())?;
+        for (p, why) in report.unreadable.iter().take(5) {
+            writeln!(w, "    {p}: {why}")?;
+        }
+        if let Some(path) = out {
+            let rows = report.findings.len() + report.unreadable.len();
+            writeln!(w, "all {rows} findings in {}", path.display())?;
+        }
+    }
+    w.flush()?;
     Ok(())
 }
 

@@ -43,6 +43,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What is wrong with the pictures: dark, light, blurry, low-information, greyscale (in a
+    /// colour dataset), odd size or aspect, byte-identical copies and copies whose labels
+    /// disagree. Pixel statistics are cached in the dataset's `.loupe/health/`.
+    Health {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// Print one JSON object instead of the readable summary.
+        #[arg(long)]
+        json: bool,
+        /// Write every finding as path,check,score,group.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Move a check's threshold (flagged when score >= VALUE), e.g. blurry=0.9; repeatable.
+        #[arg(long = "threshold", value_name = "KIND=VALUE")]
+        thresholds: Vec<String>,
+    },
     /// Relabel files (one undo step): `--to CLASS FILE...`, or `--from-csv FIXES.csv` (path,label).
     Relabel {
         #[command(flatten)]
@@ -340,6 +356,12 @@ impl TrainArgs {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Stats { dataset, json } => data::stats(&dataset, json),
+        Command::Health {
+            dataset,
+            json,
+            out,
+            thresholds,
+        } => data::health(&dataset, json, out.as_deref(), &thresholds),
         Command::Relabel {
             dataset,
             to,

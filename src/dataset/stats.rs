@@ -273,10 +273,9 @@ pub fn hash_samples(ds: &Dataset) -> Vec<Option<ContentHash>> {
     })
 }
 
-fn duplicate_groups(
-    ds: &Dataset,
-    hashes: &[Option<ContentHash>],
-) -> (Vec<Vec<String>>, Vec<Conflict>) {
+/// Samples with identical content, as groups of indices: largest group first, then by first
+/// member.
+pub fn duplicate_index_groups(hashes: &[Option<ContentHash>]) -> Vec<Vec<usize>> {
     let mut groups: HashMap<ContentHash, Vec<usize>> = HashMap::new();
     for (i, h) in hashes.iter().enumerate() {
         if let Some(h) = h {
@@ -285,6 +284,14 @@ fn duplicate_groups(
     }
     let mut dups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     dups.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a[0].cmp(&b[0])));
+    dups
+}
+
+fn duplicate_groups(
+    ds: &Dataset,
+    hashes: &[Option<ContentHash>],
+) -> (Vec<Vec<String>>, Vec<Conflict>) {
+    let dups = duplicate_index_groups(hashes);
     let paths = |g: &[usize]| {
         g.iter()
             .map(|&i| path_str(&ds.samples[i].path))
