@@ -138,13 +138,31 @@ def cleanvision(out):
     lab.find_issues(verbose=False)
     issues = lab.issues
     cols = [c for c in issues.columns if c.startswith("is_") and c.endswith("_issue")]
+    groups = {}
+    for kind in ("exact_duplicates", "near_duplicates"):
+        for g, members in enumerate(lab.info.get(kind, {}).get("sets", [])):
+            for m in members:
+                groups[(os.path.relpath(m, out), kind)] = f"{kind[0]}{g}"
     with open(f"{out}/cleanvision.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "check"])
+        w.writerow(["path", "check", "group"])
         for path, row in issues.iterrows():
+            rel = os.path.relpath(path, out)
             for c in cols:
                 if row[c]:
-                    w.writerow([os.path.relpath(path, out), c[3:-6]])
+                    w.writerow([rel, c[3:-6], groups.get((rel, c[3:-6]), "")])
+
+
+def mixed_groups(csv_path, planted, check):
+    """Files in near-duplicate groups that join different photos (a photo and its planted
+    copies are one family)."""
+    family = {r["path"]: r["source"] for r in planted}
+    groups = {}
+    with open(csv_path) as f:
+        for r in csv.DictReader(f):
+            if r["check"] == check and r.get("group"):
+                groups.setdefault(r["group"], set()).add(r["path"])
+    return sum(len(g) for g in groups.values() if len({family.get(p, p) for p in g}) > 1)
 
 
 def flagged(csv_path):
@@ -177,11 +195,20 @@ def score(out, loupe_csv, t_loupe, t_cv):
             f = set(flags.get(p, set()))
             if p in dup_sources:
                 f -= DUPLICATE_CHECKS
+            # Outliers are a ranked list (Loupe lists the most isolated 1%), counted apart.
+            f.discard("outlier")
             if f:
                 bad.append(f"{p}:{'+'.join(sorted(f))}")
         cells.append(f"{len(bad)}/{len(originals)}")
         print(f"{name}: untouched flagged: {', '.join(bad) or 'none'}", file=sys.stderr)
     print(f"| untouched originals flagged | {' | '.join(cells)} |")
+    listed = [sum(1 for p in originals if "outlier" in flags.get(p, set())) for flags in tools.values()]
+    print(f"| untouched originals listed as outliers | {listed[0]} | (no such check) |")
+    mixed = [
+        mixed_groups(loupe_csv, planted, "near-duplicate"),
+        mixed_groups(f"{out}/cleanvision.csv", planted, "near_duplicates"),
+    ]
+    print(f"| files in near-duplicate groups that join different photos | {mixed[0]} | {mixed[1]} |")
     print(f"| time (whole process) | {float(t_loupe):.1f} s | {float(t_cv):.1f} s |")
 
 

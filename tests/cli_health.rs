@@ -32,8 +32,9 @@ fn save(img: &DynamicImage, path: &Path) {
     img.to_rgb8().save(path).unwrap();
 }
 
-/// The 20 photos in two classes, plus planted copies: returns (relative path, planted check).
-fn planted(root: &Path) -> Vec<(String, &'static str)> {
+/// The 20 photos in two classes, plus planted copies of the first 9: returns (relative path,
+/// planted check), and the photos that have a planted copy.
+fn planted(root: &Path) -> (Vec<(String, &'static str)>, Vec<String>) {
     let files = photos();
     for (i, f) in files.iter().enumerate() {
         let class = ["a", "b"][i % 2];
@@ -76,13 +77,35 @@ fn planted(root: &Path) -> Vec<(String, &'static str)> {
         save(&pic, &root.join(rel));
         out.push((rel.to_string(), check));
     }
+    // Copies that are not byte-identical: a two-thirds-size re-encoded one under the other label
+    // (a near-duplicate whose labels disagree), and a crop under the same label.
+    let (w7, h7) = img(7).dimensions();
+    let resized = img(7).resize_exact(w7 * 2 / 3, h7 * 2 / 3, imageops::FilterType::Triangle);
+    resized
+        .to_rgb8()
+        .save_with_format(root.join("a/resized.jpg"), image::ImageFormat::Jpeg)
+        .unwrap();
+    let (w8, h8) = img(8).dimensions();
+    save(
+        &img(8).crop_imm(w8 / 12, h8 / 12, w8 * 5 / 6, h8 * 5 / 6),
+        &root.join("a/crop.jpg"),
+    );
+    let name = |i: usize| files[i].file_name().unwrap().to_str().unwrap().to_string();
+    out.push(("a/resized.jpg".into(), "near-duplicate"));
+    out.push(("a/resized.jpg".into(), "label-conflict"));
+    out.push((format!("b/{}", name(7)), "near-duplicate"));
+    out.push(("a/crop.jpg".into(), "near-duplicate"));
+    out.push((format!("a/{}", name(8)), "near-duplicate"));
     // The same file under the other class: a duplicate whose labels disagree.
     let src = files[6].file_name().unwrap().to_str().unwrap().to_string();
     std::fs::copy(&files[6], root.join("b/copy.jpg")).unwrap();
     out.push(("b/copy.jpg".into(), "label-conflict"));
     out.push((format!("a/{src}"), "label-conflict"));
     std::fs::write(root.join("a/broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
-    out
+    let sources = (0..9)
+        .map(|i| format!("{}/{}", ["a", "b"][i % 2], name(i)))
+        .collect();
+    (out, sources)
 }
 
 /// `check -> paths` from `--out`.
@@ -106,7 +129,7 @@ fn findings(csv_path: &Path) -> BTreeMap<String, BTreeSet<String>> {
 fn planted_problems_in_real_photos_are_found_and_the_photos_themselves_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let plants = planted(&root);
+    let (plants, sources) = planted(&root);
     let csv_path = dir.path().join("health.csv");
     let out = loupe(&[
         "health",
@@ -127,21 +150,53 @@ fn planted_problems_in_real_photos_are_found_and_the_photos_themselves_are_not()
         );
     }
     assert!(found["unreadable"].contains("a/broken.jpg"));
-    // Nothing else: the untouched photos pass every check (the one that has a copy is only a
-    // duplicate), and each planted picture is flagged for what was done to it.
-    let planted_paths: BTreeSet<&str> = plants.iter().map(|(p, _)| p.as_str()).collect();
+    // Nothing else: the untouched photos pass every check (those with a copy are only
+    // duplicates), and no picture is flagged for what was not done to it.
+    let expected: BTreeSet<(&str, &str)> = plants
+        .iter()
+        .map(|(p, c)| (p.as_str(), *c))
+        .chain([("a/broken.jpg", "unreadable")])
+        .collect();
+    // A planted copy of any kind is rightly a duplicate of its photo (a blurred copy filed
+    // under the other label is also a label conflict).
+    let family: BTreeSet<&str> = plants
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .chain(sources.iter().map(String::as_str))
+        .collect();
+    let duplicate = ["exact-duplicate", "near-duplicate", "label-conflict"];
     for (check, paths) in &found {
         for p in paths {
             assert!(
-                planted_paths.contains(p.as_str()) || p == "a/broken.jpg",
-                "untouched photo {p} flagged {check}"
+                expected.contains(&(p.as_str(), check.as_str()))
+                    || duplicate.contains(&check.as_str()) && family.contains(p.as_str()),
+                "{p} flagged {check}"
             );
         }
     }
+    // And the untouched photos (11 of the 20) are not flagged at all.
+    let flagged: BTreeSet<&str> = found.values().flatten().map(String::as_str).collect();
+    let untouched: Vec<String> = photos()
+        .iter()
+        .enumerate()
+        .skip(9)
+        .map(|(i, f)| {
+            format!(
+                "{}/{}",
+                ["a", "b"][i % 2],
+                f.file_name().unwrap().to_str().unwrap()
+            )
+        })
+        .filter(|p| flagged.contains(p.as_str()))
+        .collect();
+    assert!(
+        untouched.is_empty(),
+        "untouched photos flagged: {untouched:?}"
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("27 images checked"), "{summary}");
+    assert!(summary.contains("29 images checked"), "{summary}");
 
-    // (The broken file is not an image the scan keeps: 20 photos, 6 planted, 1 copy.)
+    // (The broken file is not an image the scan keeps: 20 photos, 9 planted.)
     // The statistics are cached beside the dataset; thresholds move what is flagged.
     assert!(root.join(".loupe/health/pixels.jsonl").exists());
     let out = loupe(&[
@@ -158,6 +213,12 @@ fn planted_problems_in_real_photos_are_found_and_the_photos_themselves_are_not()
     let moved = findings(&csv_path);
     assert!(!moved.contains_key("blurry"));
     assert!(moved["dark"].len() > found["dark"].len());
+
+    // Without the embeddings, the pixel checks stand and the others say they did not run.
+    let out = loupe(&["health", root.to_str().unwrap(), "--pixels-only"]);
+    assert!(out.status.success());
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("near-duplicate   not run"), "{summary}");
 
     let out = loupe(&["health", root.to_str().unwrap(), "--threshold", "fuzzy=1"]);
     assert!(!out.status.success());

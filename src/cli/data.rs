@@ -12,6 +12,7 @@ use crate::dataset::export::{self, ExportFormat};
 use crate::dataset::labels::{LabelStore, Step};
 use crate::dataset::{self, stats, Dataset, OpenOptions};
 use crate::quality::health;
+use crate::train::config::DeviceChoice;
 use crate::util::{path_str, utc};
 
 pub(super) fn relabel(
@@ -266,6 +267,7 @@ pub(super) fn health(
     json: bool,
     out: Option<&Path>,
     threshold_args: &[String],
+    embeddings: Option<DeviceChoice>,
 ) -> anyhow::Result<()> {
     let mut thresholds = health::Thresholds::default();
     for t in threshold_args {
@@ -282,12 +284,30 @@ pub(super) fn health(
     for n in notes {
         eprintln!("note: {n}");
     }
-    let cache = LabelStore::open(&ds)?.dir().join("health");
-    let report = health::Report::of(&ds, &thresholds, Some(&cache));
+    let store_dir = LabelStore::open(&ds)?.dir().to_path_buf();
+    // Near-duplicates and outliers need the engine; without it the pixel checks still stand.
+    let neighbours = embeddings.and_then(|device| {
+        let work_dir = std::path::absolute(store_dir.join("issues"))
+            .unwrap_or_else(|_| store_dir.join("issues"));
+        let source = args.source().ok()?.absolute();
+        super::jobs::neighbours(source, work_dir, device)
+            .map_err(|e| eprintln!("note: near-duplicates and outliers skipped: {e:#}"))
+            .ok()
+    });
+    let report = health::Report::of(
+        &ds,
+        &thresholds,
+        Some(&store_dir.join("health")),
+        neighbours.as_ref(),
+    );
     if let Some(path) = out {
         report.write_csv(path, &ds)?;
     }
-    let threshold = |c: health::Check| health::Check::PIXEL.contains(&c).then(|| thresholds.get(c));
+    let threshold = |c: health::Check| {
+        health::Check::THRESHOLDED
+            .contains(&c)
+            .then(|| thresholds.get(c))
+    };
     let path_of = |f: &health::Finding| path_str(&ds.samples[f.sample].path);
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
@@ -297,6 +317,7 @@ pub(super) fn health(
                 let found = report.of_check(c);
                 serde_json::json!({
                     "check": c.name(),
+                    "ran": report.ran(c),
                     "threshold": threshold(c),
                     "count": found.len(),
                     "findings": found.iter().map(|f| serde_json::json!({
@@ -327,6 +348,10 @@ pub(super) fn health(
             let rule = threshold(c)
                 .map(|t| format!("  (score: {}; flagged at >= {t})", c.meaning()))
                 .unwrap_or_default();
+            if !report.ran(c) {
+                writeln!(w, "{:16} not run (needs the embeddings)", c.name())?;
+                continue;
+            }
             writeln!(w, "{:16} {:6}{rule}", c.name(), found.len())?;
             for f in found.iter().take(5) {
                 let group = f.group.map(|g| format!("  group {g}")).unwrap_or_default();

@@ -9,9 +9,9 @@ use crate::dataset::{self, Source};
 use crate::quality::confident::{Method, RankBy};
 use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
-use crate::train::config::{ModelKind, OofConfig, TrainConfig};
+use crate::train::config::{DeviceChoice, ModelKind, OofConfig, TrainConfig};
 use crate::train::predictions;
-use crate::train::protocol::{Event, Job, JobResult};
+use crate::train::protocol::{Event, Job, JobResult, Neighbours};
 use crate::train::record::RunConfig;
 use crate::util::path_str;
 
@@ -262,6 +262,36 @@ pub(super) fn predict(
     );
     Ok(())
 }
+
+/// Each image's nearest neighbours in the pretrained embedding, from an engine; the embedding
+/// cache is the label-issue searches' (`work_dir/embeddings`).
+pub(super) fn neighbours(
+    source: Source,
+    work_dir: PathBuf,
+    device: DeviceChoice,
+) -> anyhow::Result<Neighbours> {
+    let model = ModelKind::EfficientnetLite0;
+    let job = Job::Neighbours {
+        dataset: source,
+        config: OofConfig {
+            model,
+            weights: crate::train::config::default_weights(model),
+            device,
+            ..Default::default()
+        },
+        work_dir,
+        k: NEIGHBOURS,
+    };
+    match result_of(&job)? {
+        JobResult::Neighbours(nb) => Ok(nb),
+        JobResult::Cancelled => anyhow::bail!("cancelled"),
+        _ => anyhow::bail!("the engine answered another job"),
+    }
+}
+
+/// Neighbours asked for per image: enough for the outliers' nearest same-class ones in a
+/// dataset of a few classes.
+const NEIGHBOURS: usize = 10;
 
 /// `loupe device`.
 pub(super) fn device(json: bool) -> anyhow::Result<()> {

@@ -44,8 +44,9 @@ pub enum Command {
         json: bool,
     },
     /// What is wrong with the pictures: dark, light, blurry, low-information, greyscale (in a
-    /// colour dataset), odd size or aspect, byte-identical copies and copies whose labels
-    /// disagree. Pixel statistics are cached in the dataset's `.loupe/health/`.
+    /// colour dataset), odd size or aspect, exact and near-duplicate copies (and those whose
+    /// labels disagree), outliers far from their class. Pixel statistics are cached in the
+    /// dataset's `.loupe/health/`, embeddings with the label-issue searches'.
     Health {
         #[command(flatten)]
         dataset: DatasetArgs,
@@ -58,6 +59,12 @@ pub enum Command {
         /// Move a check's threshold (flagged when score >= VALUE), e.g. blurry=0.9; repeatable.
         #[arg(long = "threshold", value_name = "KIND=VALUE")]
         thresholds: Vec<String>,
+        /// Pixel checks and exact copies only: no embeddings, so no near-duplicates or outliers
+        /// (seconds instead of minutes on a large dataset without a cached embedding).
+        #[arg(long)]
+        pixels_only: bool,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
     },
     /// Relabel files (one undo step): `--to CLASS FILE...`, or `--from-csv FIXES.csv` (path,label).
     Relabel {
@@ -361,7 +368,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             json,
             out,
             thresholds,
-        } => data::health(&dataset, json, out.as_deref(), &thresholds),
+            pixels_only,
+            device,
+        } => {
+            let embeddings = (!pixels_only).then_some(device);
+            data::health(&dataset, json, out.as_deref(), &thresholds, embeddings)
+        }
         Command::Relabel {
             dataset,
             to,

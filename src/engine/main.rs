@@ -12,6 +12,7 @@ mod heads;
 mod oof;
 mod pipeline;
 mod predict;
+mod similar;
 mod trainer;
 mod zoo;
 
@@ -149,6 +150,12 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
             out,
             tta,
         } => predict::folder(&run, &folder, &out, tta, emit, cancel).map(Some),
+        Job::Neighbours {
+            dataset,
+            config,
+            work_dir,
+            k,
+        } => similar::neighbours(&dataset, &config, &work_dir, k, emit, cancel).map(Some),
         Job::FindIssues {
             dataset,
             config,

@@ -90,43 +90,7 @@ pub fn out_of_fold(
     if cfg.full {
         return full(ds, cfg, work_dir, emit, cancel);
     }
-    let weights = cfg.weights.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "embedding needs pretrained weights for {} (--weights FILE), or use the full path \
-             (--full)",
-            cfg.model.title()
-        )
-    })?;
-    let size = if cfg.img_size == 0 {
-        EMBED_SIZE
-    } else {
-        cfg.img_size
-    };
-    let device = device::pick(cfg.device)?;
-    let ecfg = EmbedConfig {
-        model: cfg.model,
-        weights,
-        size,
-        device,
-        batch: embed_batch(size),
-        bf16: device::fast_bf16(device),
-    };
-    let all: Vec<usize> = (0..ds.samples.len()).collect();
-    let Some(mut emb) = embed::embed(
-        ds,
-        &all,
-        &ecfg,
-        Some(&work_dir.join("embeddings")),
-        &|done, total| {
-            emit(Event::Progress {
-                what: "embedding images".into(),
-                done,
-                total,
-            })
-        },
-        cancel,
-    )?
-    else {
+    let Some(mut emb) = embed_all(ds, cfg, work_dir, emit, cancel)? else {
         return Ok(None);
     };
     let layout = Layout::of(ds);
@@ -183,6 +147,53 @@ pub fn out_of_fold(
         skipped: emb.skipped,
         cached: emb.cached,
     }))
+}
+
+/// Every image of `ds` through the pretrained backbone (`cfg`'s model, weights, resolution and
+/// device), with the embedding cache in `work_dir/embeddings`; `None` when cancelled.
+pub fn embed_all(
+    ds: &Dataset,
+    cfg: &OofConfig,
+    work_dir: &Path,
+    emit: &Emit<'_>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<embed::Embeddings>> {
+    let weights = cfg.weights.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "embedding needs pretrained weights for {} (--weights FILE), or use the full path \
+             (--full)",
+            cfg.model.title()
+        )
+    })?;
+    let size = if cfg.img_size == 0 {
+        EMBED_SIZE
+    } else {
+        cfg.img_size
+    };
+    let device = device::pick(cfg.device)?;
+    let ecfg = EmbedConfig {
+        model: cfg.model,
+        weights,
+        size,
+        device,
+        batch: embed_batch(size),
+        bf16: device::fast_bf16(device),
+    };
+    let all: Vec<usize> = (0..ds.samples.len()).collect();
+    embed::embed(
+        ds,
+        &all,
+        &ecfg,
+        Some(&work_dir.join("embeddings")),
+        &|done, total| {
+            emit(Event::Progress {
+                what: "embedding images".into(),
+                done,
+                total,
+            })
+        },
+        cancel,
+    )
 }
 
 /// The index of sample `i`'s class.

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{probe, scan::io_pool, stats, Dataset};
+use crate::train::protocol::Neighbours;
 use crate::util::path_str;
 
 /// Pixel statistics of one image, all in 0..1 unless said otherwise.
@@ -118,12 +119,14 @@ pub enum Check {
     OddSize,
     OddAspect,
     ExactDuplicate,
+    NearDuplicate,
     LabelConflict,
+    Outlier,
 }
 
 impl Check {
     /// Every check, in the order reports list them.
-    pub const ALL: [Check; 9] = [
+    pub const ALL: [Check; 11] = [
         Check::Dark,
         Check::Light,
         Check::Blurry,
@@ -132,7 +135,22 @@ impl Check {
         Check::OddSize,
         Check::OddAspect,
         Check::ExactDuplicate,
+        Check::NearDuplicate,
         Check::LabelConflict,
+        Check::Outlier,
+    ];
+
+    /// The checks a threshold decides.
+    pub const THRESHOLDED: [Check; 9] = [
+        Check::Dark,
+        Check::Light,
+        Check::Blurry,
+        Check::LowInformation,
+        Check::Grayscale,
+        Check::OddSize,
+        Check::OddAspect,
+        Check::NearDuplicate,
+        Check::Outlier,
     ];
 
     /// The checks over pixel statistics, each with a threshold.
@@ -156,12 +174,14 @@ impl Check {
             Check::OddSize => "odd-size",
             Check::OddAspect => "odd-aspect",
             Check::ExactDuplicate => "exact-duplicate",
+            Check::NearDuplicate => "near-duplicate",
             Check::LabelConflict => "label-conflict",
+            Check::Outlier => "outlier",
         }
     }
 
     pub fn parse(s: &str) -> Option<Check> {
-        Check::PIXEL.into_iter().find(|c| c.name() == s)
+        Check::THRESHOLDED.into_iter().find(|c| c.name() == s)
     }
 
     /// What the score measures, for `--help` and the summary.
@@ -174,6 +194,13 @@ impl Check {
             Check::Grayscale => "1 - colourfulness x 20 (only in a mostly colour dataset)",
             Check::OddSize => "|log2(area / the dataset's median area)|",
             Check::OddAspect => "|log2(aspect / the dataset's median aspect)|",
+            Check::NearDuplicate => {
+                "how far the pair's embedding similarity stands above each image's ordinary \
+                 neighbours (1 = the same picture)"
+            }
+            Check::Outlier => {
+                "share of images closer to their own class than this one (1 = the most isolated)"
+            }
             _ => "1",
         }
     }
@@ -188,6 +215,8 @@ impl Check {
             Check::Grayscale => 0.8,
             Check::OddSize => 2.0,
             Check::OddAspect => 1.0,
+            Check::NearDuplicate => NEAR_DUPLICATE,
+            Check::Outlier => 0.99,
             _ => 1.0,
         }
     }
@@ -200,7 +229,7 @@ pub struct Thresholds(HashMap<Check, f32>);
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds(
-            Check::PIXEL
+            Check::THRESHOLDED
                 .into_iter()
                 .map(|c| (c, c.default_threshold()))
                 .collect(),
@@ -223,7 +252,7 @@ impl Thresholds {
             .split_once('=')
             .ok_or_else(|| format!("{s:?}: expected KIND=VALUE, e.g. blurry=0.9"))?;
         let check = Check::parse(kind.trim()).ok_or_else(|| {
-            let names: Vec<_> = Check::PIXEL.iter().map(|c| c.name()).collect();
+            let names: Vec<_> = Check::THRESHOLDED.iter().map(|c| c.name()).collect();
             format!("{kind:?} is not a check; one of {}", names.join(", "))
         })?;
         let v: f32 = value
@@ -327,6 +356,169 @@ pub fn duplicate_findings(ds: &Dataset, hashes: &[Option<probe::ContentHash>]) -
         }
     }
     out
+}
+
+/// The [`standout`] at which two pictures are one picture (resized, re-encoded, cropped,
+/// brightened). Chosen on real pictures: on `benches/health.sh` every planted copy groups with
+/// its photo from 0.4 to 0.7 and groups start joining different photos below 0.6; on 3,000
+/// Fashion-MNIST products, 0.6 groups 5 pairs, each the same product twice (one brightened),
+/// where 0.5 groups 64 images and 0.4 groups 192, most of them lookalikes.
+pub const NEAR_DUPLICATE: f32 = 0.6;
+
+/// How far a pair's similarity stands above the images' ordinary neighbours: the share of the
+/// gap between the farther image's farthest listed neighbour and identity that the pair closes
+/// (1: identical). A raw cosine threshold cannot tell a copy from a lookalike: cropped copies
+/// of photos score 0.85-0.9, while different trousers of Fashion-MNIST score 0.93 because
+/// every item there looks like every other; against each image's own neighbourhood the copies
+/// stand out and the lookalikes do not.
+fn standout(sim: f32, background: f32) -> f32 {
+    if sim >= 0.98 {
+        return 1.0; // the same picture, however crowded its neighbourhood
+    }
+    ((sim - background) / (1.0 - background).max(1e-6)).clamp(0.0, 1.0)
+}
+
+/// Near-duplicate groups: images joined (transitively) by pairs whose [`standout`] reaches the
+/// threshold, except groups that are one byte-identical file (those are exact duplicates
+/// already). A group whose labels disagree is also a label conflict. Groups are numbered from
+/// `first_group`.
+pub fn near_duplicate_findings(
+    ds: &Dataset,
+    nb: &Neighbours,
+    threshold: f32,
+    hashes: &[Option<probe::ContentHash>],
+    first_group: usize,
+) -> Vec<Finding> {
+    let sample_of = sample_index(ds, nb);
+    let n = nb.paths.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    // An image's farthest listed neighbour: how alike its ordinary neighbours are.
+    let background: Vec<f32> = nb
+        .lists
+        .iter()
+        .map(|l| l.last().map_or(0.0, |&(_, sim)| sim))
+        .collect();
+    let mut best = vec![f32::NEG_INFINITY; n];
+    for (i, list) in nb.lists.iter().enumerate() {
+        for &(j, sim) in list {
+            let j = j as usize;
+            let score = standout(sim, background[i].max(background[j]));
+            if score >= threshold {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a.max(b)] = a.min(b);
+                best[i] = best[i].max(score);
+                best[j] = best[j].max(score);
+            }
+        }
+    }
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, b) in best.iter().enumerate() {
+        if *b > f32::NEG_INFINITY {
+            groups.entry(root(&mut parent, i)).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    let mut id = first_group;
+    for members in groups.into_values() {
+        let samples: Vec<usize> = members.iter().filter_map(|&m| sample_of[m]).collect();
+        let one_file = samples
+            .iter()
+            .all(|&i| hashes[i].is_some() && hashes[i] == hashes[samples[0]]);
+        if samples.len() < 2 || one_file {
+            continue;
+        }
+        let conflict = samples
+            .iter()
+            .any(|&i| ds.samples[i].label != ds.samples[samples[0]].label);
+        for (&m, &sample) in members.iter().zip(&samples) {
+            let score = best[m];
+            out.push(Finding {
+                sample,
+                check: Check::NearDuplicate,
+                score,
+                group: Some(id),
+            });
+            if conflict {
+                out.push(Finding {
+                    sample,
+                    check: Check::LabelConflict,
+                    score,
+                    group: Some(id),
+                });
+            }
+        }
+        id += 1;
+    }
+    out
+}
+
+/// How many of an image's nearest same-class neighbours its isolation averages over.
+const OUTLIER_NEIGHBOURS: usize = 5;
+
+/// Every image's isolation from its own class: 1 - the mean similarity to its nearest
+/// neighbours of the same label (among the listed ones; one with none listed is at least as
+/// far as its farthest listed neighbour). The score is the isolation's rank among all images,
+/// 0..1, so the threshold reads as a share (0.99: the most isolated 1%).
+pub fn outlier_findings(ds: &Dataset, nb: &Neighbours, threshold: f32) -> Vec<Finding> {
+    let sample_of = sample_index(ds, nb);
+    let isolation: Vec<Option<f32>> = nb
+        .lists
+        .iter()
+        .enumerate()
+        .map(|(i, list)| {
+            let me = sample_of[i]?;
+            let label = &ds.samples[me].label;
+            let same: Vec<f32> = list
+                .iter()
+                .filter(|(j, _)| {
+                    sample_of[*j as usize].is_some_and(|s| &ds.samples[s].label == label)
+                })
+                .map(|&(_, sim)| sim)
+                .take(OUTLIER_NEIGHBOURS)
+                .collect();
+            Some(if same.is_empty() {
+                1.0 - list.last().map_or(0.0, |&(_, sim)| sim)
+            } else {
+                1.0 - same.iter().sum::<f32>() / same.len() as f32
+            })
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..isolation.len())
+        .filter(|&i| isolation[i].is_some())
+        .collect();
+    order.sort_by(|&a, &b| isolation[a].unwrap().total_cmp(&isolation[b].unwrap()));
+    let total = order.len().max(1) as f32;
+    order
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, &i)| {
+            let score = rank as f32 / total;
+            (score >= threshold).then(|| Finding {
+                sample: sample_of[i].expect("only mapped images are ranked"),
+                check: Check::Outlier,
+                score,
+                group: None,
+            })
+        })
+        .collect()
+}
+
+/// The dataset sample of each path in `nb` (`None` for one the dataset no longer has).
+fn sample_index(ds: &Dataset, nb: &Neighbours) -> Vec<Option<usize>> {
+    let by_path: HashMap<String, usize> = ds
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (path_str(&s.path), i))
+        .collect();
+    nb.paths.iter().map(|p| by_path.get(p).copied()).collect()
 }
 
 /// Identity of a file for the statistics cache: a changed file is read again.
@@ -435,17 +627,33 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Files that could not be read (rejected by the scan, or failing to decode), with why.
     pub unreadable: Vec<(String, String)>,
+    /// Whether the embedding checks (near-duplicates, outliers) ran.
+    pub embedded: bool,
 }
 
 impl Report {
-    /// Runs every check on `ds`: pixel statistics (through the cache in `cache_dir`), then
-    /// byte-identical copies.
-    pub fn of(ds: &Dataset, thresholds: &Thresholds, cache_dir: Option<&Path>) -> Report {
+    /// Runs every check on `ds`: pixel statistics (through the cache in `cache_dir`),
+    /// byte-identical copies, and given the embeddings' nearest neighbours, near-duplicates and
+    /// outliers.
+    pub fn of(
+        ds: &Dataset,
+        thresholds: &Thresholds,
+        cache_dir: Option<&Path>,
+        neighbours: Option<&Neighbours>,
+    ) -> Report {
         let computed = compute_stats(ds, cache_dir);
         let all: Vec<Option<PixelStats>> =
             computed.iter().map(|r| r.as_ref().ok().copied()).collect();
         let mut findings = pixel_findings(&all, thresholds);
-        findings.extend(duplicate_findings(ds, &stats::hash_samples(ds)));
+        let hashes = stats::hash_samples(ds);
+        let exact = duplicate_findings(ds, &hashes);
+        let groups = exact.iter().filter_map(|f| f.group).max().unwrap_or(0);
+        findings.extend(exact);
+        if let Some(nb) = neighbours {
+            let near = thresholds.get(Check::NearDuplicate);
+            findings.extend(near_duplicate_findings(ds, nb, near, &hashes, groups + 1));
+            findings.extend(outlier_findings(ds, nb, thresholds.get(Check::Outlier)));
+        }
         let mut unreadable: Vec<(String, String)> = ds
             .rejected
             .iter()
@@ -460,7 +668,13 @@ impl Report {
             images: ds.samples.len(),
             findings,
             unreadable,
+            embedded: neighbours.is_some(),
         }
+    }
+
+    /// Whether `check` ran (the embedding checks need an engine and the pretrained weights).
+    pub fn ran(&self, check: Check) -> bool {
+        self.embedded || !matches!(check, Check::NearDuplicate | Check::Outlier)
     }
 
     /// The findings of one check, highest score first.
@@ -583,6 +797,110 @@ mod tests {
         assert_eq!(flagged(Check::OddSize), [17]);
         assert_eq!(flagged(Check::OddAspect), [18]);
         assert!(findings.iter().all(|f| f.sample >= 12 && f.sample != 19));
+    }
+
+    /// Eight samples in classes a (0-3) and b (4-7): 0 and 1 the same picture, 4 a copy of 2
+    /// filed under b, 7 far from everything; the rest ordinary neighbours at 0.5.
+    fn neighbours_case() -> (Dataset, Neighbours) {
+        let class = |i: usize| if i < 4 { "a" } else { "b" };
+        let samples = (0..8)
+            .map(|i| crate::dataset::scan::Sample {
+                path: format!("{}/{i}.png", class(i)).into(),
+                label: class(i).into(),
+                parts: vec![class(i).into()],
+                group: None,
+                info: crate::dataset::ImageInfo {
+                    format: image::ImageFormat::Png,
+                    width: 8,
+                    height: 8,
+                    color: image::ColorType::Rgb8,
+                    orientation: 1,
+                    bytes: 100,
+                    content_hash: None,
+                },
+            })
+            .collect();
+        // Never read from disk: these checks only look at paths and labels.
+        let ds = Dataset {
+            root: "/d".into(),
+            source: crate::dataset::Source::ImageFolder { root: "/d".into() },
+            label_columns: vec!["class".into()],
+            classes: vec!["a".into(), "b".into()],
+            samples,
+            rejected: Vec::new(),
+            ignored: Vec::new(),
+        };
+        let sim = |i: usize, j: usize| -> f32 {
+            match (i.min(j), i.max(j)) {
+                (0, 1) => 0.99,
+                (2, 4) => 0.9,
+                (_, 7) => 0.1,
+                _ => 0.5,
+            }
+        };
+        let lists = (0..8)
+            .map(|i| {
+                let mut l: Vec<(u32, f32)> = (0..8)
+                    .filter(|&j| j != i)
+                    .map(|j| (j as u32, sim(i, j)))
+                    .collect();
+                l.sort_by(|a, b| b.1.total_cmp(&a.1));
+                l
+            })
+            .collect();
+        let paths = ds.samples.iter().map(|s| path_str(&s.path)).collect();
+        (
+            ds,
+            Neighbours {
+                paths,
+                lists,
+                skipped: Vec::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn near_duplicates_group_copies_flag_label_conflicts_and_leave_exact_copies_alone() {
+        let (ds, nb) = neighbours_case();
+        let no_hashes = vec![None; 8];
+        let found = near_duplicate_findings(&ds, &nb, NEAR_DUPLICATE, &no_hashes, 3);
+        let of = |c: Check| -> Vec<(usize, Option<usize>)> {
+            let mut v: Vec<_> = found
+                .iter()
+                .filter(|f| f.check == c)
+                .map(|f| (f.sample, f.group))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            of(Check::NearDuplicate),
+            [(0, Some(3)), (1, Some(3)), (2, Some(4)), (4, Some(4))]
+        );
+        assert_eq!(of(Check::LabelConflict), [(2, Some(4)), (4, Some(4))]);
+        // 0 and 1 byte-identical: the exact-duplicate check has them, this one leaves them.
+        let mut hashes = no_hashes;
+        hashes[0] = Some(7);
+        hashes[1] = Some(7);
+        let found = near_duplicate_findings(&ds, &nb, NEAR_DUPLICATE, &hashes, 1);
+        assert!(found.iter().all(|f| f.sample != 0 && f.sample != 1));
+        // A threshold above the copy's standout separates it.
+        let strict = near_duplicate_findings(&ds, &nb, 0.9, &hashes, 1);
+        assert!(strict.is_empty(), "{strict:?}");
+    }
+
+    #[test]
+    fn the_picture_far_from_its_class_is_the_top_outlier() {
+        let (ds, nb) = neighbours_case();
+        let found = outlier_findings(&ds, &nb, 0.85);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].sample, 7);
+        assert!(found[0].score >= 0.85);
+        // At 0 every image is listed, each once.
+        let all = outlier_findings(&ds, &nb, 0.0);
+        let mut samples: Vec<usize> = all.iter().map(|f| f.sample).collect();
+        samples.sort();
+        assert_eq!(samples, (0..8).collect::<Vec<_>>());
     }
 
     #[test]

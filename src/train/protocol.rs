@@ -62,6 +62,14 @@ pub enum Job {
         rank_by: RankBy,
         issues_dir: PathBuf,
     },
+    /// Each image's `k` most similar images in the pretrained embedding of the dataset as
+    /// edited (the embedding cache in `work_dir/embeddings`, shared with label-issue searches).
+    Neighbours {
+        dataset: Source,
+        config: OofConfig,
+        work_dir: PathBuf,
+        k: usize,
+    },
     /// Which devices libtorch sees, with a smoke test.
     Device,
 }
@@ -170,8 +178,20 @@ pub enum JobResult {
         /// Images whose embedding came from the cache.
         cached: usize,
     },
+    Neighbours(Neighbours),
     /// Cancelled before it finished: nothing was written.
     Cancelled,
+}
+
+/// Nearest neighbours by cosine similarity of the embeddings (`Job::Neighbours`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// The images that could be embedded, relative to the dataset root.
+    pub paths: Vec<String>,
+    /// Per image in `paths`: (index into `paths`, cosine similarity), most similar first.
+    pub lists: Vec<Vec<(u32, f32)>>,
+    /// (path, reason) of images that could not be decoded.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// What libtorch sees.
