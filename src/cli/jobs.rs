@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{self, Source};
 use crate::quality::confident::{Method, RankBy};
+use crate::quality::health::Neighbours;
 use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
 use crate::train::config::{DeviceChoice, ModelKind, OofConfig, TrainConfig};
 use crate::train::predictions;
-use crate::train::protocol::{Event, Job, JobResult, Neighbours};
+use crate::train::protocol::{Event, Job, JobResult};
 use crate::train::record::RunConfig;
 use crate::util::path_str;
 

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
 use loupe::dataset::{self, Source};
+use loupe::quality::health::Neighbours;
 use loupe::train::config::OofConfig;
-use loupe::train::protocol::{Event, JobResult, Neighbours};
+use loupe::train::protocol::{Event, JobResult};
 use loupe::util::path_str;
 
 use super::{device, oof, Emit};

@@ -13,7 +13,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{probe, scan::io_pool, stats, Dataset};
-use crate::train::protocol::Neighbours;
 use crate::util::path_str;
 
 /// Pixel statistics of one image, all in 0..1 unless said otherwise.
@@ -356,6 +355,18 @@ pub fn duplicate_findings(ds: &Dataset, hashes: &[Option<probe::ContentHash>]) -
         }
     }
     out
+}
+
+/// Nearest neighbours by cosine similarity of the embeddings, as the engine's `neighbours`
+/// job reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// The images that could be embedded, relative to the dataset root.
+    pub paths: Vec<String>,
+    /// Per image in `paths`: (index into `paths`, cosine similarity), most similar first.
+    pub lists: Vec<Vec<(u32, f32)>>,
+    /// (path, reason) of images that could not be decoded.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// The [`standout`] at which two pictures are one picture (resized, re-encoded, cropped,

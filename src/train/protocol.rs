@@ -18,6 +18,7 @@ use super::record::{lossy_f64, EpochMetrics};
 use super::schedule::Monitor;
 use crate::dataset::Source;
 use crate::quality::confident::{Method, RankBy};
+use crate::quality::health::Neighbours;
 
 /// Bumped whenever a message changes shape: an engine of another protocol is refused.
 pub const PROTOCOL: u32 = 1;
@@ -181,17 +182,6 @@ pub enum JobResult {
     Neighbours(Neighbours),
     /// Cancelled before it finished: nothing was written.
     Cancelled,
-}
-
-/// Nearest neighbours by cosine similarity of the embeddings (`Job::Neighbours`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Neighbours {
-    /// The images that could be embedded, relative to the dataset root.
-    pub paths: Vec<String>,
-    /// Per image in `paths`: (index into `paths`, cosine similarity), most similar first.
-    pub lists: Vec<Vec<(u32, f32)>>,
-    /// (path, reason) of images that could not be decoded.
-    pub skipped: Vec<(String, String)>,
 }
 
 /// What libtorch sees.
