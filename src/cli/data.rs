@@ -268,6 +268,7 @@ pub(super) fn health(
     out: Option<&Path>,
     threshold_args: &[String],
     embeddings: Option<DeviceChoice>,
+    run: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut thresholds = health::Thresholds::default();
     for t in threshold_args {
@@ -294,12 +295,25 @@ pub(super) fn health(
             .map_err(|e| eprintln!("note: near-duplicates and outliers skipped: {e:#}"))
             .ok()
     });
-    let report = health::Report::of(
+    let mut report = health::Report::of(
         &ds,
         &thresholds,
         Some(&store_dir.join("health")),
         neighbours.as_ref(),
     );
+    if let Some(run) = run {
+        let rc = crate::train::record::RunConfig::read(run)?;
+        let same = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        if same(&rc.dataset.root) != same(&ds.root) {
+            eprintln!(
+                "note: {} trained on {}; its validation paths are matched in {}",
+                run.display(),
+                rc.dataset.root.display(),
+                ds.root.display()
+            );
+        }
+        report.add_leaks(&ds, &rc.split.val);
+    }
     if let Some(path) = out {
         report.write_csv(path, &ds)?;
     }
@@ -349,7 +363,12 @@ pub(super) fn health(
                 .map(|t| format!("  (score: {}; flagged at >= {t})", c.meaning()))
                 .unwrap_or_default();
             if !report.ran(c) {
-                writeln!(w, "{:16} not run (needs the embeddings)", c.name())?;
+                let needs = if c == health::Check::Leak {
+                    "--run RUN"
+                } else {
+                    "the embeddings"
+                };
+                writeln!(w, "{:16} not run (needs {needs})", c.name())?;
                 continue;
             }
             writeln!(w, "{:16} {:6}{rule}", c.name(), found.len())?;

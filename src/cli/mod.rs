@@ -59,6 +59,9 @@ pub enum Command {
         /// Move a check's threshold (flagged when score >= VALUE), e.g. blurry=0.9; repeatable.
         #[arg(long = "threshold", value_name = "KIND=VALUE")]
         thresholds: Vec<String>,
+        /// A run folder: list the duplicate groups that straddle its train/validation split.
+        #[arg(long)]
+        run: Option<PathBuf>,
         /// Pixel checks and exact copies only: no embeddings, so no near-duplicates or outliers
         /// (seconds instead of minutes on a large dataset without a cached embedding).
         #[arg(long)]
@@ -368,11 +371,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             json,
             out,
             thresholds,
+            run,
             pixels_only,
             device,
         } => {
             let embeddings = (!pixels_only).then_some(device);
-            data::health(&dataset, json, out.as_deref(), &thresholds, embeddings)
+            data::health(
+                &dataset,
+                json,
+                out.as_deref(),
+                &thresholds,
+                embeddings,
+                run.as_deref(),
+            )
         }
         Command::Relabel {
             dataset,

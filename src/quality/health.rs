@@ -4,7 +4,7 @@
 //! statistics, some relative to the dataset (odd size, odd aspect, greyscale in a colour
 //! dataset), so moving a threshold never decodes anything again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -120,12 +120,13 @@ pub enum Check {
     ExactDuplicate,
     NearDuplicate,
     LabelConflict,
+    Leak,
     Outlier,
 }
 
 impl Check {
     /// Every check, in the order reports list them.
-    pub const ALL: [Check; 11] = [
+    pub const ALL: [Check; 12] = [
         Check::Dark,
         Check::Light,
         Check::Blurry,
@@ -136,6 +137,7 @@ impl Check {
         Check::ExactDuplicate,
         Check::NearDuplicate,
         Check::LabelConflict,
+        Check::Leak,
         Check::Outlier,
     ];
 
@@ -175,6 +177,7 @@ impl Check {
             Check::ExactDuplicate => "exact-duplicate",
             Check::NearDuplicate => "near-duplicate",
             Check::LabelConflict => "label-conflict",
+            Check::Leak => "leak",
             Check::Outlier => "outlier",
         }
     }
@@ -532,6 +535,30 @@ fn sample_index(ds: &Dataset, nb: &Neighbours) -> Vec<Option<usize>> {
     nb.paths.iter().map(|p| by_path.get(p).copied()).collect()
 }
 
+/// Duplicate groups (exact or near) that straddle a run's split: a validation image with a
+/// copy among the training images inflates the run's score. Every member of such a group is
+/// listed, with the group's number; `val` holds the run's validation paths.
+pub fn leak_findings(ds: &Dataset, findings: &[Finding], val: &HashSet<String>) -> Vec<Finding> {
+    let mut groups: std::collections::BTreeMap<usize, Vec<&Finding>> = Default::default();
+    for f in findings {
+        if matches!(f.check, Check::ExactDuplicate | Check::NearDuplicate) {
+            if let Some(g) = f.group {
+                groups.entry(g).or_default().push(f);
+            }
+        }
+    }
+    let in_val = |f: &Finding| val.contains(&path_str(&ds.samples[f.sample].path));
+    groups
+        .into_values()
+        .filter(|g| g.iter().any(|f| in_val(f)) && g.iter().any(|f| !in_val(f)))
+        .flatten()
+        .map(|f| Finding {
+            check: Check::Leak,
+            ..f.clone()
+        })
+        .collect()
+}
+
 /// Identity of a file for the statistics cache: a changed file is read again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct FileKey {
@@ -640,6 +667,8 @@ pub struct Report {
     pub unreadable: Vec<(String, String)>,
     /// Whether the embedding checks (near-duplicates, outliers) ran.
     pub embedded: bool,
+    /// Whether a run's split was checked for leaks ([`Report::add_leaks`]).
+    pub split_checked: bool,
 }
 
 impl Report {
@@ -680,12 +709,26 @@ impl Report {
             findings,
             unreadable,
             embedded: neighbours.is_some(),
+            split_checked: false,
         }
     }
 
-    /// Whether `check` ran (the embedding checks need an engine and the pretrained weights).
+    /// Whether `check` ran (the embedding checks need an engine and the pretrained weights,
+    /// leaks a run).
     pub fn ran(&self, check: Check) -> bool {
-        self.embedded || !matches!(check, Check::NearDuplicate | Check::Outlier)
+        match check {
+            Check::NearDuplicate | Check::Outlier => self.embedded,
+            Check::Leak => self.split_checked,
+            _ => true,
+        }
+    }
+
+    /// Adds the duplicate groups that straddle a run's split (`val`: its validation paths).
+    pub fn add_leaks(&mut self, ds: &Dataset, val: &[String]) {
+        let val: HashSet<String> = val.iter().cloned().collect();
+        let leaks = leak_findings(ds, &self.findings, &val);
+        self.findings.extend(leaks);
+        self.split_checked = true;
     }
 
     /// The findings of one check, highest score first.
@@ -898,6 +941,27 @@ mod tests {
         // A threshold above the copy's standout separates it.
         let strict = near_duplicate_findings(&ds, &nb, 0.9, &hashes, 1);
         assert!(strict.is_empty(), "{strict:?}");
+    }
+
+    #[test]
+    fn a_duplicate_group_across_the_split_is_a_leak_and_one_inside_a_side_is_not() {
+        let (ds, nb) = neighbours_case();
+        let mut findings = near_duplicate_findings(&ds, &nb, NEAR_DUPLICATE, &[None; 8], 1);
+        // Groups: {0, 1} and {2, 4}. 4 in validation: {2, 4} straddles; {0, 1} does not.
+        let val: HashSet<String> = ["b/4.png".to_string()].into();
+        let leaks = leak_findings(&ds, &findings, &val);
+        let mut samples: Vec<usize> = leaks.iter().map(|f| f.sample).collect();
+        samples.sort();
+        assert_eq!(samples, [2, 4]);
+        assert!(leaks
+            .iter()
+            .all(|f| f.check == Check::Leak && f.group.is_some()));
+        // Both of a pair in validation: no leak.
+        let val: HashSet<String> = ["a/0.png".to_string(), "a/1.png".to_string()].into();
+        assert!(leak_findings(&ds, &findings, &val).is_empty());
+        // Pixel findings never make leaks.
+        findings.retain(|f| f.check == Check::LabelConflict);
+        assert!(leak_findings(&ds, &findings, &["b/4.png".to_string()].into()).is_empty());
     }
 
     #[test]
