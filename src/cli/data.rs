@@ -232,8 +232,8 @@ fn print_history(store: &LabelStore, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
-    // Statistics reflect the label edits; a dataset never edited gets no overlay folder from this.
+/// The dataset with its label edits applied (files hashed while read), its notes on stderr.
+fn open_edited_noted(args: &DatasetArgs) -> anyhow::Result<Dataset> {
     let (ds, notes) = dataset::open_edited(
         &args.source()?,
         &Default::default(),
@@ -242,6 +242,12 @@ pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
     for n in notes {
         eprintln!("note: {n}");
     }
+    Ok(ds)
+}
+
+pub(super) fn stats(args: &DatasetArgs, json: bool) -> anyhow::Result<()> {
+    // Statistics reflect the label edits; a dataset never edited gets no overlay folder from this.
+    let ds = open_edited_noted(args)?;
     let hashes = stats::hash_samples(&ds);
     let s = stats::compute_with_hashes(&ds, Some(&hashes));
     // Stdout flushes at every newline; the JSON of a large dataset has 100,000 lines.
@@ -277,14 +283,7 @@ pub(super) fn health(
             .map_err(|e| anyhow::anyhow!("--threshold {e}"))?;
     }
     // Labels as edited (a label conflict is judged on today's labels).
-    let (ds, notes) = dataset::open_edited(
-        &args.source()?,
-        &Default::default(),
-        OpenOptions { hash: true },
-    )?;
-    for n in notes {
-        eprintln!("note: {n}");
-    }
+    let ds = open_edited_noted(args)?;
     let store_dir = LabelStore::open(&ds)?.dir().to_path_buf();
     // Near-duplicates and outliers need the engine; without it the pixel checks still stand.
     let neighbours = embeddings.and_then(|device| {

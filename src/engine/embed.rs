@@ -42,16 +42,10 @@ struct FileKey {
 }
 
 fn file_key(abs: &Path, rel: &str) -> Option<FileKey> {
-    let meta = std::fs::metadata(abs).ok()?;
-    let mtime = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
+    let (len, mtime) = loupe::util::file_stamp(abs)?;
     Some(FileKey {
         path: rel.to_string(),
-        len: meta.len(),
+        len,
         mtime,
     })
 }

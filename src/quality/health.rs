@@ -581,16 +581,10 @@ const CACHE_REVISION: &str = "{\"revision\":1}";
 
 fn key_of(ds: &Dataset, i: usize) -> Option<FileKey> {
     let s = &ds.samples[i];
-    let meta = std::fs::metadata(ds.abs_path(&s.path)).ok()?;
-    let mtime = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
+    let (len, mtime) = crate::util::file_stamp(&ds.abs_path(&s.path))?;
     Some(FileKey {
         path: path_str(&s.path),
-        len: meta.len(),
+        len,
         mtime,
     })
 }
