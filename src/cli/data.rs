@@ -294,12 +294,9 @@ pub(super) fn health(
             .map_err(|e| eprintln!("note: near-duplicates and outliers skipped: {e:#}"))
             .ok()
     });
-    let mut report = health::Report::of(
-        &ds,
-        &thresholds,
-        Some(&store_dir.join("health")),
-        neighbours.as_ref(),
-    );
+    let mut inputs = health::Inputs::gather(&ds, Some(&store_dir.join("health")));
+    inputs.neighbours = neighbours;
+    let mut report = health::Report::judge(&ds, &inputs, &thresholds);
     if let Some(run) = run {
         let rc = crate::train::record::RunConfig::read(run)?;
         let same = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());

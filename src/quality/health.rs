@@ -665,27 +665,49 @@ pub struct Report {
     pub split_checked: bool,
 }
 
+/// What the checks read, gathered once (decoding, hashing, the engine's neighbours); judging
+/// them at other thresholds ([`Report::judge`]) reads nothing again.
+pub struct Inputs {
+    /// Per sample: its pixel statistics, or why it could not be decoded.
+    pub stats: Vec<Result<PixelStats, String>>,
+    pub hashes: Vec<Option<probe::ContentHash>>,
+    /// The embeddings' nearest neighbours, when they were computed.
+    pub neighbours: Option<Neighbours>,
+}
+
+impl Inputs {
+    /// Pixel statistics (through the cache in `cache_dir`) and content hashes of every sample.
+    pub fn gather(ds: &Dataset, cache_dir: Option<&Path>) -> Inputs {
+        Inputs {
+            stats: compute_stats(ds, cache_dir),
+            hashes: stats::hash_samples(ds),
+            neighbours: None,
+        }
+    }
+}
+
 impl Report {
-    /// Runs every check on `ds`: pixel statistics (through the cache in `cache_dir`),
-    /// byte-identical copies, and given the embeddings' nearest neighbours, near-duplicates and
-    /// outliers.
-    pub fn of(
-        ds: &Dataset,
-        thresholds: &Thresholds,
-        cache_dir: Option<&Path>,
-        neighbours: Option<&Neighbours>,
-    ) -> Report {
-        let computed = compute_stats(ds, cache_dir);
-        let all: Vec<Option<PixelStats>> =
-            computed.iter().map(|r| r.as_ref().ok().copied()).collect();
+    /// Every check on `ds` at `thresholds`, from what [`Inputs::gather`] read: pixel checks,
+    /// byte-identical copies, and with the neighbours near-duplicates and outliers.
+    pub fn judge(ds: &Dataset, inputs: &Inputs, thresholds: &Thresholds) -> Report {
+        let all: Vec<Option<PixelStats>> = inputs
+            .stats
+            .iter()
+            .map(|r| r.as_ref().ok().copied())
+            .collect();
         let mut findings = pixel_findings(&all, thresholds);
-        let hashes = stats::hash_samples(ds);
-        let exact = duplicate_findings(ds, &hashes);
+        let exact = duplicate_findings(ds, &inputs.hashes);
         let groups = exact.iter().filter_map(|f| f.group).max().unwrap_or(0);
         findings.extend(exact);
-        if let Some(nb) = neighbours {
+        if let Some(nb) = &inputs.neighbours {
             let near = thresholds.get(Check::NearDuplicate);
-            findings.extend(near_duplicate_findings(ds, nb, near, &hashes, groups + 1));
+            findings.extend(near_duplicate_findings(
+                ds,
+                nb,
+                near,
+                &inputs.hashes,
+                groups + 1,
+            ));
             findings.extend(outlier_findings(ds, nb, thresholds.get(Check::Outlier)));
         }
         let mut unreadable: Vec<(String, String)> = ds
@@ -693,7 +715,7 @@ impl Report {
             .iter()
             .map(|r| (path_str(&r.path), r.reason.to_string()))
             .collect();
-        for (i, r) in computed.iter().enumerate() {
+        for (i, r) in inputs.stats.iter().enumerate() {
             if let Err(why) = r {
                 unreadable.push((path_str(&ds.samples[i].path), why.clone()));
             }
@@ -702,7 +724,7 @@ impl Report {
             images: ds.samples.len(),
             findings,
             unreadable,
-            embedded: neighbours.is_some(),
+            embedded: inputs.neighbours.is_some(),
             split_checked: false,
         }
     }

@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::protocol::{Control, Event, Job, PROTOCOL, VERSION};
+use super::protocol::{Control, Event, Job, JobResult, PROTOCOL, VERSION};
 
 /// The engine binary's file name.
 pub const ENGINE_BIN: &str = "loupe-engine";
@@ -237,6 +237,33 @@ impl EngineHandle {
     /// Waits for every remaining event up to the last one and returns them (the command line).
     pub fn wait(self) -> Vec<Event> {
         self.rx.iter().collect()
+    }
+
+    /// Waits for a job's result, passing progress lines on and asking the engine to stop once
+    /// `cancel` is set (background work in the window). The error is the engine's message.
+    pub fn result(
+        self,
+        cancel: &AtomicBool,
+        mut progress: impl FnMut(String),
+    ) -> Result<JobResult, String> {
+        let mut asked_to_stop = false;
+        loop {
+            if cancel.load(Ordering::Relaxed) && !asked_to_stop {
+                self.cancel();
+                asked_to_stop = true;
+            }
+            match self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(Event::Progress { what, done, total }) => {
+                    progress(format!("{what} {done} / {total}"))
+                }
+                Ok(Event::Done { result }) => return Ok(result),
+                Ok(Event::Failed { message }) => return Err(message),
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err("the engine ended without a result".to_string())
+                }
+            }
+        }
     }
 }
 

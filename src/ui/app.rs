@@ -18,6 +18,7 @@ use super::csv_dialog::{CsvSetup, Outcome};
 use super::distribution::Distribution;
 use super::evaluate::Evaluate;
 use super::export::ExportJob;
+use super::health::Health;
 use super::review::Review;
 use super::thumbs::{self, Thumbs};
 use super::train::TrainTab;
@@ -38,6 +39,7 @@ pub enum Tab {
     Issues,
     Train,
     Evaluate,
+    Health,
 }
 
 /// What survives a restart (eframe storage). Dataset edits never go here: they live beside
@@ -105,6 +107,7 @@ pub struct LoupeApp {
     pub browse: Browse,
     distribution: Distribution,
     pub review: Review,
+    pub health: Health,
     pub train: TrainTab,
     pub evaluate: Evaluate,
     thumbs: Option<Thumbs>,
@@ -171,6 +174,7 @@ impl LoupeApp {
             browse: Browse::default(),
             distribution: Distribution::default(),
             review: Review::default(),
+            health: Health::default(),
             train: TrainTab::default(),
             evaluate: Evaluate::default(),
             thumbs: None,
@@ -265,6 +269,7 @@ impl LoupeApp {
                 Some(Ok(ws)) => {
                     self.review = Review::with_engine(self.setup.engine.clone());
                     self.review.reopen(ctx, &ws);
+                    self.health = Health::with_engine(self.setup.engine.clone());
                     self.train = TrainTab::with_engine(self.setup.engine.clone());
                     self.train.open(ctx, &ws);
                     self.evaluate = Evaluate::default();
@@ -316,6 +321,7 @@ impl LoupeApp {
             }
             // Polled here, not in its tab, so a search finishes while another tab is shown.
             self.review.poll(ctx, ws);
+            self.health.poll();
             self.train.poll(ctx, ws);
         }
     }
@@ -354,6 +360,7 @@ impl LoupeApp {
                 Command::Export(out, format) => self.export_waiting = Some((out, format)),
                 Command::FindIssues => self.review.start(ctx, ws),
                 Command::CancelIssues => self.review.cancel(),
+                Command::CheckHealth => self.health.start(ctx, ws),
                 run => self.train.apply(ctx, ws, run),
             }
         }
@@ -625,6 +632,15 @@ impl LoupeApp {
                     },
                 );
                 ui.selectable_value(&mut self.tab, Tab::Evaluate, "Evaluate");
+                ui.selectable_value(
+                    &mut self.tab,
+                    Tab::Health,
+                    if self.health.running() {
+                        "Health (checking)"
+                    } else {
+                        "Health"
+                    },
+                );
                 ui.separator();
                 ui.toggle_value(&mut self.show_edits, "Edits");
             });
@@ -668,6 +684,13 @@ impl LoupeApp {
                 }
             }
             Tab::Distribution => self.distribution.show(ui, ws, &mut self.cmds),
+            Tab::Health => {
+                let thumbs = self
+                    .thumbs
+                    .as_mut()
+                    .expect("a thumbnail cache exists while a dataset is open");
+                self.health.show(ui, ws, thumbs, &mut self.cmds);
+            }
         });
     }
 

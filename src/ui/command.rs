@@ -39,6 +39,8 @@ pub enum Command {
     DeleteRun(PathBuf),
     FindIssues,
     CancelIssues,
+    /// Check the pictures (the Health tab).
+    CheckHealth,
     /// Export the dataset as edited into this new folder.
     Export(PathBuf, ExportFormat),
 }

@@ -11,6 +11,7 @@ pub mod distribution;
 pub mod evaluate;
 mod export;
 pub mod fonts;
+pub mod health;
 mod keys;
 pub mod plots;
 pub mod review;

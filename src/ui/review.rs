@@ -29,7 +29,7 @@ use crate::quality::confident::{Method, RankBy};
 use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
 use crate::train::config::{default_weights, ModelKind, OofConfig};
-use crate::train::protocol::{Event, Job as EngineJob, JobResult};
+use crate::train::protocol::{Job as EngineJob, JobResult};
 
 /// One suspected label error, as the search left it: one image, or a group's photos.
 #[derive(Debug, Clone)]
@@ -231,31 +231,15 @@ impl Review {
                     rank_by: RankBy::SelfConfidence,
                     issues_dir,
                 };
-                let h = engine.start(&job, None);
-                let mut asked_to_stop = false;
-                let done = loop {
-                    if c.load(Ordering::Relaxed) && !asked_to_stop {
-                        h.cancel();
-                        asked_to_stop = true;
-                    }
-                    match h.rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                        Ok(Event::Progress { what, done, total }) => {
-                            say(JobMsg::Progress(format!("{what} {done} / {total}")))
-                        }
-                        Ok(Event::Done {
-                            result: JobResult::Issues { folder, .. },
-                        }) => {
-                            break issues::load(&folder)
-                                .map(|f| (f.without_kept(&kept), folder))
-                                .map_err(|e| format!("{e:#}"))
-                        }
-                        Ok(Event::Done { .. }) => break Err("cancelled".to_string()),
-                        Ok(Event::Failed { message }) => break Err(message),
-                        Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            break Err("the engine ended without a result".to_string())
-                        }
-                    }
+                let done = match engine
+                    .start(&job, None)
+                    .result(&c, |p| say(JobMsg::Progress(p)))
+                {
+                    Ok(JobResult::Issues { folder, .. }) => issues::load(&folder)
+                        .map(|f| (f.without_kept(&kept), folder))
+                        .map_err(|e| format!("{e:#}")),
+                    Ok(_) => Err("cancelled".to_string()),
+                    Err(message) => Err(message),
                 };
                 say(JobMsg::Done(done));
             })
