@@ -318,8 +318,10 @@ impl Health {
                     .map(<[_]>::to_vec),
             );
         }
-        let wanted: Vec<(usize, std::path::PathBuf)> = found
+        // In the order they are drawn (groups reorder the findings), the first screens' worth.
+        let wanted: Vec<(usize, std::path::PathBuf)> = rows
             .iter()
+            .flatten()
             .take(200)
             .filter_map(|f| {
                 let i = ws.index_of(&path(f))?;
