@@ -1,5 +1,6 @@
 //! The Health tab: a check from the window finds a dark picture and copies whose labels
-//! disagree, a moved threshold re-judges without reading again, a group opens in Browse, and
+//! disagree, a moved threshold re-judges without reading again, copies across a run's split
+//! are leaks, a group opens in Browse, and
 //! with the embeddings a resized copy of a real photo is a near-duplicate.
 
 mod common;
@@ -74,6 +75,21 @@ fn a_check_from_the_window_finds_problems_moves_thresholds_and_opens_a_group_in_
     h.state_mut().health.set_threshold(Check::Dark, 0.75);
     h.step();
     h.get_by_label("dark  1");
+
+    // Leaks: unchecked until a run is picked; against a split with the copy in validation
+    // and its original in training, the pair is a leak; with both in validation, it is not.
+    h.get_by_label("leak  (not run)");
+    h.state_mut()
+        .health
+        .check_leaks(Some(("run".into(), vec!["dogs/copy.png".into()])));
+    h.step();
+    h.get_by_label("leak  2");
+    h.state_mut().health.check_leaks(Some((
+        "run".into(),
+        vec!["dogs/copy.png".into(), "cats/0.png".into()],
+    )));
+    h.step();
+    h.get_by_label("leak  0");
 
     // The conflicting copies, side by side; a click opens the group in Browse.
     h.get_by_label("label-conflict  2").click();

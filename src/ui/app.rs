@@ -689,7 +689,8 @@ impl LoupeApp {
                     .thumbs
                     .as_mut()
                     .expect("a thumbnail cache exists while a dataset is open");
-                self.health.show(ui, ws, thumbs, &mut self.cmds);
+                self.health
+                    .show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
             }
         });
     }

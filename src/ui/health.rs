@@ -19,6 +19,7 @@ use crate::quality::health::{Check, Finding, Inputs, Report, Thresholds};
 use crate::train::client::Engine;
 use crate::train::config::{default_weights, ModelKind, OofConfig};
 use crate::train::protocol::{Job as EngineJob, JobResult};
+use crate::train::runs::RunSummary;
 use crate::util::path_str;
 
 /// What was checked: the dataset as it was then (labels as edited), and what was read.
@@ -56,6 +57,8 @@ pub struct Health {
     pub embeddings: bool,
     pub status: Option<String>,
     pub engine: Engine,
+    /// The run whose train/validation split is checked for leaks, with its validation paths.
+    leak_run: Option<(std::path::PathBuf, Vec<String>)>,
 }
 
 impl Default for Health {
@@ -69,6 +72,7 @@ impl Default for Health {
             embeddings: true,
             status: None,
             engine: Engine::default(),
+            leak_run: None,
         }
     }
 }
@@ -183,17 +187,28 @@ impl Health {
         self.judge();
     }
 
+    /// Checks the duplicate groups against a run's split (its folder and validation paths), or
+    /// stops checking.
+    pub fn check_leaks(&mut self, run: Option<(std::path::PathBuf, Vec<String>)>) {
+        self.leak_run = run;
+        self.judge();
+    }
+
     fn judge(&mut self) {
-        self.report = self
-            .checked
-            .as_ref()
-            .map(|c| Report::judge(&c.dataset, &c.inputs, &self.thresholds));
+        self.report = self.checked.as_ref().map(|c| {
+            let mut r = Report::judge(&c.dataset, &c.inputs, &self.thresholds);
+            if let Some((_, val)) = &self.leak_run {
+                r.add_leaks(&c.dataset, val);
+            }
+            r
+        });
     }
 
     pub fn show(
         &mut self,
         ui: &mut egui::Ui,
         ws: &Workspace,
+        runs: &[RunSummary],
         thumbs: &mut Thumbs,
         cmds: &mut Commands,
     ) {
@@ -237,14 +252,12 @@ impl Health {
         ));
         ui.separator();
         let mut moved = None;
+        let mut leak_pick = None;
         egui::Grid::new("health-checks")
             .num_columns(4)
             .striped(true)
             .show(ui, |ui| {
                 for c in Check::ALL {
-                    if c == Check::Leak {
-                        continue; // a run's business: `loupe health --run RUN`
-                    }
                     let count = report.of_check(c).len();
                     let text = if report.ran(c) {
                         format!("{}  {count}", c.name())
@@ -253,7 +266,30 @@ impl Health {
                     };
                     ui.selectable_value(&mut self.selected, c, text)
                         .on_hover_text(c.meaning());
-                    if Check::THRESHOLDED.contains(&c) {
+                    if c == Check::Leak {
+                        // Duplicates across a run's train/validation split.
+                        let current = self.leak_run.as_ref().map(|(dir, _)| dir.clone());
+                        let name = |d: &std::path::Path| {
+                            d.file_name().map_or_else(
+                                || d.display().to_string(),
+                                |n| n.to_string_lossy().into_owned(),
+                            )
+                        };
+                        egui::ComboBox::from_id_salt("health-leak-run")
+                            .selected_text(current.as_deref().map_or("pick a run".into(), name))
+                            .show_ui(ui, |ui| {
+                                if ui.selectable_label(current.is_none(), "none").clicked() {
+                                    leak_pick = Some(None);
+                                }
+                                for r in runs {
+                                    let on = current.as_deref() == Some(r.dir.as_path());
+                                    if ui.selectable_label(on, name(&r.dir)).clicked() {
+                                        leak_pick =
+                                            Some(Some((r.dir.clone(), r.record.split.val.clone())));
+                                    }
+                                }
+                            });
+                    } else if Check::THRESHOLDED.contains(&c) {
                         let mut v = self.thresholds.get(c);
                         let slider = egui::Slider::new(&mut v, slider_range(c))
                             .text("flag at")
@@ -276,6 +312,9 @@ impl Health {
         self.gallery(ui, ws, thumbs, cmds, &found);
         if let Some((c, v)) = moved {
             self.set_threshold(c, v);
+        }
+        if let Some(run) = leak_pick {
+            self.check_leaks(run);
         }
     }
 
