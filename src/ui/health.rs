@@ -339,16 +339,19 @@ impl Health {
                 }));
             }
         });
-        // Groups (duplicates) as rows; other checks as one run of tiles.
+        // Duplicate groups each start a row; other checks are one run of tiles. Rows are cut
+        // to the width, so every row has the same height and only the visible ones are drawn.
+        let per_row = ((ui.available_width() / (TILE + 8.0)) as usize).max(1);
         let mut rows: Vec<Vec<&Finding>> = Vec::new();
         if found.iter().any(|f| f.group.is_some()) {
             let mut by_group: std::collections::BTreeMap<usize, Vec<&Finding>> = Default::default();
             for f in found {
                 by_group.entry(f.group.unwrap_or(0)).or_default().push(f);
             }
-            rows.extend(by_group.into_values());
+            for g in by_group.into_values() {
+                rows.extend(g.chunks(per_row).map(<[_]>::to_vec));
+            }
         } else {
-            let per_row = ((ui.available_width() / (TILE + 8.0)) as usize).max(1);
             rows.extend(
                 found
                     .iter()
@@ -357,24 +360,25 @@ impl Health {
                     .map(<[_]>::to_vec),
             );
         }
-        // In the order they are drawn (groups reorder the findings), the first screens' worth.
-        let wanted: Vec<(usize, std::path::PathBuf)> = rows
-            .iter()
-            .flatten()
-            .take(200)
-            .filter_map(|f| {
-                let i = ws.index_of(&path(f))?;
-                Some((i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))
-            })
-            .collect();
-        thumbs.want(ui.ctx(), wanted);
-        egui::ScrollArea::vertical().show(ui, |ui| {
-            for row in &rows {
+        let row_height = TILE + 30.0;
+        egui::ScrollArea::vertical().show_rows(ui, row_height, rows.len(), |ui, range| {
+            // The visible rows and two more below, in the order they are drawn.
+            let ahead = range.start..(range.end + 2).min(rows.len());
+            let wanted: Vec<(usize, std::path::PathBuf)> = rows[ahead]
+                .iter()
+                .flatten()
+                .filter_map(|f| {
+                    let i = ws.index_of(&path(f))?;
+                    Some((i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))
+                })
+                .collect();
+            thumbs.want(ui.ctx(), wanted);
+            for row in &rows[range] {
                 ui.horizontal(|ui| {
                     for f in row {
                         let p = path(f);
                         let (rect, resp) =
-                            ui.allocate_exact_size(Vec2::new(TILE, TILE + 30.0), Sense::click());
+                            ui.allocate_exact_size(Vec2::new(TILE, row_height), Sense::click());
                         resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &p));
                         let img = egui::Rect::from_min_size(rect.min, Vec2::splat(TILE));
                         if let Some(t) = ws.index_of(&p).and_then(|i| thumbs.get(i)) {
@@ -413,10 +417,13 @@ impl Health {
                         }
                         if resp.clicked() {
                             // A group opens whole; a single picture opens alone.
-                            let paths = if f.group.is_some() {
-                                row.iter().map(|g| path(g)).collect()
-                            } else {
-                                vec![p.clone()]
+                            let paths = match f.group {
+                                Some(g) => found
+                                    .iter()
+                                    .filter(|o| o.group == Some(g))
+                                    .map(path)
+                                    .collect(),
+                                None => vec![p.clone()],
                             };
                             cmds.push(Command::Browse(BrowseFilter::Paths {
                                 title: format!("health: {name}"),
@@ -425,7 +432,6 @@ impl Health {
                         }
                     }
                 });
-                ui.add_space(4.0);
             }
         });
     }
