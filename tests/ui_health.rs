@@ -11,6 +11,7 @@ use std::path::Path;
 
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
+use loupe::dataset::workspace::LabelCmd;
 use loupe::quality::health::Check;
 use loupe::ui::{LoupeApp, Tab};
 
@@ -64,6 +65,7 @@ fn a_check_from_the_window_finds_problems_moves_thresholds_and_opens_a_group_in_
     settle(&mut h, checked);
 
     h.get_by_label("dark  1");
+    assert!(h.query_by_label_contains("labels changed").is_none());
     h.get_by_label("exact-duplicate  2");
     h.get_by_label("label-conflict  2");
     h.get_by_label("near-duplicate  (not run)");
@@ -90,6 +92,14 @@ fn a_check_from_the_window_finds_problems_moves_thresholds_and_opens_a_group_in_
     )));
     h.step();
     h.get_by_label("leak  0");
+
+    // An edit after the check: the view says its label conflicts are of then.
+    h.state_mut().command(LabelCmd::Relabel {
+        paths: vec!["cats/3.png".into()],
+        class: "dogs".into(),
+    });
+    settle(&mut h, idle);
+    h.get_by_label_contains("labels changed since this check");
 
     // The conflicting copies, side by side; a click opens the group in Browse.
     h.get_by_label("label-conflict  2").click();

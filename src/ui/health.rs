@@ -26,6 +26,8 @@ use crate::util::path_str;
 struct Checked {
     dataset: Dataset,
     inputs: Inputs,
+    /// The workspace's generation when the check started: later edits make it stale.
+    generation: u64,
 }
 
 enum Msg {
@@ -115,6 +117,7 @@ impl Health {
             .unwrap_or_else(|_| ws.store_dir.join("issues"));
         let source = ws.dataset.source.absolute();
         let (embeddings, engine) = (self.embeddings, self.engine.clone());
+        let generation = ws.generation;
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let (c, ctx) = (cancel.clone(), ctx.clone());
@@ -152,7 +155,14 @@ impl Health {
                         Err(e) => Some(e),
                     };
                 }
-                say(Msg::Done(Box::new(Checked { dataset, inputs }), skipped));
+                say(Msg::Done(
+                    Box::new(Checked {
+                        dataset,
+                        inputs,
+                        generation,
+                    }),
+                    skipped,
+                ));
             })
             .expect("spawning a thread only fails when the OS is out of resources");
         self.job = Some(Job {
@@ -250,6 +260,17 @@ impl Health {
             report.images,
             report.unreadable.len()
         ));
+        // Label conflicts and leaks were judged on the labels of then.
+        if self
+            .checked
+            .as_ref()
+            .is_some_and(|c| c.generation != ws.generation)
+        {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "labels changed since this check: Check again for today's label conflicts",
+            );
+        }
         ui.separator();
         let mut moved = None;
         let mut leak_pick = None;
