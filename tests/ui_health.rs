@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::ui::{idle, settle};
+use common::ui::{drag, idle, settle};
 
 use std::path::Path;
 
@@ -13,6 +13,7 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use loupe::dataset::workspace::LabelCmd;
 use loupe::quality::health::Check;
+use loupe::ui::health::ColourBy;
 use loupe::ui::{LoupeApp, Tab};
 
 /// Eight pictures in two classes; `cats/dark.png` is dark, `dogs/copy.png` is `cats/0.png`
@@ -173,4 +174,50 @@ fn with_the_embeddings_a_resized_copy_is_a_near_duplicate() {
     h.step();
     h.get_by_label("near-duplicate  2");
     h.get_by_label("label-conflict  2");
+
+    // The map: a point per embedded photo. Zoomed far into an empty corner, a box over the
+    // whole map holds nothing and opens nothing; seen whole again, a box over
+    // it opens every photo in Browse.
+    h.get_by_label("Map of all pictures").click();
+    h.step();
+    let map = h.get_by_label("map of 11 pictures").rect();
+    // Coloured by what nothing has computed yet, it says where to compute it.
+    h.state_mut().health.colour_by = ColourBy::Suspicion;
+    h.step();
+    h.get_by_label("no label-issue search yet (Issues tab)");
+    h.state_mut().health.colour_by = ColourBy::Run;
+    h.step();
+    h.get_by_label("no run loaded (Evaluate tab)");
+    h.state_mut().health.colour_by = ColourBy::Flag;
+    h.state_mut().health.selected = Check::NearDuplicate;
+    h.step();
+    assert!(h.query_by_label("no run loaded (Evaluate tab)").is_none());
+    let corner = map.min + egui::vec2(2.0, 2.0);
+    h.hover_at(corner);
+    for _ in 0..20 {
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Point,
+            delta: egui::vec2(0.0, 200.0),
+            modifiers: egui::Modifiers::NONE,
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+        });
+        h.step();
+    }
+    // (The wheel zooms smoothly: let it finish.)
+    h.run_steps(60);
+    let (from, to) = (
+        map.min + egui::vec2(1.0, 1.0),
+        map.max - egui::vec2(1.0, 1.0),
+    );
+    drag(&mut h, from, to);
+    settle(&mut h, idle);
+    assert_eq!(h.state().tab, Tab::Health, "an empty box opens nothing");
+    h.get_by_label("See all").click();
+    h.step();
+    drag(&mut h, from, to);
+    settle(&mut h, idle);
+    assert_eq!(h.state().tab, Tab::Browse);
+    let shown = h.state_mut().browse_paths();
+    assert_eq!(shown.len(), 11, "{shown:?}");
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::ui::{idle, settle};
+use common::ui::{drag, idle, settle};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use loupe::dataset::export::ExportFormat;
@@ -254,30 +254,6 @@ fn into_view(h: &mut Harness<'_, LoupeApp>, label: &str) {
         h.run_steps(2);
     }
     panic!("{label} never came into view");
-}
-
-/// A primary-button drag from `a` to `b`, as the pointer does it.
-fn drag(h: &mut Harness<'_, LoupeApp>, a: egui::Pos2, b: egui::Pos2) {
-    h.hover_at(a);
-    h.step();
-    h.event(egui::Event::PointerButton {
-        pos: a,
-        button: egui::PointerButton::Primary,
-        pressed: true,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
-    for k in 1..=5 {
-        h.hover_at(a + (b - a) * (k as f32 / 5.0));
-        h.step();
-    }
-    h.event(egui::Event::PointerButton {
-        pos: b,
-        button: egui::PointerButton::Primary,
-        pressed: false,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
 }
 
 #[test]

@@ -41,7 +41,7 @@ pub fn neighbours(
         let xs = if device::fast_bf16(Device::Cpu) {
             x.to_kind(Kind::BFloat16)
         } else {
-            x
+            x.shallow_clone()
         };
         let mut start = 0;
         while start < n as i64 {
@@ -92,7 +92,48 @@ pub fn neighbours(
             .iter()
             .map(|(i, why)| (path_str(&ds.samples[*i].path), why.clone()))
             .collect(),
+        map: project(&x)?,
     }))
+}
+
+/// Rounds of subspace iteration: the eight-wide subspace holds the top two components to
+/// within plotting precision after a few; eight leaves a margin.
+const PCA_ROUNDS: usize = 8;
+
+/// Each row's first two principal components, by subspace iteration (a few products with the
+/// matrix, never its d x d covariance: 4,256 x 4,256 per image would be hours on a CPU). Each
+/// axis is turned so that its largest value is positive, so a map does not flip between runs.
+fn project(x: &Tensor) -> anyhow::Result<Vec<[f32; 2]>> {
+    let (n, d) = x.size2()?;
+    if n < 2 || d < 2 {
+        return Ok(vec![[0.0, 0.0]; n as usize]);
+    }
+    let x = x - x.mean_dim([0i64].as_slice(), true, Kind::Float);
+    let k = 8.min(d).min(n);
+    // A fixed start, not torch's global generator: the same map every time, and other threads
+    // drawing random numbers cannot change it.
+    let start: Vec<f32> = (0..d * k)
+        .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let mut q = Tensor::from_slice(&start)
+        .view([d, k])
+        .to_device(x.device());
+    for _ in 0..PCA_ROUNDS {
+        q = Tensor::f_linalg_qr(&x.tr().matmul(&x.matmul(&q)), "reduced")?.0;
+    }
+    // The best two directions within the subspace (eigenvalues come smallest first).
+    let b = x.matmul(&q);
+    let (_, vectors) = b.tr().matmul(&b).f_linalg_eigh("L")?;
+    let p = b.matmul(&vectors.narrow(1, k - 2, 2).flip([1i64].as_slice()));
+    let peak = p.abs().argmax(0, false);
+    for axis in 0..2 {
+        let at = peak.int64_value(&[axis]);
+        if p.double_value(&[at, axis]) < 0.0 {
+            let _ = p.select(1, axis).g_mul_scalar_(-1.0);
+        }
+    }
+    let flat = Vec::<f32>::try_from(p.to_kind(Kind::Float).contiguous().view([-1]))?;
+    Ok(flat.chunks(2).map(|c| [c[0], c[1]]).collect())
 }
 
 /// Unit-length rows whose dot products are the mean of the blocks' cosine similarities, each
@@ -116,6 +157,41 @@ fn descriptor(x: &Tensor, blocks: &[usize]) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_map_is_the_two_directions_of_largest_spread() {
+        // 200 points in 40 dimensions: spread 10 along dimension 3, 5 along dimension 17, and
+        // small noise elsewhere. The map's axes are those two, in that order.
+        let (n, d) = (200usize, 40usize);
+        let mut data = vec![0.0f32; n * d];
+        for i in 0..n {
+            let t = i as f32 / n as f32;
+            for j in 0..d {
+                data[i * d + j] = 0.05 * ((i * 31 + j * 17) % 13) as f32 / 13.0;
+            }
+            data[i * d + 3] += 10.0 * (t * std::f32::consts::TAU).sin();
+            data[i * d + 17] += 5.0 * (t * std::f32::consts::TAU).cos();
+        }
+        let x = Tensor::from_slice(&data).view([n as i64, d as i64]);
+        let map = project(&x).unwrap();
+        assert_eq!(map.len(), n);
+        let corr = |axis: usize, dim: usize| {
+            let a: Vec<f64> = map.iter().map(|p| p[axis] as f64).collect();
+            let b: Vec<f64> = (0..n).map(|i| data[i * d + dim] as f64).collect();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let (ma, mb) = (mean(&a), mean(&b));
+            let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+            let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+            let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+            cov / (va * vb).sqrt()
+        };
+        assert!(corr(0, 3).abs() > 0.999, "{}", corr(0, 3));
+        assert!(corr(1, 17).abs() > 0.999, "{}", corr(1, 17));
+        // The same map again: nothing random.
+        assert_eq!(project(&x).unwrap(), map);
+        // Too few points or dimensions for two axes: all at the origin, not an error.
+        assert_eq!(project(&x.narrow(0, 0, 1)).unwrap(), vec![[0.0, 0.0]]);
+    }
 
     #[test]
     fn descriptor_rows_are_unit_length_and_weigh_each_block_alike() {

@@ -370,6 +370,10 @@ pub struct Neighbours {
     pub lists: Vec<Vec<(u32, f32)>>,
     /// (path, reason) of images that could not be decoded.
     pub skipped: Vec<(String, String)>,
+    /// Per image in `paths`: its place on a 2-D map of the embeddings (the first two principal
+    /// components), for the map in the window.
+    #[serde(default)]
+    pub map: Vec<[f32; 2]>,
 }
 
 /// The [`standout`] at which two pictures are one picture (resized, re-encoded, cropped,
@@ -925,6 +929,7 @@ mod tests {
                 paths,
                 lists,
                 skipped: Vec::new(),
+                map: Vec::new(),
             },
         )
     }

@@ -689,8 +689,12 @@ impl LoupeApp {
                     .thumbs
                     .as_mut()
                     .expect("a thumbnail cache exists while a dataset is open");
+                let layers = super::health::Layers {
+                    suspects: &self.review.queue,
+                    run: self.browse.run_scores.as_ref(),
+                };
                 self.health
-                    .show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
+                    .show(ui, ws, &self.train.runs, layers, thumbs, &mut self.cmds);
             }
         });
     }

@@ -46,6 +46,8 @@ pub enum SortBy {
 pub struct RunScores {
     pub run: String,
     pub scores: std::collections::HashMap<usize, (f32, f32)>,
+    /// The samples the run predicted wrong.
+    pub wrong: std::collections::HashSet<usize>,
 }
 
 impl FlagFilter {

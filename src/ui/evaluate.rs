@@ -149,7 +149,13 @@ impl Evaluate {
                     .map(|i| (i, (p.loss(), p.probs[p.predicted])))
             })
             .collect();
-        Some(super::browse::RunScores { run, scores })
+        let wrong = l
+            .rows
+            .iter()
+            .filter(|p| p.predicted != p.label)
+            .filter_map(|p| ws.index_of(&p.path))
+            .collect();
+        Some(super::browse::RunScores { run, scores, wrong })
     }
 
     /// Whether a run was loaded since the last call (Browse then takes its scores).

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use egui::{Color32, RichText, Sense, Vec2};
 
+use super::browse::RunScores;
 use super::command::{BrowseFilter, Command, Commands};
+use super::map::{MapView, Paint};
+use super::review::Suspect;
 use super::thumbs::Thumbs;
 use crate::dataset::workspace::Workspace;
 use crate::dataset::Dataset;
@@ -61,6 +64,76 @@ pub struct Health {
     pub engine: Engine,
     /// The run whose train/validation split is checked for leaks, with its validation paths.
     leak_run: Option<(std::path::PathBuf, Vec<String>)>,
+    /// The selected check's pictures, or the map of all of them.
+    pub show_map: bool,
+    pub colour_by: ColourBy,
+    map: MapView,
+    /// The map's colours as last worked out, and what they were worked out from.
+    paint: Option<MapPaint>,
+    /// Counts the judgements: the map's flag colours follow them.
+    judged: u64,
+}
+
+/// What colours the points of the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColourBy {
+    Class,
+    /// The check selected in the list.
+    Flag,
+    /// The latest label-issue search's suspects.
+    Suspicion,
+    /// Right and wrong in the validation predictions of the run loaded in Evaluate.
+    Run,
+}
+
+impl ColourBy {
+    const ALL: [ColourBy; 4] = [
+        ColourBy::Class,
+        ColourBy::Flag,
+        ColourBy::Suspicion,
+        ColourBy::Run,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ColourBy::Class => "class",
+            ColourBy::Flag => "selected check",
+            ColourBy::Suspicion => "label suspicion",
+            ColourBy::Run => "run's mistakes",
+        }
+    }
+}
+
+/// What else the window knows that the map can colour by.
+#[derive(Default, Clone, Copy)]
+pub struct Layers<'a> {
+    /// The Issues tab's queue.
+    pub suspects: &'a [Suspect],
+    /// The run loaded in Evaluate.
+    pub run: Option<&'a RunScores>,
+}
+
+/// The map's colours for one colouring, and everything it was worked out from.
+struct MapPaint {
+    key: PaintKey,
+    colours: Vec<Color32>,
+    on_top: Vec<usize>,
+    /// Each point's sample in the workspace.
+    samples: Vec<Option<usize>>,
+    legend: Vec<(String, Color32)>,
+    /// Why there is nothing to colour by (no search yet, no run loaded).
+    missing: Option<&'static str>,
+    version: u64,
+}
+
+#[derive(PartialEq, Clone)]
+struct PaintKey {
+    by: ColourBy,
+    generation: u64,
+    judged: u64,
+    selected: Check,
+    suspects: usize,
+    run: Option<(String, usize)>,
 }
 
 impl Default for Health {
@@ -75,6 +148,11 @@ impl Default for Health {
             status: None,
             engine: Engine::default(),
             leak_run: None,
+            show_map: false,
+            colour_by: ColourBy::Class,
+            map: MapView::default(),
+            paint: None,
+            judged: 0,
         }
     }
 }
@@ -183,6 +261,7 @@ impl Health {
                         .filter(|why| why != "not asked for")
                         .map(|why| format!("near-duplicates and outliers skipped: {why}"));
                     self.checked = Some(*checked);
+                    self.map.reset();
                     self.job = None;
                     self.judge();
                     return;
@@ -205,6 +284,7 @@ impl Health {
     }
 
     fn judge(&mut self) {
+        self.judged += 1;
         self.report = self.checked.as_ref().map(|c| {
             let mut r = Report::judge(&c.dataset, &c.inputs, &self.thresholds);
             if let Some((_, val)) = &self.leak_run {
@@ -219,6 +299,7 @@ impl Health {
         ui: &mut egui::Ui,
         ws: &Workspace,
         runs: &[RunSummary],
+        layers: Layers,
         thumbs: &mut Thumbs,
         cmds: &mut Commands,
     ) {
@@ -274,68 +355,202 @@ impl Health {
         ui.separator();
         let mut moved = None;
         let mut leak_pick = None;
-        egui::Grid::new("health-checks")
-            .num_columns(4)
-            .striped(true)
+        // The checks on the left; the selected one's pictures, or the map, get the rest.
+        egui::Panel::left("health-checks")
+            .resizable(false)
             .show(ui, |ui| {
-                for c in Check::ALL {
-                    let count = report.of_check(c).len();
-                    let text = if report.ran(c) {
-                        format!("{}  {count}", c.name())
-                    } else {
-                        format!("{}  (not run)", c.name())
-                    };
-                    ui.selectable_value(&mut self.selected, c, text)
-                        .on_hover_text(c.meaning());
-                    if c == Check::Leak {
-                        // Duplicates across a run's train/validation split.
-                        let current = self.leak_run.as_ref().map(|(dir, _)| dir.clone());
-                        let name = |d: &std::path::Path| {
-                            d.file_name().map_or_else(
-                                || d.display().to_string(),
-                                |n| n.to_string_lossy().into_owned(),
-                            )
-                        };
-                        egui::ComboBox::from_id_salt("health-leak-run")
-                            .selected_text(current.as_deref().map_or("pick a run".into(), name))
-                            .show_ui(ui, |ui| {
-                                if ui.selectable_label(current.is_none(), "none").clicked() {
-                                    leak_pick = Some(None);
+                egui::Grid::new("health-checks")
+                    .num_columns(4)
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for c in Check::ALL {
+                            let count = report.of_check(c).len();
+                            let text = if report.ran(c) {
+                                format!("{}  {count}", c.name())
+                            } else {
+                                format!("{}  (not run)", c.name())
+                            };
+                            ui.selectable_value(&mut self.selected, c, text)
+                                .on_hover_text(c.meaning());
+                            if c == Check::Leak {
+                                // Duplicates across a run's train/validation split.
+                                let current = self.leak_run.as_ref().map(|(dir, _)| dir.clone());
+                                let name = |d: &std::path::Path| {
+                                    d.file_name().map_or_else(
+                                        || d.display().to_string(),
+                                        |n| n.to_string_lossy().into_owned(),
+                                    )
+                                };
+                                egui::ComboBox::from_id_salt("health-leak-run")
+                                    .selected_text(
+                                        current.as_deref().map_or("pick a run".into(), name),
+                                    )
+                                    .show_ui(ui, |ui| {
+                                        if ui.selectable_label(current.is_none(), "none").clicked()
+                                        {
+                                            leak_pick = Some(None);
+                                        }
+                                        for r in runs {
+                                            let on = current.as_deref() == Some(r.dir.as_path());
+                                            if ui.selectable_label(on, name(&r.dir)).clicked() {
+                                                leak_pick = Some(Some((
+                                                    r.dir.clone(),
+                                                    r.record.split.val.clone(),
+                                                )));
+                                            }
+                                        }
+                                    });
+                            } else if Check::THRESHOLDED.contains(&c) {
+                                let mut v = self.thresholds.get(c);
+                                let slider =
+                                    egui::Slider::new(&mut v, slider_range(c)).max_decimals(2);
+                                ui.spacing_mut().slider_width = 90.0;
+                                if ui
+                                    .add(slider)
+                                    .on_hover_text("flagged from this score up")
+                                    .changed()
+                                {
+                                    moved = Some((c, v));
                                 }
-                                for r in runs {
-                                    let on = current.as_deref() == Some(r.dir.as_path());
-                                    if ui.selectable_label(on, name(&r.dir)).clicked() {
-                                        leak_pick =
-                                            Some(Some((r.dir.clone(), r.record.split.val.clone())));
-                                    }
-                                }
-                            });
-                    } else if Check::THRESHOLDED.contains(&c) {
-                        let mut v = self.thresholds.get(c);
-                        let slider = egui::Slider::new(&mut v, slider_range(c))
-                            .text("flag at")
-                            .max_decimals(2);
-                        if ui.add(slider).changed() {
-                            moved = Some((c, v));
+                            } else {
+                                ui.label("");
+                            }
+                            ui.end_row();
                         }
-                    } else {
-                        ui.label("");
-                    }
-                    ui.end_row();
-                }
+                    })
             });
-        ui.separator();
-        let found: Vec<Finding> = report
-            .of_check(self.selected)
-            .into_iter()
-            .cloned()
-            .collect();
-        self.gallery(ui, ws, thumbs, cmds, &found);
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.show_map, false, "Pictures of the check");
+            ui.selectable_value(&mut self.show_map, true, "Map of all pictures");
+        });
+        if self.show_map {
+            self.map_view(ui, ws, layers, thumbs, cmds);
+        } else {
+            let found: Vec<Finding> = report
+                .of_check(self.selected)
+                .into_iter()
+                .cloned()
+                .collect();
+            self.gallery(ui, ws, thumbs, cmds, &found);
+        }
         if let Some((c, v)) = moved {
             self.set_threshold(c, v);
         }
         if let Some(run) = leak_pick {
             self.check_leaks(run);
+        }
+    }
+
+    /// The embeddings in 2-D, coloured as chosen; a box drawn on it opens its pictures in Browse.
+    fn map_view(
+        &mut self,
+        ui: &mut egui::Ui,
+        ws: &Workspace,
+        layers: Layers,
+        thumbs: &mut Thumbs,
+        cmds: &mut Commands,
+    ) {
+        let Some(nb) = self
+            .checked
+            .as_ref()
+            .and_then(|c| c.inputs.neighbours.as_ref())
+            .filter(|nb| nb.map.len() == nb.paths.len())
+        else {
+            ui.label(
+                "The map places every picture by its pretrained embedding: tick \
+                 \"near-duplicates and outliers\" and Check again.",
+            );
+            return;
+        };
+        ui.horizontal(|ui| {
+            ui.label("Colour by");
+            egui::ComboBox::from_id_salt("health-map-colour")
+                .selected_text(self.colour_by.name())
+                .show_ui(ui, |ui| {
+                    for c in ColourBy::ALL {
+                        ui.selectable_value(&mut self.colour_by, c, c.name());
+                    }
+                });
+            if ui.button("See all").clicked() {
+                self.map.reset();
+            }
+        });
+        let key = PaintKey {
+            by: self.colour_by,
+            generation: ws.generation,
+            judged: self.judged,
+            selected: self.selected,
+            suspects: layers.suspects.len(),
+            run: layers.run.map(|r| (r.run.clone(), r.scores.len())),
+        };
+        if self.paint.as_ref().is_none_or(|p| p.key != key) {
+            let version = self.paint.as_ref().map_or(0, |p| p.version + 1);
+            let checked = self.checked.as_ref().expect("the map is of a check");
+            let report = self.report.as_ref().expect("a check is judged");
+            self.paint = Some(paint(
+                key,
+                version,
+                checked,
+                report,
+                ws,
+                layers,
+                ui.visuals(),
+            ));
+        }
+        let paint = self.paint.as_ref().expect("worked out above");
+        ui.add(
+            egui::Label::new(
+                RichText::new(
+                    "Drag a box to open its pictures in Browse · scroll to zoom · right-drag to \
+                     pan · double-click to see all",
+                )
+                .weak(),
+            )
+            .wrap(),
+        );
+        ui.horizontal_wrapped(|ui| {
+            if let Some(why) = paint.missing {
+                ui.colored_label(ui.visuals().warn_fg_color, why);
+            }
+            for (name, colour) in &paint.legend {
+                ui.label(RichText::new("●").color(*colour));
+                ui.label(name);
+            }
+        });
+        let out = self.map.show(
+            ui,
+            &nb.map,
+            &Paint {
+                colours: &paint.colours,
+                on_top: &paint.on_top,
+                version: paint.version,
+            },
+        );
+        if let (Some(p), Some(resp)) = (out.hovered, out.response) {
+            let sample = paint.samples[p];
+            if let Some(i) = sample {
+                thumbs.want(
+                    ui.ctx(),
+                    [(i, ws.dataset.abs_path(&ws.dataset.samples[i].path))],
+                );
+            }
+            resp.on_hover_ui_at_pointer(|ui| {
+                if let Some(t) = sample.and_then(|i| thumbs.get(i)) {
+                    let size = t.size_vec2();
+                    let s = 160.0 / size.x.max(size.y).max(1.0);
+                    ui.image((t.id(), size * s));
+                }
+                ui.label(&nb.paths[p]);
+                if let Some(i) = sample {
+                    ui.label(format!("label: {}", ws.labels[i]));
+                }
+            });
+        }
+        if let Some(picked) = out.selected.filter(|p| !p.is_empty()) {
+            cmds.push(Command::Browse(BrowseFilter::Paths {
+                title: format!("map: {} pictures", picked.len()),
+                paths: picked.iter().map(|&p| nb.paths[p].clone()).collect(),
+            }));
         }
     }
 
@@ -455,5 +670,115 @@ impl Health {
                 });
             }
         });
+    }
+}
+
+/// The map's colours for `key.by`: every point muted but those the colouring is about, which
+/// are drawn on top.
+fn paint(
+    key: PaintKey,
+    version: u64,
+    checked: &Checked,
+    report: &Report,
+    ws: &Workspace,
+    layers: Layers,
+    visuals: &egui::Visuals,
+) -> MapPaint {
+    let nb = checked
+        .inputs
+        .neighbours
+        .as_ref()
+        .expect("the map is of the neighbours");
+    let samples: Vec<Option<usize>> = nb.paths.iter().map(|p| ws.index_of(p)).collect();
+    let muted = visuals.weak_text_color().gamma_multiply(0.5);
+    let hot = Color32::from_rgb(230, 70, 60);
+    let mut colours = vec![muted; samples.len()];
+    let mut on_top = Vec::new();
+    let mut legend = Vec::new();
+    let mut missing = None;
+    match key.by {
+        ColourBy::Class => {
+            let class: std::collections::HashMap<&str, usize> = ws
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (c.as_str(), k))
+                .collect();
+            for (p, s) in samples.iter().enumerate() {
+                if let Some(&k) = s.and_then(|i| class.get(ws.labels[i].as_str())) {
+                    colours[p] = super::app::class_color(k);
+                }
+            }
+            legend = ws
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (c.clone(), super::app::class_color(k)))
+                .collect();
+        }
+        ColourBy::Flag => {
+            let point: std::collections::HashMap<&str, usize> = nb
+                .paths
+                .iter()
+                .enumerate()
+                .map(|(p, path)| (path.as_str(), p))
+                .collect();
+            for f in report.of_check(key.selected) {
+                let path = path_str(&checked.dataset.samples[f.sample].path);
+                if let Some(&p) = point.get(path.as_str()) {
+                    colours[p] = hot;
+                    on_top.push(p);
+                }
+            }
+            legend.push((key.selected.name().to_string(), hot));
+        }
+        ColourBy::Suspicion => {
+            if layers.suspects.is_empty() {
+                missing = Some("no label-issue search yet (Issues tab)");
+            }
+            let mut level = std::collections::HashMap::new();
+            for s in layers.suspects {
+                for &i in &s.samples {
+                    level.insert(i, 1.0 - s.given_confidence);
+                }
+            }
+            for (p, s) in samples.iter().enumerate() {
+                if let Some(&v) = s.and_then(|i| level.get(&i)) {
+                    colours[p] = Color32::from_rgb(250, 200, 60).lerp_to_gamma(hot, v);
+                    on_top.push(p);
+                }
+            }
+            legend.push(("suspected".into(), Color32::from_rgb(250, 200, 60)));
+            legend.push(("very likely wrong".into(), hot));
+        }
+        ColourBy::Run => {
+            let right = Color32::from_rgb(85, 168, 104);
+            match layers.run {
+                None => missing = Some("no run loaded (Evaluate tab)"),
+                Some(run) => {
+                    for (p, s) in samples.iter().enumerate() {
+                        let Some(i) = *s else { continue };
+                        if run.wrong.contains(&i) {
+                            colours[p] = hot;
+                            on_top.push(p);
+                        } else if run.scores.contains_key(&i) {
+                            colours[p] = right;
+                        }
+                    }
+                    legend.push((format!("{}: right", run.run), right));
+                    legend.push(("wrong".into(), hot));
+                    legend.push(("not validated".into(), muted));
+                }
+            }
+        }
+    }
+    MapPaint {
+        key,
+        colours,
+        on_top,
+        samples,
+        legend,
+        missing,
+        version,
     }
 }

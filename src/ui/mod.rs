@@ -13,6 +13,7 @@ mod export;
 pub mod fonts;
 pub mod health;
 mod keys;
+pub mod map;
 pub mod plots;
 pub mod review;
 pub mod thumbs;

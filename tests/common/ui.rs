@@ -86,3 +86,27 @@ pub fn shown(h: &mut Harness<'_, LoupeApp>, label: &str) {
     }
     panic!("{label} never appeared");
 }
+
+/// A primary-button drag from `a` to `b`, as the pointer does it.
+pub fn drag(h: &mut Harness<'_, LoupeApp>, a: egui::Pos2, b: egui::Pos2) {
+    h.hover_at(a);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: a,
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    for k in 1..=5 {
+        h.hover_at(a + (b - a) * (k as f32 / 5.0));
+        h.step();
+    }
+    h.event(egui::Event::PointerButton {
+        pos: b,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+}
