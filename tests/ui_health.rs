@@ -221,3 +221,63 @@ fn with_the_embeddings_a_resized_copy_is_a_near_duplicate() {
     let shown = h.state_mut().browse_paths();
     assert_eq!(shown.len(), 11, "{shown:?}");
 }
+
+#[test]
+fn evaluate_lists_the_copies_across_the_runs_split() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let out = common::loupe(&[
+        "train",
+        dir.path().to_str().unwrap(),
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--img-size",
+        "16",
+        "--device",
+        "cpu",
+        "--val-frac",
+        "0.5",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut h = open(dir.path());
+    h.state_mut().tab = Tab::Evaluate;
+    settle(&mut h, |a| {
+        !a.train.loading_runs()
+            && !a.train.runs.is_empty()
+            && a.evaluate.run.is_some()
+            && !a.evaluate.loading()
+    });
+    // The byte-identical pair straddles this split (seed 3), so it is a leak.
+    let val = h.state().train.runs[0].record.split.val.clone();
+    let pair = ["cats/0.png", "dogs/copy.png"];
+    assert_eq!(
+        pair.iter().filter(|p| val.iter().any(|v| v == *p)).count(),
+        1,
+        "the pair straddles the split: {val:?}"
+    );
+    h.get_by_label_contains("Copies across this split: not checked");
+
+    h.state_mut().tab = Tab::Health;
+    h.state_mut().health.embeddings = false;
+    h.step();
+    h.get_by_label("Check pictures").click();
+    h.step();
+    settle(&mut h, checked);
+    h.state_mut().tab = Tab::Evaluate;
+    h.step();
+    h.get_by_label_contains("2 pictures are copies across this run's train/validation split");
+    h.get_by_label("Open the leaks in Browse").click();
+    settle(&mut h, idle);
+    assert_eq!(h.state().tab, Tab::Browse);
+    let mut shown = h.state_mut().browse_paths();
+    shown.sort();
+    assert_eq!(shown, pair);
+}

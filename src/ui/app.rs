@@ -677,8 +677,14 @@ impl LoupeApp {
                     .thumbs
                     .as_mut()
                     .expect("a thumbnail cache exists while a dataset is open");
+                let leaks = self
+                    .evaluate
+                    .run
+                    .as_ref()
+                    .and_then(|dir| self.train.runs.iter().find(|r| &r.dir == dir))
+                    .and_then(|r| self.health.leaks_of(&r.dir, &r.record.split.val));
                 self.evaluate
-                    .show(ui, ws, &self.train.runs, thumbs, &mut self.cmds);
+                    .show(ui, ws, &self.train.runs, leaks, thumbs, &mut self.cmds);
                 if self.evaluate.take_loaded() {
                     self.browse.run_scores = self.evaluate.run_scores(ws);
                 }

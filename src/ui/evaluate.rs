@@ -192,6 +192,7 @@ impl Evaluate {
         ui: &mut egui::Ui,
         ws: &Workspace,
         runs: &[RunSummary],
+        leaks: Option<&[String]>,
         thumbs: &mut Thumbs,
         cmds: &mut Commands,
     ) {
@@ -250,6 +251,9 @@ impl Evaluate {
                     self.problems.len()
                 ),
             );
+        }
+        if self.loaded.is_some() {
+            leak_line(ui, leaks, cmds);
         }
         if self.loaded.is_none() {
             if self.run.is_none() {
@@ -662,4 +666,38 @@ impl Evaluate {
             }
         });
     }
+}
+
+/// Copies across the run's train/validation split, as the Health tab's last check found them:
+/// a validation picture with a copy in training scores better than the leaderboard will.
+fn leak_line(ui: &mut egui::Ui, leaks: Option<&[String]>, cmds: &mut Commands) {
+    ui.horizontal(|ui| match leaks {
+        None => {
+            ui.label(
+                RichText::new("Copies across this split: not checked (Health ▸ Check pictures)")
+                    .weak(),
+            );
+        }
+        Some([]) => {
+            ui.label("No copies across this run's train/validation split (Health check).");
+        }
+        Some(paths) => {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!(
+                    "{} pictures are copies across this run's train/validation split: its \
+                     validation score is inflated",
+                    paths.len()
+                ),
+            );
+            if ui.button("Open the leaks in Browse").clicked() {
+                cmds.push(super::command::Command::Browse(
+                    super::command::BrowseFilter::Paths {
+                        title: "leaks".into(),
+                        paths: paths.to_vec(),
+                    },
+                ));
+            }
+        }
+    });
 }

@@ -72,6 +72,8 @@ pub struct Health {
     paint: Option<MapPaint>,
     /// Counts the judgements: the map's flag colours follow them.
     judged: u64,
+    /// The copies across one run's split, as [`Health::leaks_of`] last worked them out.
+    leaks: Option<(std::path::PathBuf, u64, Vec<String>)>,
 }
 
 /// What colours the points of the map.
@@ -153,6 +155,7 @@ impl Default for Health {
             map: MapView::default(),
             paint: None,
             judged: 0,
+            leaks: None,
         }
     }
 }
@@ -281,6 +284,26 @@ impl Health {
     pub fn check_leaks(&mut self, run: Option<(std::path::PathBuf, Vec<String>)>) {
         self.leak_run = run;
         self.judge();
+    }
+
+    /// The pictures in duplicate groups that straddle `run`'s split (`val`: its validation
+    /// paths), by the last check; None before any check.
+    pub fn leaks_of(&mut self, run: &std::path::Path, val: &[String]) -> Option<&[String]> {
+        let (checked, report) = (self.checked.as_ref()?, self.report.as_ref()?);
+        let fresh = self
+            .leaks
+            .as_ref()
+            .is_some_and(|(dir, judged, _)| dir == run && *judged == self.judged);
+        if !fresh {
+            let val: std::collections::HashSet<String> = val.iter().cloned().collect();
+            let paths =
+                crate::quality::health::leak_findings(&checked.dataset, &report.findings, &val)
+                    .iter()
+                    .map(|f| path_str(&checked.dataset.samples[f.sample].path))
+                    .collect();
+            self.leaks = Some((run.to_path_buf(), self.judged, paths));
+        }
+        self.leaks.as_ref().map(|(_, _, paths)| paths.as_slice())
     }
 
     fn judge(&mut self) {
