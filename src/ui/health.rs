@@ -74,6 +74,41 @@ pub struct Health {
     judged: u64,
     /// The copies across one run's split, as [`Health::leaks_of`] last worked them out.
     leaks: Option<(std::path::PathBuf, u64, Vec<String>)>,
+    /// Each check's count (in `Check::ALL` order), from the last judgement.
+    counts: Vec<usize>,
+    shown: Option<Shown>,
+}
+
+/// The selected check's findings as the gallery shows them, worked out once per judgement
+/// and selection, not every frame: 100,000 pictures can have 200,000 findings.
+struct Shown {
+    check: Check,
+    judged: u64,
+    /// Worst first; duplicate groups together, in group order.
+    found: Vec<Finding>,
+    /// Where each group lies in `found` (one range for a check without groups).
+    groups: Vec<std::ops::Range<usize>>,
+}
+
+impl Shown {
+    fn of(report: &Report, check: Check, judged: u64) -> Shown {
+        let mut found: Vec<Finding> = report.of_check(check).into_iter().cloned().collect();
+        // A stable sort: within a group, still worst first.
+        found.sort_by_key(|f| f.group.unwrap_or(0));
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        for (i, f) in found.iter().enumerate() {
+            match groups.last_mut() {
+                Some(g) if found[g.start].group == f.group => g.end = i + 1,
+                _ => groups.push(i..i + 1),
+            }
+        }
+        Shown {
+            check,
+            judged,
+            found,
+            groups,
+        }
+    }
 }
 
 /// What colours the points of the map.
@@ -156,6 +191,8 @@ impl Default for Health {
             paint: None,
             judged: 0,
             leaks: None,
+            counts: Vec::new(),
+            shown: None,
         }
     }
 }
@@ -315,6 +352,14 @@ impl Health {
             }
             r
         });
+        self.counts = Check::ALL
+            .iter()
+            .map(|&c| {
+                self.report
+                    .as_ref()
+                    .map_or(0, |r| r.findings.iter().filter(|f| f.check == c).count())
+            })
+            .collect();
     }
 
     pub fn show(
@@ -386,8 +431,8 @@ impl Health {
                     .num_columns(4)
                     .striped(true)
                     .show(ui, |ui| {
-                        for c in Check::ALL {
-                            let count = report.of_check(c).len();
+                        for (i, c) in Check::ALL.into_iter().enumerate() {
+                            let count = self.counts.get(i).copied().unwrap_or(0);
                             let text = if report.ran(c) {
                                 format!("{}  {count}", c.name())
                             } else {
@@ -449,12 +494,14 @@ impl Health {
         if self.show_map {
             self.map_view(ui, ws, layers, thumbs, cmds);
         } else {
-            let found: Vec<Finding> = report
-                .of_check(self.selected)
-                .into_iter()
-                .cloned()
-                .collect();
-            self.gallery(ui, ws, thumbs, cmds, &found);
+            if self
+                .shown
+                .as_ref()
+                .is_none_or(|s| s.check != self.selected || s.judged != self.judged)
+            {
+                self.shown = Some(Shown::of(report, self.selected, self.judged));
+            }
+            self.gallery(ui, ws, thumbs, cmds);
         }
         if let Some((c, v)) = moved {
             self.set_threshold(c, v);
@@ -578,15 +625,11 @@ impl Health {
     }
 
     /// The selected check's pictures: worst first, or one row per duplicate group.
-    fn gallery(
-        &self,
-        ui: &mut egui::Ui,
-        ws: &Workspace,
-        thumbs: &mut Thumbs,
-        cmds: &mut Commands,
-        found: &[Finding],
-    ) {
-        let Some(checked) = &self.checked else { return };
+    fn gallery(&self, ui: &mut egui::Ui, ws: &Workspace, thumbs: &mut Thumbs, cmds: &mut Commands) {
+        let (Some(checked), Some(shown)) = (&self.checked, &self.shown) else {
+            return;
+        };
+        let found = &shown.found;
         let path = |f: &Finding| path_str(&checked.dataset.samples[f.sample].path);
         let name = self.selected.name();
         ui.horizontal(|ui| {
@@ -601,31 +644,18 @@ impl Health {
         // Duplicate groups each start a row; other checks are one run of tiles. Rows are cut
         // to the width, so every row has the same height and only the visible ones are drawn.
         let per_row = ((ui.available_width() / (TILE + 8.0)) as usize).max(1);
-        let mut rows: Vec<Vec<&Finding>> = Vec::new();
-        if found.iter().any(|f| f.group.is_some()) {
-            let mut by_group: std::collections::BTreeMap<usize, Vec<&Finding>> = Default::default();
-            for f in found {
-                by_group.entry(f.group.unwrap_or(0)).or_default().push(f);
-            }
-            for g in by_group.into_values() {
-                rows.extend(g.chunks(per_row).map(<[_]>::to_vec));
-            }
-        } else {
-            rows.extend(
-                found
-                    .iter()
-                    .collect::<Vec<_>>()
-                    .chunks(per_row)
-                    .map(<[_]>::to_vec),
-            );
-        }
+        let rows: Vec<&[Finding]> = shown
+            .groups
+            .iter()
+            .flat_map(|g| found[g.clone()].chunks(per_row))
+            .collect();
         let row_height = TILE + 30.0;
         egui::ScrollArea::vertical().show_rows(ui, row_height, rows.len(), |ui, range| {
             // The visible rows and two more below, in the order they are drawn.
             let ahead = range.start..(range.end + 2).min(rows.len());
             let wanted: Vec<(usize, std::path::PathBuf)> = rows[ahead]
                 .iter()
-                .flatten()
+                .flat_map(|r| r.iter())
                 .filter_map(|f| {
                     let i = ws.index_of(&path(f))?;
                     Some((i, ws.dataset.abs_path(&ws.dataset.samples[i].path)))
@@ -634,7 +664,7 @@ impl Health {
             thumbs.want(ui.ctx(), wanted);
             for row in &rows[range] {
                 ui.horizontal(|ui| {
-                    for f in row {
+                    for f in row.iter() {
                         let p = path(f);
                         let (rect, resp) =
                             ui.allocate_exact_size(Vec2::new(TILE, row_height), Sense::click());
