@@ -583,8 +583,7 @@ impl Health {
                 ui.colored_label(ui.visuals().warn_fg_color, why);
             }
             for (name, colour) in &paint.legend {
-                ui.label(RichText::new("●").color(*colour));
-                ui.label(name);
+                ui.label(RichText::new(format!("● {name}")).color(*colour));
             }
         });
         let out = self.map.show(
