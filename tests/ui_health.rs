@@ -215,6 +215,11 @@ fn with_the_embeddings_a_resized_copy_is_a_near_duplicate() {
     assert_eq!(h.state().tab, Tab::Health, "an empty box opens nothing");
     h.get_by_label("See all").click();
     h.step();
+    // Laid out by t-SNE (the default) or by the principal components: every photo either way.
+    assert!(!h.state().health.pca);
+    h.get_by_label("PCA").click();
+    h.step();
+    assert!(h.state().health.pca);
     drag(&mut h, from, to);
     settle(&mut h, idle);
     assert_eq!(h.state().tab, Tab::Browse);

@@ -53,9 +53,24 @@ pub fn neighbours(
             total: n,
         })
     };
-    let Some(lists) = nearest(&x, k, reduce, &progress, cancel)? else {
+    // t-SNE's affinities want about three times its perplexity in neighbours.
+    let Some(mut lists) = nearest(&x, k.max(TSNE_NEIGHBOURS), reduce, &progress, cancel)? else {
         return Ok(JobResult::Cancelled);
     };
+    let map = project(&x)?;
+    let tsne = if n <= TSNE_UP_TO {
+        emit(Event::Progress {
+            what: "map (t-SNE)".into(),
+            done: 0,
+            total: n,
+        });
+        tsne(&lists, &map)
+    } else {
+        Vec::new()
+    };
+    for l in &mut lists {
+        l.truncate(k);
+    }
     Ok(JobResult::Neighbours(Neighbours {
         paths: emb
             .samples
@@ -68,7 +83,8 @@ pub fn neighbours(
             .iter()
             .map(|(i, why)| (path_str(&ds.samples[*i].path), why.clone()))
             .collect(),
-        map: project(&x)?,
+        map,
+        tsne,
     }))
 }
 
@@ -158,6 +174,54 @@ fn nearest(
         progress(start as usize);
     }
     Ok(Some(lists))
+}
+
+/// Neighbours per image that t-SNE's affinities are built from (perplexity 10).
+const TSNE_NEIGHBOURS: usize = 30;
+/// Up to this many images the map is also laid out by t-SNE, which keeps neighbourhoods
+/// (clusters) that the two principal components flatten. Barnes-Hut t-SNE from the
+/// neighbours already found: 1,906 images in about 1 s, 18,900 in about 6 s on 2 cores.
+const TSNE_UP_TO: usize = 20_000;
+
+/// A t-SNE layout from each image's nearest neighbours (`lists`, cosine similarities of unit
+/// rows), started from the principal components so that the same data gives the same map.
+/// Empty when there are too few images for it.
+fn tsne(lists: &[Vec<(u32, f32)>], pca: &[[f32; 2]]) -> Vec<[f32; 2]> {
+    let n = lists.len();
+    let k = lists.iter().map(Vec::len).min().unwrap_or(0);
+    if n < 8 || k < 3 {
+        return Vec::new();
+    }
+    let neighbours: Vec<Vec<bhtsne::Neighbor<f32>>> = lists
+        .iter()
+        .map(|l| {
+            l[..k]
+                .iter()
+                .map(|&(j, s)| bhtsne::Neighbor {
+                    index: j as usize,
+                    // The distance between unit vectors whose dot product is s.
+                    distance: (2.0 - 2.0 * s).max(0.0).sqrt(),
+                })
+                .collect()
+        })
+        .collect();
+    // Started as openTSNE does, from the principal components scaled to a standard deviation
+    // of 1e-4.
+    let spread = (pca.iter().map(|p| p[0] * p[0]).sum::<f32>() / n as f32)
+        .sqrt()
+        .max(1e-12);
+    let start: Vec<f32> = pca
+        .iter()
+        .flat_map(|p| [p[0] * 1e-4 / spread, p[1] * 1e-4 / spread])
+        .collect();
+    let ids: Vec<usize> = (0..n).collect();
+    let y = bhtsne::tSNE::<f32, usize, 2>::new(&ids)
+        .perplexity((k / 3) as f32)
+        .epochs(750)
+        .initial_embedding(start)
+        .barnes_hut_with_neighbors(0.5, &neighbours)
+        .embedding();
+    y.chunks(2).map(|c| [c[0], c[1]]).collect()
 }
 
 /// Rounds of subspace iteration for the map: the ten-wide subspace holds the top two
@@ -296,6 +360,47 @@ mod tests {
         // A cancelled search stops.
         let stop = AtomicBool::new(true);
         assert!(nearest(&x, 5, Some(64), &|_| {}, &stop).unwrap().is_none());
+    }
+
+    #[test]
+    fn t_sne_keeps_two_groups_of_neighbours_apart() {
+        // 60 images in two groups; each image's neighbours are in its own group. Started from
+        // a "PCA" that mixes the groups, t-SNE pulls them apart.
+        let n = 60usize;
+        // Each group is a ring of 30: an image's neighbours are the six on either side.
+        let lists: Vec<Vec<(u32, f32)>> = (0..n)
+            .map(|i| {
+                let (group, at) = (i % 2, i / 2);
+                (1..=6)
+                    .flat_map(|d| [(at + d) % 30, (at + 30 - d) % 30].map(|r| (r, d)))
+                    .map(|(r, d)| ((2 * r + group) as u32, 0.95 - 0.02 * d as f32))
+                    .collect()
+            })
+            .collect();
+        let pca: Vec<[f32; 2]> = (0..n).map(|i| [i as f32, (i * 7 % 11) as f32]).collect();
+        let y = tsne(&lists, &pca);
+        assert_eq!(y.len(), n);
+        let centre = |g: usize| {
+            let pts: Vec<&[f32; 2]> = y.iter().skip(g).step_by(2).collect();
+            let c = pts
+                .iter()
+                .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+            let c = [c[0] / pts.len() as f32, c[1] / pts.len() as f32];
+            let spread = pts
+                .iter()
+                .map(|p| ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2)).sqrt())
+                .sum::<f32>()
+                / pts.len() as f32;
+            (c, spread)
+        };
+        let ((a, ra), (b, rb)) = (centre(0), centre(1));
+        let gap = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+        assert!(
+            gap > ra + rb,
+            "groups overlap: gap {gap}, mean radii {ra} {rb}"
+        );
+        // Too few images: no layout rather than a panic.
+        assert!(tsne(&lists[..5], &pca[..5]).is_empty());
     }
 
     #[test]

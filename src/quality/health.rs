@@ -374,6 +374,10 @@ pub struct Neighbours {
     /// components), for the map in the window.
     #[serde(default)]
     pub map: Vec<[f32; 2]>,
+    /// The same, laid out by t-SNE (neighbourhoods kept); empty where it was not run (too many
+    /// images for it to finish in seconds).
+    #[serde(default)]
+    pub tsne: Vec<[f32; 2]>,
 }
 
 /// The [`standout`] at which two pictures are one picture (resized, re-encoded, cropped,
@@ -930,6 +934,7 @@ mod tests {
                 lists,
                 skipped: Vec::new(),
                 map: Vec::new(),
+                tsne: Vec::new(),
             },
         )
     }

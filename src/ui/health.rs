@@ -67,6 +67,9 @@ pub struct Health {
     /// The selected check's pictures, or the map of all of them.
     pub show_map: bool,
     pub colour_by: ColourBy,
+    /// The map by its two principal components rather than by t-SNE (which keeps
+    /// neighbourhoods, and is the default where the engine laid it out).
+    pub pca: bool,
     map: MapView,
     /// The map's colours as last worked out, and what they were worked out from.
     paint: Option<MapPaint>,
@@ -187,6 +190,7 @@ impl Default for Health {
             leak_run: None,
             show_map: false,
             colour_by: ColourBy::Class,
+            pca: false,
             map: MapView::default(),
             paint: None,
             judged: 0,
@@ -544,6 +548,17 @@ impl Health {
             if ui.button("See all").clicked() {
                 self.map.reset();
             }
+            if !nb.tsne.is_empty() {
+                ui.separator();
+                let before = self.pca;
+                ui.selectable_value(&mut self.pca, false, "t-SNE")
+                    .on_hover_text("neighbourhoods kept: pictures that look alike sit together");
+                ui.selectable_value(&mut self.pca, true, "PCA")
+                    .on_hover_text("the two directions of largest spread: distances stay honest");
+                if self.pca != before {
+                    self.map.reset();
+                }
+            }
         });
         let key = PaintKey {
             by: self.colour_by,
@@ -586,9 +601,14 @@ impl Health {
                 ui.label(RichText::new(format!("● {name}")).color(*colour));
             }
         });
+        let points = if self.pca || nb.tsne.len() != nb.paths.len() {
+            &nb.map
+        } else {
+            &nb.tsne
+        };
         let out = self.map.show(
             ui,
-            &nb.map,
+            points,
             &Paint {
                 colours: &paint.colours,
                 on_top: &paint.on_top,
