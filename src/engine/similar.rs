@@ -184,7 +184,8 @@ const TSNE_NEIGHBOURS: usize = 30;
 const TSNE_UP_TO: usize = 20_000;
 
 /// A t-SNE layout from each image's nearest neighbours (`lists`, cosine similarities of unit
-/// rows), started from the principal components so that the same data gives the same map.
+/// rows), started from the principal components rather than at random, so a map does not
+/// change its whole shape between checks.
 /// Empty when there are too few images for it.
 fn tsne(lists: &[Vec<(u32, f32)>], pca: &[[f32; 2]]) -> Vec<[f32; 2]> {
     let n = lists.len();
