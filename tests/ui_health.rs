@@ -102,6 +102,23 @@ fn a_check_from_the_window_finds_problems_moves_thresholds_and_opens_a_group_in_
     settle(&mut h, idle);
     h.get_by_label_contains("labels changed since this check");
 
+    // Copies: one step keeps the largest of each group and excludes the others; undo brings
+    // them back.
+    let excluded = |h: &Harness<'static, LoupeApp>, p: &str| {
+        let ws = h.state().workspace().unwrap();
+        ws.flags[ws.index_of(p).unwrap()].excluded
+    };
+    h.get_by_label("exact-duplicate  2").click();
+    h.step();
+    h.get_by_label("Keep one of each group, exclude the other 1")
+        .click();
+    settle(&mut h, idle);
+    assert!(excluded(&h, "dogs/copy.png"));
+    assert!(!excluded(&h, "cats/0.png"));
+    h.state_mut().command(LabelCmd::Undo);
+    settle(&mut h, idle);
+    assert!(!excluded(&h, "dogs/copy.png"));
+
     // The conflicting copies, side by side; a click opens the group in Browse.
     h.get_by_label("label-conflict  2").click();
     h.step();

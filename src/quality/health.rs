@@ -543,6 +543,37 @@ fn sample_index(ds: &Dataset, nb: &Neighbours) -> Vec<Option<usize>> {
     nb.paths.iter().map(|p| by_path.get(p).copied()).collect()
 }
 
+/// The copies to exclude so that each duplicate group in `findings` keeps one picture: the
+/// one with the most pixels (then the most bytes, then the first path), the best copy to
+/// train on. Sample indices, in group order.
+pub fn extra_copies(ds: &Dataset, findings: &[&Finding]) -> Vec<usize> {
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for f in findings {
+        if let Some(g) = f.group {
+            groups.entry(g).or_default().push(f.sample);
+        }
+    }
+    let mut out = Vec::new();
+    for mut members in groups.into_values() {
+        members.sort_unstable();
+        members.dedup();
+        let info = |i: usize| &ds.samples[i].info;
+        let keep = members
+            .iter()
+            .copied()
+            .max_by(|&a, &b| {
+                let area = |i| u64::from(info(i).width) * u64::from(info(i).height);
+                area(a)
+                    .cmp(&area(b))
+                    .then(info(a).bytes.cmp(&info(b).bytes))
+                    .then(ds.samples[b].path.cmp(&ds.samples[a].path))
+            })
+            .expect("a group has members");
+        out.extend(members.into_iter().filter(|&i| i != keep));
+    }
+    out
+}
+
 /// Duplicate groups (exact or near) that straddle a run's split: a validation image with a
 /// copy among the training images inflates the run's score. Every member of such a group is
 /// listed, with the group's number; `val` holds the run's validation paths.
@@ -937,6 +968,34 @@ mod tests {
                 tsne: Vec::new(),
             },
         )
+    }
+
+    #[test]
+    fn each_group_keeps_its_largest_picture() {
+        let (mut ds, _) = neighbours_case();
+        // Group 1: samples 0, 1, 5 with 1 the largest; group 2: 2 and 3 alike in size, 3
+        // the larger file; sample 4 in no group.
+        ds.samples[1].info.width = 64;
+        ds.samples[3].info.bytes = 500;
+        let f = |sample, group| Finding {
+            sample,
+            check: Check::NearDuplicate,
+            score: 0.9,
+            group,
+        };
+        let found = [
+            f(0, Some(1)),
+            f(1, Some(1)),
+            f(5, Some(1)),
+            f(2, Some(2)),
+            f(3, Some(2)),
+            f(4, None),
+        ];
+        let refs: Vec<&Finding> = found.iter().collect();
+        assert_eq!(extra_copies(&ds, &refs), vec![0, 5, 2]);
+        // Alike in every way: the first path stays.
+        ds.samples[3].info.bytes = 100;
+        assert_eq!(extra_copies(&ds, &refs[3..5]), vec![3]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::command::{BrowseFilter, Command, Commands};
 use super::map::{MapView, Paint};
 use super::review::Suspect;
 use super::thumbs::Thumbs;
-use crate::dataset::workspace::Workspace;
+use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::dataset::Dataset;
 use crate::quality::health::{Check, Finding, Inputs, Report, Thresholds};
 use crate::train::client::Engine;
@@ -91,10 +91,12 @@ struct Shown {
     found: Vec<Finding>,
     /// Where each group lies in `found` (one range for a check without groups).
     groups: Vec<std::ops::Range<usize>>,
+    /// The paths to exclude so that each copy group keeps one picture (copy checks only).
+    extra: Vec<String>,
 }
 
 impl Shown {
-    fn of(report: &Report, check: Check, judged: u64) -> Shown {
+    fn of(report: &Report, ds: &Dataset, check: Check, judged: u64) -> Shown {
         let mut found: Vec<Finding> = report.of_check(check).into_iter().cloned().collect();
         // A stable sort: within a group, still worst first.
         found.sort_by_key(|f| f.group.unwrap_or(0));
@@ -105,11 +107,24 @@ impl Shown {
                 _ => groups.push(i..i + 1),
             }
         }
+        let extra = if matches!(
+            check,
+            Check::ExactDuplicate | Check::NearDuplicate | Check::LabelConflict
+        ) {
+            let refs: Vec<&Finding> = found.iter().collect();
+            crate::quality::health::extra_copies(ds, &refs)
+                .into_iter()
+                .map(|i| path_str(&ds.samples[i].path))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Shown {
             check,
             judged,
             found,
             groups,
+            extra,
         }
     }
 }
@@ -503,7 +518,8 @@ impl Health {
                 .as_ref()
                 .is_none_or(|s| s.check != self.selected || s.judged != self.judged)
             {
-                self.shown = Some(Shown::of(report, self.selected, self.judged));
+                let ds = &self.checked.as_ref().expect("judged from a check").dataset;
+                self.shown = Some(Shown::of(report, ds, self.selected, self.judged));
             }
             self.gallery(ui, ws, thumbs, cmds);
         }
@@ -657,6 +673,22 @@ impl Health {
                 cmds.push(Command::Browse(BrowseFilter::Paths {
                     title: format!("health: {name}"),
                     paths: found.iter().map(path).collect(),
+                }));
+            }
+            if !shown.extra.is_empty()
+                && ui
+                    .button(format!(
+                        "Keep one of each group, exclude the other {}",
+                        shown.extra.len()
+                    ))
+                    .on_hover_text(
+                        "keeps each group's largest picture; one step, Ctrl+Z brings them back",
+                    )
+                    .clicked()
+            {
+                cmds.push(Command::Label(LabelCmd::Exclude {
+                    paths: shown.extra.clone(),
+                    excluded: true,
                 }));
             }
         });
