@@ -77,6 +77,8 @@ pub struct Health {
     judged: u64,
     /// The copies across one run's split, as [`Health::leaks_of`] last worked them out.
     leaks: Option<(std::path::PathBuf, u64, Vec<String>)>,
+    /// A threshold slider being dragged, and where its knob is.
+    dragging: Option<(Check, f32)>,
     /// Each check's count (in `Check::ALL` order), from the last judgement.
     counts: Vec<usize>,
     shown: Option<Shown>,
@@ -210,6 +212,7 @@ impl Default for Health {
             paint: None,
             judged: 0,
             leaks: None,
+            dragging: None,
             counts: Vec::new(),
             shown: None,
         }
@@ -488,15 +491,23 @@ impl Health {
                                         }
                                     });
                             } else if Check::THRESHOLDED.contains(&c) {
-                                let mut v = self.thresholds.get(c);
+                                let mut v = match self.dragging {
+                                    Some((d, v)) if d == c => v,
+                                    _ => self.thresholds.get(c),
+                                };
                                 let slider =
                                     egui::Slider::new(&mut v, slider_range(c)).max_decimals(2);
                                 ui.spacing_mut().slider_width = 90.0;
-                                if ui
-                                    .add(slider)
-                                    .on_hover_text("flagged from this score up")
-                                    .changed()
-                                {
+                                let resp =
+                                    ui.add(slider).on_hover_text("flagged from this score up");
+                                // Judged when the knob is let go, not at every step of a drag:
+                                // judging 100,000 pictures takes 0.3 s.
+                                if resp.dragged() {
+                                    if resp.changed() {
+                                        self.dragging = Some((c, v));
+                                    }
+                                } else if resp.drag_stopped() || resp.changed() {
+                                    self.dragging = None;
                                     moved = Some((c, v));
                                 }
                             } else {
