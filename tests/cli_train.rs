@@ -458,3 +458,206 @@ fn a_composite_label_trains_a_head_per_column_and_every_report_has_each_column()
         "{err}"
     );
 }
+
+/// A tiny run on `data` with `seed`; its folder.
+fn tiny_run(data: &Path, seed: &str) -> PathBuf {
+    let out = loupe(&[
+        "train",
+        data.to_str().unwrap(),
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "2",
+        "--img-size",
+        "16",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--seed",
+        seed,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+}
+
+/// `loupe predict` rows: path -> the class probabilities (blue, green, red).
+fn probs(csv_path: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
+    csv::Reader::from_path(csv_path)
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .map(|r| {
+            (
+                r[0].to_string(),
+                (3..6).map(|i| r[i].parse::<f64>().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_ensemble_averages_its_runs_and_writes_a_submission_in_the_templates_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::colour_images(&data, 12, 0);
+    let (a, b) = (tiny_run(&data, "1"), tiny_run(&data, "2"));
+    let fresh = dir.path().join("fresh");
+    common::colour_images(&fresh, 3, 100);
+    let predict = |runs: &[&Path], out: &Path, extra: &[&str]| {
+        let mut args = vec!["predict"];
+        args.extend(runs.iter().map(|r| r.to_str().unwrap()));
+        args.extend([fresh.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        loupe(&args)
+    };
+    let path = |name: &str| dir.path().join(name);
+    for (runs, out) in [
+        (vec![a.as_path()], "a.csv"),
+        (vec![b.as_path()], "b.csv"),
+        (vec![a.as_path(), b.as_path()], "ab.csv"),
+    ] {
+        let o = predict(&runs, &path(out), &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The ensemble's probabilities are the mean of its runs' own.
+    let (pa, pb, pab) = (
+        probs(&path("a.csv")),
+        probs(&path("b.csv")),
+        probs(&path("ab.csv")),
+    );
+    assert_eq!(pab.len(), 9);
+    assert_ne!(pa, pb, "two seeds, two models");
+    for (file, p) in &pab {
+        for k in 0..3 {
+            let mean = (pa[file][k] + pb[file][k]) / 2.0;
+            assert!((p[k] - mean).abs() < 1e-5, "{file}: {p:?} vs {mean}");
+        }
+    }
+
+    // One label per picture.
+    let o = predict(&[&a, &b], &path("labels.csv"), &["--format", "labels"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let labels: Vec<csv::StringRecord> = csv::Reader::from_path(path("labels.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(labels.len(), 9);
+    for r in &labels {
+        let p = &pab[&r[0]];
+        let best = (0..3).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap();
+        assert_eq!(&r[1], ["blue", "green", "red"][best]);
+    }
+
+    // A submission in the order of the competition's sample file, ids by file stem, classes by
+    // name and by index.
+    let mut ids: Vec<String> = pab
+        .keys()
+        .map(|f| {
+            Path::new(f)
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.reverse();
+    let template = path("sample_submission.csv");
+    let mut t = String::from("image,ans\n");
+    for id in &ids {
+        t.push_str(&format!("{id},0\n"));
+    }
+    std::fs::write(&template, t).unwrap();
+    let classes = ["blue", "green", "red"];
+    for (format, class_of) in [
+        (
+            "name",
+            &(|k: usize| classes[k].to_string()) as &dyn Fn(usize) -> String,
+        ),
+        ("index", &|k: usize| k.to_string()),
+    ] {
+        let out = path(&format!("submission-{format}.csv"));
+        let o = predict(
+            &[&a, &b],
+            &out,
+            &[
+                "--format",
+                "submission",
+                "--id-col",
+                "image",
+                "--class-col",
+                "ans",
+                "--label-format",
+                format,
+                "--template",
+                template.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("image,ans"));
+        let rows: Vec<(String, String)> = lines
+            .map(|l| {
+                let (id, c) = l.split_once(',').unwrap();
+                (id.to_string(), c.to_string())
+            })
+            .collect();
+        assert_eq!(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), ids);
+        for (id, class) in &rows {
+            let (_, p) = pab
+                .iter()
+                .find(|(f, _)| Path::new(f).file_stem().unwrap() == id.as_str())
+                .unwrap();
+            let best = (0..3).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap();
+            assert_eq!(class, &class_of(best), "{id}");
+        }
+    }
+
+    // An id the folder has no picture for: refused in words, nothing written.
+    std::fs::write(&template, "image,ans\nnot-there,0\n").unwrap();
+    let out = path("submission-bad.csv");
+    let o = predict(
+        &[&a],
+        &out,
+        &[
+            "--format",
+            "submission",
+            "--id-col",
+            "image",
+            "--template",
+            template.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("1 ids of the template match no picture (first: not-there)"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Runs of other classes cannot be averaged with these: said in words.
+    let other = dir.path().join("other");
+    common::colour_images(&other, 12, 0);
+    std::fs::remove_dir_all(other.join("red")).unwrap();
+    let c = tiny_run(&other, "1");
+    let o = predict(&[&a, &c], &path("mixed.csv"), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("predict different classes"), "{err}");
+}

@@ -11,7 +11,7 @@ use crate::quality::health::Neighbours;
 use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
 use crate::train::config::{DeviceChoice, ModelKind, OofConfig, TrainConfig};
-use crate::train::predictions;
+use crate::train::predictions::{self, OutputFormat};
 use crate::train::protocol::{Event, Job, JobResult};
 use crate::train::record::RunConfig;
 use crate::util::path_str;
@@ -238,16 +238,18 @@ fn print_report(p: &predictions::Predictions, what: &str) {
 
 /// `loupe predict RUN FOLDER --out FILE [--tta]`.
 pub(super) fn predict(
-    run: PathBuf,
+    runs: Vec<PathBuf>,
     folder: PathBuf,
     out: PathBuf,
     tta: bool,
+    format: OutputFormat,
 ) -> anyhow::Result<()> {
     let JobResult::Predict { written, failed } = result_of(&Job::Predict {
-        run,
+        runs,
         folder,
         out: out.clone(),
         tta,
+        format,
     })?
     else {
         anyhow::bail!("the engine answered another job");

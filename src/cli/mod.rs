@@ -16,6 +16,7 @@ use crate::train::config::{
     Balance, DeviceChoice, Heads, LossKind, ModelKind, OofConfig, OptimizerKind, TrainConfig,
 };
 use crate::train::given_split::GivenSplit;
+use crate::train::predictions::OutputFormat;
 use crate::train::schedule::{Monitor, ScheduleKind};
 
 #[derive(Debug, Parser)]
@@ -154,15 +155,34 @@ pub enum Command {
         /// The dataset (default: the one the run was trained on).
         path: Option<PathBuf>,
     },
-    /// Predict the class of every image under FOLDER with a run's best checkpoint.
+    /// Predict the class of every image under FOLDER with the best checkpoint of a run, or
+    /// the mean of several runs' probabilities (an ensemble): `loupe predict RUN... FOLDER`.
     Predict {
-        run: PathBuf,
-        folder: PathBuf,
+        /// The runs, then the folder of images.
+        #[arg(required = true, num_args = 2.., value_name = "PATH")]
+        paths: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// Average with the mirrored image (test-time augmentation).
+        /// Also predict each image mirrored left-right and average (test-time augmentation).
         #[arg(long)]
         tta: bool,
+        /// probs: every class's probability; labels: path,label; submission: an id column
+        /// and a class column (--id-col, --class-col, --label-format, --template).
+        #[arg(long, value_enum, default_value = "probs")]
+        format: FormatArg,
+        /// The submission's id column (with --template: the column of its ids).
+        #[arg(long, default_value = "id")]
+        id_col: String,
+        /// The submission's class column.
+        #[arg(long, default_value = "label")]
+        class_col: String,
+        /// The class as its name or as its index among the run's classes.
+        #[arg(long, value_enum, default_value = "name")]
+        label_format: LabelFormatArg,
+        /// The competition's sample submission: its ids, in its order, each naming a picture
+        /// by relative path, file name or file stem.
+        #[arg(long)]
+        template: Option<PathBuf>,
     },
     /// Find suspected label errors: cross-validated probabilities (or yours, --pred-probs), then
     /// confident learning. Ranks every image by how likely its label is wrong, the flagged ones
@@ -428,11 +448,29 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Resume { run, epochs } => jobs::resume(absolute(run), epochs),
         Command::Eval { run, path } => jobs::eval(absolute(run), path.as_deref()),
         Command::Predict {
-            run,
-            folder,
+            mut paths,
             out,
             tta,
-        } => jobs::predict(absolute(run), absolute(folder), absolute(out), tta),
+            format,
+            id_col,
+            class_col,
+            label_format,
+            template,
+        } => {
+            let folder = paths.pop().expect("clap asks for two paths or more");
+            let format = match format {
+                FormatArg::Probs => OutputFormat::Probs,
+                FormatArg::Labels => OutputFormat::Labels,
+                FormatArg::Submission => OutputFormat::Submission {
+                    id_col,
+                    class_col,
+                    by_index: label_format == LabelFormatArg::Index,
+                    template: template.map(absolute),
+                },
+            };
+            let runs = paths.into_iter().map(absolute).collect();
+            jobs::predict(runs, absolute(folder), absolute(out), tta, format)
+        }
         Command::Issues {
             dataset,
             folds,
@@ -482,4 +520,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 /// working folder (it may one day run elsewhere, on shared storage).
 fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
+}
+
+/// `loupe predict --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Probs,
+    Labels,
+    Submission,
+}
+
+/// `loupe predict --label-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelFormatArg {
+    Name,
+    Index,
 }

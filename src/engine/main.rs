@@ -145,11 +145,12 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
         }
         Job::Eval { run, dataset } => predict::eval(&run, dataset, emit, cancel).map(Some),
         Job::Predict {
-            run,
+            runs,
             folder,
             out,
             tta,
-        } => predict::folder(&run, &folder, &out, tta, emit, cancel).map(Some),
+            format,
+        } => predict::folder(&runs, &folder, &out, tta, &format, emit, cancel).map(Some),
         Job::Neighbours {
             dataset,
             config,

@@ -174,14 +174,15 @@ pub fn eval(
 
 /// `loupe predict`: every image under `folder` (sorted by path).
 pub fn folder(
-    run_dir: &Path,
+    runs: &[PathBuf],
     folder: &Path,
     out: &Path,
     tta: bool,
+    format: &predictions::OutputFormat,
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<JobResult> {
-    let run = Run::open(run_dir, Device::cuda_if_available())?;
+    anyhow::ensure!(!runs.is_empty(), "no run to predict with");
     anyhow::ensure!(folder.is_dir(), "{} is not a folder", folder.display());
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(folder)
         .follow_links(true)
@@ -192,16 +193,42 @@ pub fn folder(
         .collect();
     files.sort();
     anyhow::ensure!(!files.is_empty(), "no images found in {}", folder.display());
-    let Some(probs) = run.predict(&files, tta, emit, cancel) else {
-        return Ok(JobResult::Cancelled);
-    };
-    let failed = probs.iter().filter(|p| p.is_err()).count();
+    // One run at a time in memory; an ensemble is the mean of the runs' probabilities, so
+    // its runs must share their classes.
+    let mut layout = None;
+    let mut each: Vec<Vec<Result<Probabilities, String>>> = Vec::new();
+    for dir in runs {
+        let run = Run::open(dir, Device::cuda_if_available())?;
+        let first = layout.get_or_insert_with(|| (runs[0].clone(), run.heads.layout.clone()));
+        anyhow::ensure!(
+            run.heads.layout == first.1,
+            "{} and {} predict different classes ({} against {}): they cannot be averaged",
+            first.0.display(),
+            dir.display(),
+            run.heads.layout.classes.join(", "),
+            first.1.classes.join(", ")
+        );
+        let Some(probs) = run.predict(&files, tta, emit, cancel) else {
+            return Ok(JobResult::Cancelled);
+        };
+        each.push(probs);
+    }
+    let layout = layout.expect("at least one run").1;
+    let probs = (0..files.len()).map(|i| {
+        let mine: Result<Vec<Probabilities>, String> =
+            each.iter().map(|run| run[i].clone()).collect();
+        mine.map(|all| predictions::mean(&all))
+    });
     let rows: Vec<(String, Result<Probabilities, String>)> = files
         .iter()
         .zip(probs)
         .map(|(f, p)| (path_str(f.strip_prefix(folder).unwrap_or(f)), p))
         .collect();
-    predictions::write_folder(out, &run.heads.layout, &rows)?;
+    let failed = rows.iter().filter(|(_, p)| p.is_err()).count();
+    match format {
+        predictions::OutputFormat::Probs => predictions::write_folder(out, &layout, &rows)?,
+        _ => predictions::write_classes(out, &layout.classes, &rows, format)?,
+    }
     Ok(JobResult::Predict {
         written: files.len() - failed,
         failed,

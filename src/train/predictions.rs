@@ -9,9 +9,13 @@
 //!
 //! Predictions for a folder (`loupe predict`): `path,predicted,confidence,<classes>,
 //! <column=value...>,error`, one row per image, the error column naming why an image could not
-//! be read.
+//! be read. Or, with [`OutputFormat::Labels`], `path,label`; or a competition's submission
+//! layout ([`OutputFormat::Submission`]): an id column and a class column, in the order of the
+//! competition's sample file when one is given.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::metrics::{argmax, report, Report};
 use crate::dataset::{Column, Layout};
@@ -360,4 +364,141 @@ mod tests {
         let cols = &p.rows[0].columns;
         assert!((cols[0][1] - 0.7).abs() < 1e-6 && (cols[1][0] - 0.8).abs() < 1e-6);
     }
+}
+
+/// How `loupe predict` writes its predictions.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum OutputFormat {
+    /// Every class's probability ([`write_folder`]).
+    #[default]
+    Probs,
+    /// `path,label`: the most likely class of each image.
+    Labels,
+    /// `<id_col>,<class_col>`, the class as its name or its index among the run's classes.
+    /// With a template (the competition's sample submission), its ids in its order, each
+    /// matched to the picture whose relative path, file name or file stem it is; without one,
+    /// every picture by relative path.
+    Submission {
+        id_col: String,
+        class_col: String,
+        by_index: bool,
+        template: Option<PathBuf>,
+    },
+}
+
+/// The mean of several runs' probabilities for one image (an ensemble).
+pub fn mean(all: &[Probabilities]) -> Probabilities {
+    let n = all.len().max(1) as f32;
+    let sum = |pick: &dyn Fn(&Probabilities) -> &Vec<f32>| -> Vec<f32> {
+        let mut acc = vec![0.0f32; all.first().map_or(0, |p| pick(p).len())];
+        for p in all {
+            for (a, v) in acc.iter_mut().zip(pick(p)) {
+                *a += v;
+            }
+        }
+        acc.into_iter().map(|v| v / n).collect()
+    };
+    Probabilities {
+        joint: sum(&|p| &p.joint),
+        columns: (0..all.first().map_or(0, |p| p.columns.len()))
+            .map(|c| sum(&|p| &p.columns[c]))
+            .collect(),
+    }
+}
+
+/// Writes one class per image as `format` (not [`OutputFormat::Probs`]) says. Refuses, naming
+/// them, when pictures could not be predicted or template ids match no picture: a submission
+/// with holes would be scored as wrong answers.
+pub fn write_classes(
+    path: &Path,
+    classes: &[String],
+    rows: &[(String, Result<Probabilities, String>)],
+    format: &OutputFormat,
+) -> anyhow::Result<()> {
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|(_, p)| p.is_err())
+        .map(|(f, _)| f.as_str())
+        .collect();
+    if let Some(first) = failed.first() {
+        anyhow::bail!(
+            "{} pictures could not be read (first: {first}); nothing written to {}",
+            failed.len(),
+            path.display()
+        );
+    }
+    let class = |p: &Probabilities, by_index: bool| {
+        let k = argmax(&p.joint);
+        if by_index {
+            k.to_string()
+        } else {
+            classes[k].clone()
+        }
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    match format {
+        OutputFormat::Probs => anyhow::bail!("probabilities are written by write_folder"),
+        OutputFormat::Labels => {
+            w.write_record(["path", "label"])?;
+            for (file, p) in rows {
+                if let Ok(p) = p {
+                    w.write_record([file.as_str(), &class(p, false)])?;
+                }
+            }
+        }
+        OutputFormat::Submission {
+            id_col,
+            class_col,
+            by_index,
+            template,
+        } => {
+            w.write_record([id_col, class_col])?;
+            let ids: Vec<String> = match template {
+                Some(t) => template_ids(t, id_col)?,
+                None => rows.iter().map(|(f, _)| f.clone()).collect(),
+            };
+            // An id may name a picture by relative path, file name or stem; the first
+            // picture a name was seen for wins.
+            let mut by_name = std::collections::HashMap::new();
+            for (i, (file, _)) in rows.iter().enumerate() {
+                let p = Path::new(file);
+                by_name.entry(file.clone()).or_insert(i);
+                for name in [p.file_name(), p.file_stem()].into_iter().flatten() {
+                    by_name
+                        .entry(name.to_string_lossy().into_owned())
+                        .or_insert(i);
+                }
+            }
+            let missing: Vec<&String> =
+                ids.iter().filter(|id| !by_name.contains_key(*id)).collect();
+            if let Some(first) = missing.first() {
+                anyhow::bail!(
+                    "{} ids of the template match no picture (first: {first}); nothing written to {}",
+                    missing.len(),
+                    path.display()
+                );
+            }
+            for id in &ids {
+                if let Ok(p) = &rows[by_name[id]].1 {
+                    w.write_record([id.as_str(), &class(p, *by_index)])?;
+                }
+            }
+        }
+    }
+    write_atomic(path, &w.into_inner()?)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// The values of `id_col` in a sample submission, in its order.
+fn template_ids(template: &Path, id_col: &str) -> anyhow::Result<Vec<String>> {
+    let mut r = csv::Reader::from_path(template)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", template.display()))?;
+    let at = r
+        .headers()?
+        .iter()
+        .position(|h| h == id_col)
+        .ok_or_else(|| anyhow::anyhow!("{} has no column {id_col}", template.display()))?;
+    r.records()
+        .map(|rec| Ok(rec?.get(at).unwrap_or_default().to_string()))
+        .collect()
 }

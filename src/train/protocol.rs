@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::config::{OofConfig, TrainConfig};
+use super::predictions::OutputFormat;
 use super::record::{lossy_f64, EpochMetrics};
 use super::schedule::Monitor;
 use crate::dataset::Source;
@@ -46,12 +47,15 @@ pub enum Job {
         run: PathBuf,
         dataset: Option<Source>,
     },
-    /// Predict every image under `folder` with the run's best checkpoint; writes `out`.
+    /// Predict every image under `folder` with the runs' best checkpoints (several: the mean
+    /// of their probabilities); writes `out` as `format` says.
     Predict {
-        run: PathBuf,
+        runs: Vec<PathBuf>,
         folder: PathBuf,
         out: PathBuf,
         tta: bool,
+        #[serde(default)]
+        format: OutputFormat,
     },
     /// Label issues of the dataset as edited: out-of-fold class probabilities for every image,
     /// then confident learning; the search is kept in a new folder under `issues_dir` (which
@@ -331,10 +335,16 @@ mod tests {
                 dataset: None,
             },
             Job::Predict {
-                run: "/r".into(),
+                runs: vec!["/r".into(), "/s".into()],
                 folder: "/f".into(),
                 out: "/o.csv".into(),
                 tta: true,
+                format: OutputFormat::Submission {
+                    id_col: "id".into(),
+                    class_col: "label".into(),
+                    by_index: true,
+                    template: Some("/t.csv".into()),
+                },
             },
             Job::FindIssues {
                 dataset: Source::ImageFolder { root: "/d".into() },
