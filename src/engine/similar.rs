@@ -216,13 +216,19 @@ fn tsne(lists: &[Vec<(u32, f32)>], pca: &[[f32; 2]]) -> Vec<[f32; 2]> {
         .flat_map(|p| [p[0] * 1e-4 / spread, p[1] * 1e-4 / spread])
         .collect();
     let ids: Vec<usize> = (0..n).collect();
-    let y = bhtsne::tSNE::<f32, usize, 2>::new(&ids)
-        .perplexity((k / 3) as f32)
-        .epochs(750)
-        .initial_embedding(start)
-        .barnes_hut_with_neighbors(0.5, &neighbours)
-        .embedding();
-    y.chunks(2).map(|c| [c[0], c[1]]).collect()
+    // The crate asserts on inputs it cannot fit; a map is not worth the neighbours found.
+    let fit = std::panic::catch_unwind(|| {
+        bhtsne::tSNE::<f32, usize, 2>::new(&ids)
+            .perplexity((k / 3) as f32)
+            .epochs(750)
+            .initial_embedding(start)
+            .barnes_hut_with_neighbors(0.5, &neighbours)
+            .embedding()
+    });
+    match fit {
+        Ok(y) if y.iter().all(|v| v.is_finite()) => y.chunks(2).map(|c| [c[0], c[1]]).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Rounds of subspace iteration for the map: the ten-wide subspace holds the top two
@@ -402,6 +408,19 @@ mod tests {
         );
         // Too few images: no layout rather than a panic.
         assert!(tsne(&lists[..5], &pca[..5]).is_empty());
+        // Every picture the same (all distances 0): a layout of finite points or none, never
+        // a crash.
+        let same: Vec<Vec<(u32, f32)>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .filter(|&j| j != i)
+                    .take(12)
+                    .map(|j| (j as u32, 1.0))
+                    .collect()
+            })
+            .collect();
+        let y = tsne(&same, &pca);
+        assert!(y.iter().flatten().all(|v| v.is_finite()));
     }
 
     #[test]
