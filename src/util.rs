@@ -117,7 +117,7 @@ pub fn replace_file(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) ->
 /// Run folders and saved searches are made this way, so they sort by time and are never reused.
 pub fn new_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
     std::fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
-    let stamp = utc(now_secs()).replace([' ', ':'], "-").replace("-UTC", "");
+    let stamp = stamp();
     for k in 1.. {
         let dir = parent.join(if k == 1 {
             format!("{stamp}-{name}")
@@ -131,6 +131,19 @@ pub fn new_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
         }
     }
     unreachable!("an unbounded counter always finds a free name")
+}
+
+/// The time as folder names start with: `2026-11-24-08-00-30`.
+pub fn stamp() -> String {
+    utc(now_secs()).replace([' ', ':'], "-").replace("-UTC", "")
+}
+
+/// Creates `parent/name`, which must not exist yet (a run folder is never reused).
+pub fn named_dir(parent: &Path, name: &str) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).map_err(|e| with_path(e, &dir))?;
+    Ok(dir)
 }
 
 /// An I/O error that names the path it is about.

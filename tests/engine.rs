@@ -35,6 +35,7 @@ fn train(data: &Path, config: TrainConfig) -> Job {
         },
         config,
         runs_dir: data.parent().unwrap().join("runs"),
+        name: None,
     }
 }
 
@@ -372,6 +373,7 @@ fn a_split_column_of_the_csv_is_the_split_and_is_recorded() {
             ..quick()
         },
         runs_dir: dir.path().join("runs"),
+        name: None,
     };
     let events = events(&job);
     let (run_dir, train_n, val, _) = started(&events);

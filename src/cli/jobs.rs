@@ -9,6 +9,7 @@ use crate::dataset::{self, Source};
 use crate::quality::confident::{Method, RankBy};
 use crate::quality::health::Neighbours;
 use crate::quality::issues::{self, Findings, Why};
+use crate::train::backend::Backend;
 use crate::train::client::Engine;
 use crate::train::config::{DeviceChoice, ModelKind, OofConfig, TrainConfig};
 use crate::train::predictions::{self, OutputFormat};
@@ -16,14 +17,52 @@ use crate::train::protocol::{Event, Job, JobResult};
 use crate::train::record::RunConfig;
 use crate::util::path_str;
 
-/// `loupe train` and `loupe resume`: a run with its progress, epochs and end.
-pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
-    let tty = std::io::stderr().is_terminal();
-    let h = Engine::locate().start(&job, None);
-    let started = std::time::Instant::now();
-    let mut last_acc = None;
-    let mut first_epoch = None;
+/// `loupe train` and `loupe resume`: a run with its progress, epochs and end, here or on a
+/// cluster.
+pub(super) fn train(backend: &Backend, job: Job, epochs: usize) -> anyhow::Result<()> {
+    let h = backend.start(&Engine::locate(), &job, None);
+    let mut printer = RunPrinter::new(String::new(), epochs);
     for event in h.rx.iter() {
+        if let Event::Failed { message } = event {
+            anyhow::bail!("training failed: {message}")
+        }
+        printer.print(&event);
+    }
+    Ok(())
+}
+
+/// Prints one run's events as `loupe train` shows them; `prefix` tells runs apart when several
+/// go at once (`fold 2/5: `).
+pub(super) struct RunPrinter {
+    prefix: String,
+    epochs: usize,
+    tty: bool,
+    started: std::time::Instant,
+    last_acc: Option<f64>,
+    first_epoch: Option<usize>,
+}
+
+impl RunPrinter {
+    pub(super) fn new(prefix: String, epochs: usize) -> RunPrinter {
+        RunPrinter {
+            prefix,
+            epochs,
+            tty: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            last_acc: None,
+            first_epoch: None,
+        }
+    }
+
+    /// Ends a line the step counter was drawing on.
+    fn line(&self) {
+        if self.tty {
+            eprint!("\r");
+        }
+    }
+
+    pub(super) fn print(&mut self, event: &Event) {
+        let (p, epochs, tty) = (&self.prefix, self.epochs, self.tty);
         match event {
             Event::Started {
                 run_dir,
@@ -33,20 +72,20 @@ pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
                 skipped,
                 classes,
             } => {
-                if tty {
-                    eprint!("\r");
-                }
+                self.line();
                 println!(
-                    "training on {device}: {train} training / {val} validation images, {} \
+                    "{p}training on {device}: {train} training / {val} validation images, {} \
                      classes; run folder {}",
                     classes.len(),
                     run_dir.display()
                 );
-                if skipped > 0 {
-                    println!("note: {skipped} image(s) could not be decoded and were skipped");
+                if *skipped > 0 {
+                    println!("{p}note: {skipped} image(s) could not be decoded and were skipped");
                 }
             }
-            Event::Progress { what, done, total } => progress(tty, &what, done, total),
+            Event::Progress { what, done, total } => {
+                progress(tty, &format!("{p}{what}"), *done, *total)
+            }
             Event::Step {
                 epoch,
                 step,
@@ -56,22 +95,22 @@ pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
                 ..
             } if tty => {
                 // Counted from the first epoch of this process: a resumed run starts midway.
-                let first = *first_epoch.get_or_insert(epoch);
+                let first = *self.first_epoch.get_or_insert(*epoch);
                 let done = ((epoch - first) * steps + step) as f64
-                    / ((epochs + 1 - first) * steps).max(1) as f64;
-                let eta = started.elapsed().as_secs_f64() * (1.0 - done) / done.max(1e-9);
-                let acc = last_acc.map_or(String::new(), |a: f64| format!("  val acc {a:.3}"));
+                    / ((epochs + 1).saturating_sub(first) * steps).max(1) as f64;
+                let eta = self.started.elapsed().as_secs_f64() * (1.0 - done) / done.max(1e-9);
+                let acc = self
+                    .last_acc
+                    .map_or(String::new(), |a: f64| format!("  val acc {a:.3}"));
                 eprint!(
-                    "\repoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4}{acc}  \
+                    "\r{p}epoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4}{acc}  \
                      {images_per_s:.0} img/s  ETA {}   ",
                     crate::util::clock(eta)
                 );
             }
             Event::Epoch { metrics: m } => {
-                last_acc = Some(m.accuracy);
-                if tty {
-                    eprint!("\r");
-                }
+                self.last_acc = Some(m.accuracy);
+                self.line();
                 // A composite label's columns, each with its own macro-F1 (`gender 0.981`).
                 let columns: String = m
                     .columns
@@ -79,16 +118,14 @@ pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
                     .map(|c| format!("  {} {:.3}", c.name, c.report.macro_f1))
                     .collect();
                 println!(
-                    "epoch {}/{epochs}  train loss {:.4}  val loss {:.4}  accuracy {:.3}  \
+                    "{p}epoch {}/{epochs}  train loss {:.4}  val loss {:.4}  accuracy {:.3}  \
                      macro-F1 {:.3}{columns}  ({:.1} s)",
                     m.epoch, m.train_loss, m.val_loss, m.accuracy, m.macro_f1, m.seconds
                 );
             }
             Event::Note { text } => {
-                if tty {
-                    eprint!("\r");
-                }
-                println!("note: {text}");
+                self.line();
+                println!("{p}note: {text}");
             }
             Event::Finished {
                 run_dir,
@@ -96,19 +133,22 @@ pub(super) fn train(job: Job, epochs: usize) -> anyhow::Result<()> {
                 monitor,
                 cancelled,
             } => {
+                self.line();
                 let best = best.map_or("none (no epoch finished)".into(), |b| format!("{b:.3}"));
                 println!(
-                    "{} best {} {best}; run folder:",
-                    if cancelled { "cancelled;" } else { "done;" },
+                    "{p}{} best {} {best}; run folder:",
+                    if *cancelled { "cancelled;" } else { "done;" },
                     monitor.name()
                 );
                 println!("{}", run_dir.display());
             }
-            Event::Failed { message } => anyhow::bail!("training failed: {message}"),
+            Event::Failed { message } => {
+                self.line();
+                println!("{p}failed: {message}");
+            }
             _ => {}
         }
     }
-    Ok(())
 }
 
 /// The config `loupe train` runs with: the options, the default weights when installed.
@@ -130,13 +170,69 @@ pub(super) fn train_job(
         dataset: source,
         config,
         runs_dir,
+        name: None,
     })
 }
 
+/// A training job with its folder's name decided here, for a cluster: the run folder is made
+/// there, and this machine must know where to look. Local runs name their own.
+pub(super) fn named_for(backend: &Backend, job: Job) -> anyhow::Result<Job> {
+    let Job::Train {
+        dataset,
+        config,
+        runs_dir,
+        name: None,
+    } = job
+    else {
+        return Ok(job);
+    };
+    let name = match backend {
+        Backend::Local => None,
+        Backend::Ray(_) => {
+            // The cluster's job checks that it sees the runs folder: it must exist first.
+            std::fs::create_dir_all(&runs_dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", runs_dir.display()))?;
+            let base = format!("{}-{}", crate::util::stamp(), config.model.id());
+            (1..)
+                .map(|k| {
+                    if k == 1 {
+                        base.clone()
+                    } else {
+                        format!("{base}-{k}")
+                    }
+                })
+                .find(|n| !runs_dir.join(n).exists())
+        }
+    };
+    Ok(Job::Train {
+        dataset,
+        config,
+        runs_dir,
+        name,
+    })
+}
+
+/// `loupe run-job JSON`: a job as a cluster runs it, after checking that this machine sees its
+/// paths (a cluster without the shared storage fails here, in words).
+pub(super) fn run_job(json: &str) -> anyhow::Result<()> {
+    let job: Job = serde_json::from_str(json).map_err(|e| {
+        anyhow::anyhow!(
+            "not a job this Loupe can read ({e}): is the cluster's Loupe the same version?"
+        )
+    })?;
+    crate::train::ray::check_paths(&job)?;
+    let epochs = match &job {
+        Job::Train { config, .. } => config.epochs,
+        Job::Resume { run, epochs } => epochs.unwrap_or(RunConfig::read(run)?.config.epochs),
+        _ => anyhow::bail!("run-job runs training jobs only"),
+    };
+    train(&Backend::Local, job, epochs)
+}
+
 /// `loupe resume RUN [--epochs N]`.
-pub(super) fn resume(run: PathBuf, epochs: Option<usize>) -> anyhow::Result<()> {
+pub(super) fn resume(backend: &Backend, run: PathBuf, epochs: Option<usize>) -> anyhow::Result<()> {
     let total = epochs.unwrap_or(RunConfig::read(&run)?.config.epochs);
-    train(Job::Resume { run, epochs }, total)
+    train(backend, Job::Resume { run, epochs }, total)
 }
 
 /// A stage's progress: a line that updates in place on a terminal; elsewhere (a log, a pipe) a

@@ -4,6 +4,7 @@
 
 mod data;
 mod jobs;
+mod many;
 
 use std::path::PathBuf;
 
@@ -12,11 +13,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::dataset::export::ExportFormat;
 use crate::dataset::{self, CsvSource, Source};
 use crate::quality::confident::{Method, RankBy};
+use crate::train::backend::Backend;
 use crate::train::config::{
     Balance, DeviceChoice, Heads, LossKind, ModelKind, OofConfig, OptimizerKind, TrainConfig,
 };
 use crate::train::given_split::GivenSplit;
 use crate::train::predictions::OutputFormat;
+use crate::train::ray::Cluster;
 use crate::train::schedule::{Monitor, ScheduleKind};
 
 #[derive(Debug, Parser)]
@@ -140,14 +143,49 @@ pub enum Command {
         /// Where run folders go (default: the dataset's .loupe/runs).
         #[arg(long)]
         runs: Option<PathBuf>,
+        /// K runs on stratified, group-aware folds, kept in one experiment folder with their
+        /// joined out-of-fold predictions (1: a single run).
+        #[arg(long, default_value_t = 1)]
+        folds: usize,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
-    /// Continue a run from its last checkpoint, on the data and validation images it had.
+    /// Continue a run from its last checkpoint, on the data and validation images it had; or
+    /// an experiment's unfinished folds.
     Resume {
         run: PathBuf,
         /// Train up to this many epochs in all (default: the run's own).
         #[arg(long)]
         epochs: Option<usize>,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
+    /// A run (or, with --folds, an experiment) per combination of settings, then a table of
+    /// the trials with their scores: `loupe sweep DATA --grid lr=1e-4,3e-4 --grid loss=ce,focal`.
+    Sweep {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        /// OPTION=VALUE,VALUE...: any option of `loupe train` (lr, loss, balance, img-size,
+        /// model, epochs, batch, weight-decay, crop-scale, ...); repeatable.
+        #[arg(long, required = true)]
+        grid: Vec<String>,
+        /// Run only N of the combinations, drawn at random (--seed).
+        #[arg(long)]
+        random: Option<usize>,
+        #[command(flatten)]
+        opts: TrainArgs,
+        /// Where the sweep folder goes (default: the dataset's .loupe/runs).
+        #[arg(long)]
+        runs: Option<PathBuf>,
+        /// Folds per trial (1: a single run per trial).
+        #[arg(long, default_value_t = 1)]
+        folds: usize,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Runs one engine job given as JSON (what a Ray job's entrypoint calls on the cluster).
+    #[command(hide = true)]
+    RunJob { job: String },
     /// Evaluate a run on its validation images: metrics, per-class table, confusion matrix;
     /// writes RUN/eval_predictions.csv.
     Eval {
@@ -430,7 +468,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             val_dir,
             split_column,
             runs,
+            folds,
+            backend,
         } => {
+            let backend = backend.backend()?;
             let (_, store) = data::open_labeled(&dataset)?;
             let mut cfg = opts.config();
             cfg.given_split = match (val_dir, split_column) {
@@ -440,12 +481,44 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             };
             let runs_dir = absolute(runs.unwrap_or_else(|| store.dir().join("runs")));
             let epochs = cfg.epochs;
-            jobs::train(
-                jobs::train_job(dataset.source()?.absolute(), cfg, runs_dir)?,
-                epochs,
-            )
+            let job = jobs::train_job(dataset.source()?.absolute(), cfg, runs_dir)?;
+            if folds > 1 {
+                many::new_experiment(&backend, job, folds)
+            } else {
+                jobs::train(&backend, jobs::named_for(&backend, job)?, epochs)
+            }
         }
-        Command::Resume { run, epochs } => jobs::resume(absolute(run), epochs),
+        Command::Resume {
+            run,
+            epochs,
+            backend,
+        } => {
+            let backend = backend.backend()?;
+            let run = absolute(run);
+            if crate::train::experiment::Experiment::is_experiment(&run) {
+                many::run_experiment(&backend, &run)
+            } else {
+                jobs::resume(&backend, run, epochs)
+            }
+        }
+        Command::Sweep {
+            dataset,
+            grid,
+            random,
+            opts,
+            runs,
+            folds,
+            backend,
+        } => {
+            let backend = backend.backend()?;
+            let (_, store) = data::open_labeled(&dataset)?;
+            let cfg = opts.config();
+            let seed = cfg.seed;
+            let runs_dir = absolute(runs.unwrap_or_else(|| store.dir().join("runs")));
+            let job = jobs::train_job(dataset.source()?.absolute(), cfg, runs_dir)?;
+            many::sweep(&backend, job, &grid, random, seed, folds)
+        }
+        Command::RunJob { job } => jobs::run_job(&job),
         Command::Eval { run, path } => jobs::eval(absolute(run), path.as_deref()),
         Command::Predict {
             mut paths,
@@ -468,7 +541,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     template: template.map(absolute),
                 },
             };
-            let runs = paths.into_iter().map(absolute).collect();
+            // An experiment stands for its folds: their mean is the fold ensemble.
+            let mut runs = Vec::new();
+            for p in paths.into_iter().map(absolute) {
+                match crate::train::experiment::Experiment::read(&p) {
+                    Ok(e) => runs.extend(e.fold_dirs(&p)),
+                    Err(_) => runs.push(p),
+                }
+            }
             jobs::predict(runs, absolute(folder), absolute(out), tta, format)
         }
         Command::Issues {
@@ -520,6 +600,51 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 /// working folder (it may one day run elsewhere, on shared storage).
 fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
+}
+
+/// Where runs go: `--backend local` (this machine) or `--backend ray --ray-address URL`.
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// local: engine processes on this machine, one run at a time. ray: one Ray job per run
+    /// (folds and trials all at once); the dataset and runs folder must be on storage the
+    /// cluster shares, at the same paths.
+    #[arg(long, value_enum, default_value = "local")]
+    backend: BackendArg,
+    /// The Ray cluster's dashboard (Jobs API) address.
+    #[arg(long, default_value = "http://127.0.0.1:8265")]
+    ray_address: String,
+    /// How a job starts Loupe on the cluster; {args} stands for Loupe's arguments.
+    #[arg(long, default_value = "loupe {args}")]
+    ray_command: String,
+    /// GPUs each Ray job asks for.
+    #[arg(long, default_value_t = 0.0)]
+    ray_gpus: f64,
+    /// CPUs each Ray job asks for.
+    #[arg(long, default_value_t = 1.0)]
+    ray_cpus: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Local,
+    Ray,
+}
+
+impl BackendArgs {
+    /// The backend; a cluster that does not answer is refused here, before anything is made.
+    fn backend(&self) -> anyhow::Result<Backend> {
+        let backend = match self.backend {
+            BackendArg::Local => Backend::Local,
+            BackendArg::Ray => Backend::Ray(Cluster {
+                address: self.ray_address.clone(),
+                command: self.ray_command.clone(),
+                gpus: self.ray_gpus,
+                cpus: self.ray_cpus,
+            }),
+        };
+        backend.check().map_err(|e| anyhow::anyhow!(e))?;
+        Ok(backend)
+    }
 }
 
 /// `loupe predict --format`.

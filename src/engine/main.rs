@@ -121,6 +121,7 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
             dataset,
             config,
             runs_dir,
+            name,
         } => {
             let (ds, notes) =
                 dataset::open_edited(&dataset, &Default::default(), Default::default())?;
@@ -128,7 +129,12 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
                 emit(Event::Note { text });
             }
             let (ds, val) = given_split::prepare(ds, config.given_split.as_ref())?;
-            trainer::train(&ds, &config, &Start::New { runs_dir, val }, emit, cancel)?;
+            let start = Start::New {
+                runs_dir,
+                name,
+                val,
+            };
+            trainer::train(&ds, &config, &start, emit, cancel)?;
             Ok(None)
         }
         Job::Resume { run, epochs } => {

@@ -355,6 +355,7 @@ fn full(
         };
         let start = Start::New {
             runs_dir: work_dir.join("folds"),
+            name: None,
             val: Some(val),
         };
         trainer::train(ds, &tcfg, &start, &fold_emit, cancel)

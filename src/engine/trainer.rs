@@ -32,10 +32,12 @@ use loupe::train::config::ModelKind;
 /// Where a run goes.
 #[derive(Debug, Clone)]
 pub enum Start {
-    /// A new folder under `runs_dir`. `val` is the user's split (`val[i]`: sample `i` is for
-    /// validation); `None` splits by `val_frac` and `seed`, stratified and group-aware.
+    /// A new folder under `runs_dir`: `name`, or a dated one. `val` is the user's split
+    /// (`val[i]`: sample `i` is for validation); `None` splits by `val_frac` and `seed`,
+    /// stratified and group-aware.
     New {
         runs_dir: PathBuf,
+        name: Option<String>,
         val: Option<Vec<bool>>,
     },
     /// Continue the run in this folder from its last checkpoint up to the config's epochs, on
@@ -86,7 +88,11 @@ pub fn train(
     let (size, side) = (cfg.size(), cfg.frame_side());
 
     let (run_dir, sp, history) = match start {
-        Start::New { runs_dir, val } => {
+        Start::New {
+            runs_dir,
+            name,
+            val,
+        } => {
             let sp = match val {
                 Some(is_val) => {
                     anyhow::ensure!(
@@ -110,8 +116,11 @@ pub fn train(
                 sp.train.len(),
                 sp.val.len()
             );
-            let dir = loupe::util::new_dir(runs_dir, cfg.model.id())
-                .map_err(|e| anyhow::anyhow!("cannot create the run folder: {e}"))?;
+            let dir = match name {
+                Some(name) => loupe::util::named_dir(runs_dir, name),
+                None => loupe::util::new_dir(runs_dir, cfg.model.id()),
+            }
+            .map_err(|e| anyhow::anyhow!("cannot create the run folder: {e}"))?;
             RunConfig::new(ds, cfg, &sp).write(&dir)?;
             (dir, sp, Vec::new())
         }

@@ -77,6 +77,7 @@ impl Engine {
             stdin: Arc::new(Mutex::new(None)),
             child: Arc::new(Mutex::new(None)),
             pid: None,
+            remote: None,
         };
         let mut cmd = Command::new(&self.program);
         cmd.stdin(Stdio::piped())
@@ -206,17 +207,40 @@ pub struct EngineHandle {
     stdin: Arc<Mutex<Option<ChildStdin>>>,
     child: Arc<Mutex<Option<Child>>>,
     pid: Option<u32>,
+    /// How to stop work that runs elsewhere (a cluster job); `None` for a local process.
+    remote: Option<Stop>,
 }
 
+/// Stops a remote job (asks; the job keeps its last checkpoint as a local run does).
+pub type Stop = Arc<dyn Fn() + Send + Sync>;
+
 impl EngineHandle {
-    /// Asks the engine to stop within one batch (a run keeps its last checkpoint).
-    pub fn cancel(&self) {
-        self.send_line(&serde_json::to_string(&Control::Cancel).expect("serializes"));
+    /// A handle on work that runs elsewhere: its events come on `rx`, `stop` stops it.
+    pub fn remote(rx: Receiver<Event>, stop: Stop) -> EngineHandle {
+        EngineHandle {
+            rx,
+            stdin: Arc::new(Mutex::new(None)),
+            child: Arc::new(Mutex::new(None)),
+            pid: None,
+            remote: Some(stop),
+        }
     }
 
-    /// Ends the process at once (what a crash looks like to the client).
+    /// Asks the engine to stop within one batch (a run keeps its last checkpoint).
+    pub fn cancel(&self) {
+        match &self.remote {
+            Some(stop) => stop(),
+            None => self.send_line(&serde_json::to_string(&Control::Cancel).expect("serializes")),
+        }
+    }
+
+    /// Ends the process at once (what a crash looks like to the client); a remote job is asked
+    /// to stop.
     pub fn kill(&self) {
-        kill(&self.child);
+        match &self.remote {
+            Some(stop) => stop(),
+            None => kill(&self.child),
+        }
     }
 
     /// The engine's process id (none when it could not start).

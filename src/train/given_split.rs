@@ -19,6 +19,15 @@ pub enum GivenSplit {
     Column(String),
     /// An ImageFolder of validation images; the dataset itself is all training.
     Folder(PathBuf),
+    /// Fold `index` (from 0) of `folds` stratified, group-aware folds drawn with `seed`
+    /// ([`super::split::kfold`]): its images validate, the other folds' train. Every fold of a
+    /// K-fold experiment names the same `folds` and `seed`, so each image validates in exactly
+    /// one of them.
+    Fold {
+        folds: usize,
+        index: usize,
+        seed: u64,
+    },
 }
 
 /// Values of a split column that mean "validation".
@@ -113,6 +122,24 @@ pub fn apply(mut ds: Dataset, given: &GivenSplit) -> anyhow::Result<(Dataset, Ve
                 s
             }));
             let is_val = (0..ds.samples.len()).map(|i| i >= n).collect();
+            Ok((ds, is_val))
+        }
+        GivenSplit::Fold { folds, index, seed } => {
+            anyhow::ensure!(
+                *folds >= 2 && index < folds,
+                "fold {} of {folds} does not exist (folds are 1 to {folds}, and at least 2)",
+                index + 1
+            );
+            let class: HashMap<&str, usize> = ds
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), i))
+                .collect();
+            let labels: Vec<usize> = ds.samples.iter().map(|s| class[s.label.as_str()]).collect();
+            let groups: Vec<Option<String>> = ds.samples.iter().map(|s| s.group.clone()).collect();
+            let fold = super::split::kfold(&labels, Some(&groups), *folds, *seed);
+            let is_val = fold.iter().map(|f| f == index).collect();
             Ok((ds, is_val))
         }
     }

@@ -32,11 +32,14 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[serde(tag = "job", rename_all = "kebab-case")]
 pub enum Job {
     /// A new run on the dataset as edited (its label overlay on disk), in a new folder under
-    /// `runs_dir`.
+    /// `runs_dir`: `runs_dir/name` when a name is given (the client then knows where to look:
+    /// folds of an experiment, jobs on a cluster), else a dated name.
     Train {
         dataset: Source,
         config: TrainConfig,
         runs_dir: PathBuf,
+        #[serde(default)]
+        name: Option<String>,
     },
     /// Continue the run in `run` from its last checkpoint, up to `epochs` in all (default: its
     /// own), on the validation images it had.
@@ -325,6 +328,7 @@ mod tests {
                 dataset: Source::ImageFolder { root: "/d".into() },
                 config: TrainConfig::default(),
                 runs_dir: "/d/.loupe/runs".into(),
+                name: Some("fold-1".into()),
             },
             Job::Resume {
                 run: "/r".into(),

@@ -513,6 +513,7 @@ impl TrainTab {
                     config,
                     runs_dir: std::path::absolute(&self.runs_dir)
                         .unwrap_or_else(|_| self.runs_dir.clone()),
+                    name: None,
                 };
                 self.queue(ctx, ws, job, epochs);
             }
