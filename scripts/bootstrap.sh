@@ -99,3 +99,16 @@ if [ "$mode" = test ]; then
   [ -f .testdata/imagenet20/.complete ] || retry .venv/bin/python scripts/fetch_test_photos.py .testdata/imagenet20 \
     || die "could not fetch the ImageNet test photos from PyPI (foolbox, twice); to try by hand: .venv/bin/python scripts/fetch_test_photos.py .testdata/imagenet20"
 fi
+# --- Ray, for the cluster backend's test (tests/ray.rs): a pinned ray[default] in its own venv --
+# Not needed to use Loupe with a cluster (that is HTTP only). Where pip cannot install it, the
+# test is skipped with the reason written here.
+RAY_VERSION=2.52.1
+if [ "$mode" = test ] && ! [ -x .ray-venv/bin/ray ]; then
+  say "installing ray[default]==${RAY_VERSION} in .ray-venv for the Ray backend test (about 350 MB)"
+  rm -f .ray-venv.unavailable
+  if ! { { [ -x .ray-venv/bin/python ] || "$PY" -m venv .ray-venv; } \
+         && retry .ray-venv/bin/python -m pip install -q --disable-pip-version-check "ray[default]==${RAY_VERSION}"; }; then
+    say "could not install ray[default]==${RAY_VERSION}: the Ray test will be skipped"
+    echo "pip could not install ray[default]==${RAY_VERSION} for $("$PY" --version 2>&1) on $(uname -m)" > .ray-venv.unavailable
+  fi
+fi

@@ -60,6 +60,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cancel = Arc::new(AtomicBool::new(false));
+    // SIGTERM is a request to stop, as a cancel line is: a cluster stopping a job (Ray sends it
+    // to the job's whole process tree, then SIGKILL a few seconds later) gets a run that ends
+    // within one batch with its checkpoint and its end written.
+    #[cfg(unix)]
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
     let output = Output {
         out: Mutex::new(std::io::stdout()),
         cancel: cancel.clone(),

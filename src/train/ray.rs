@@ -26,8 +26,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// How long the cluster may not answer before a run is given up as failed.
 const UNREACHABLE_LIMIT: Duration = Duration::from_secs(30);
 
-/// How long a stopped job's engine may take to write its run's end (one batch, a checkpoint).
-const STOP_GRACE: Duration = Duration::from_secs(120);
+/// How long after a stopped job ends its run's end may take to show on this machine (its
+/// processes are gone by then; shared storage may show the last write late).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a running job's folder may stay invisible here before the user is told why.
 const INVISIBLE_NOTE: Duration = Duration::from_secs(20);
