@@ -28,6 +28,7 @@ fn fonts<S>(b: egui_kittest::HarnessBuilder<S>) -> egui_kittest::HarnessBuilder<
 fn run(name: &str, steps: &[(usize, f64, f64)], epochs: &[(f64, f64)]) -> RunSummary {
     RunSummary {
         dir: format!("/runs/{name}").into(),
+        label: name.to_string(),
         record: RunConfig {
             config: TrainConfig::default(),
             img_size: 224,

@@ -174,44 +174,6 @@ pub(super) fn train_job(
     })
 }
 
-/// A training job with its folder's name decided here, for a cluster: the run folder is made
-/// there, and this machine must know where to look. Local runs name their own.
-pub(super) fn named_for(backend: &Backend, job: Job) -> anyhow::Result<Job> {
-    let Job::Train {
-        dataset,
-        config,
-        runs_dir,
-        name: None,
-    } = job
-    else {
-        return Ok(job);
-    };
-    let name = match backend {
-        Backend::Local => None,
-        Backend::Ray(_) => {
-            // The cluster's job checks that it sees the runs folder: it must exist first.
-            std::fs::create_dir_all(&runs_dir)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", runs_dir.display()))?;
-            let base = format!("{}-{}", crate::util::stamp(), config.model.id());
-            (1..)
-                .map(|k| {
-                    if k == 1 {
-                        base.clone()
-                    } else {
-                        format!("{base}-{k}")
-                    }
-                })
-                .find(|n| !runs_dir.join(n).exists())
-        }
-    };
-    Ok(Job::Train {
-        dataset,
-        config,
-        runs_dir,
-        name,
-    })
-}
-
 /// `loupe run-job JSON`: a job as a cluster runs it, after checking that this machine sees its
 /// paths (a cluster without the shared storage fails here, in words).
 pub(super) fn run_job(json: &str) -> anyhow::Result<()> {

@@ -3,11 +3,12 @@
 //! cluster, all at once) through a [`Batch`], and their lines are printed tagged with the run.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use crate::train::backend::{Backend, Batch};
 use crate::train::client::Engine;
 use crate::train::config::TrainConfig;
-use crate::train::experiment::{self, Experiment};
+use crate::train::experiment::{self, Experiment, FoldNext};
 use crate::train::protocol::{Event, Job};
 use crate::train::runs::RunSummary;
 use crate::train::sweep::{self, Outcome, Sweep};
@@ -62,31 +63,22 @@ pub(super) fn new_experiment(backend: &Backend, job: Job, folds: usize) -> anyho
 /// out-of-fold score.
 pub(super) fn run_experiment(backend: &Backend, dir: &Path) -> anyhow::Result<()> {
     let e = Experiment::read(dir)?;
-    let jobs = e.jobs(dir)?;
-    if jobs.len() < e.folds {
+    let plan = e.plan(dir);
+    let done = plan.iter().filter(|n| **n == FoldNext::Done).count();
+    if done > 0 {
         println!(
-            "{} of {} folds already finished; running the others",
-            e.folds - jobs.len(),
+            "{done} of {} folds already finished; running the others",
             e.folds
         );
     }
-    let labelled = jobs
-        .into_iter()
-        .map(|(i, job)| (format!("fold {}/{}", i + 1, e.folds), job, e.config.epochs))
+    let mut printers: Vec<RunPrinter> = (0..e.folds)
+        .map(|i| RunPrinter::new(format!("fold {}/{}: ", i + 1, e.folds), e.config.epochs))
         .collect();
-    let ended = run_batch(backend, labelled);
-    let failed: Vec<&String> = ended.iter().filter_map(|e| e.as_ref().err()).collect();
-    let cancelled = ended.contains(&Ok(true));
-    if !failed.is_empty() || cancelled {
-        anyhow::bail!(
-            "the experiment is not complete ({} fold(s) failed{}); its finished folds are kept: \
-             `loupe resume {}` runs the rest",
-            failed.len(),
-            if cancelled { ", some cancelled" } else { "" },
-            dir.display()
-        );
-    }
-    let oof = experiment::join_oof(dir)?;
+    // Ctrl+C ends this process; local engines see their stdin close and stop cleanly.
+    let never = AtomicBool::new(false);
+    let oof = experiment::run(backend, &Engine::locate(), dir, &never, |i, event| {
+        printers[i].print(event)
+    })?;
     print_oof(dir, &e, &oof);
     Ok(())
 }

@@ -485,7 +485,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             if folds > 1 {
                 many::new_experiment(&backend, job, folds)
             } else {
-                jobs::train(&backend, jobs::named_for(&backend, job)?, epochs)
+                jobs::train(&backend, job, epochs)
             }
         }
         Command::Resume {

@@ -125,15 +125,25 @@ impl Dataset {
 
     /// A fingerprint of the (path, label) list: two runs with the same one saw the same data.
     pub fn fingerprint(&self) -> String {
-        let mut h = blake3::Hasher::new();
-        for s in &self.samples {
-            h.update(crate::util::path_str(&s.path).as_bytes());
-            h.update(b"\t");
-            h.update(s.label.as_bytes());
-            h.update(b"\n");
-        }
-        h.finalize().to_hex().to_string()
+        fingerprint(
+            self.samples
+                .iter()
+                .map(|s| (crate::util::path_str(&s.path), s.label.as_str())),
+        )
     }
+}
+
+/// The fingerprint of (path, label) pairs in order: what a run records of the data it saw, so
+/// a later look can tell whether files or labels changed since.
+pub fn fingerprint<'a>(items: impl Iterator<Item = (String, &'a str)>) -> String {
+    let mut h = blake3::Hasher::new();
+    for (path, label) in items {
+        h.update(path.as_bytes());
+        h.update(b"\t");
+        h.update(label.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// Shared with the UI and the CLI's progress line; the scan only writes it.

@@ -206,6 +206,16 @@ impl Workspace {
         path_str(&self.dataset.samples[i].path)
     }
 
+    /// The fingerprint a run started now would record: the pictures not excluded, with their
+    /// labels as edited (what the engine reads from the overlay).
+    pub fn fingerprint(&self) -> String {
+        super::scan::fingerprint(
+            (0..self.labels.len())
+                .filter(|&i| !self.flags[i].excluded)
+                .map(|i| (self.path(i), self.labels[i].as_str())),
+        )
+    }
+
     pub fn index_of(&self, path: &str) -> Option<usize> {
         self.index.get(path).copied()
     }

@@ -12,15 +12,22 @@
 //! cluster), resume as runs resume, and open in Evaluate and `loupe predict` as runs do.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::{Backend, Batch};
+use super::client::{Engine, EngineHandle, Wake};
 use super::config::TrainConfig;
 use super::given_split::GivenSplit;
 use super::predictions::{self, Predictions};
-use super::protocol::Job;
+use super::protocol::{Event, Job};
 use super::record::{RunConfig, VAL_PREDICTIONS};
 use super::runs::RunSummary;
+use super::schedule::Monitor;
 use crate::dataset::Source;
 use crate::util::write_atomic;
 
@@ -179,6 +186,227 @@ impl Experiment {
     pub fn label_columns(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
         Ok(RunConfig::read(&dir.join(Self::fold_name(0)))?.label_columns())
     }
+}
+
+/// Runs what the experiment in `dir` still needs on `backend`, passing each fold's events to
+/// `on_event` (with the fold's index) as they come; stops the folds once `cancel` is set. Then
+/// joins the out-of-fold predictions. The error says which folds failed or were cancelled
+/// (their finished siblings are kept, and `loupe resume` runs the rest).
+pub fn run(
+    backend: &Backend,
+    engine: &Engine,
+    dir: &Path,
+    cancel: &AtomicBool,
+    mut on_event: impl FnMut(usize, &Event),
+) -> anyhow::Result<Oof> {
+    let e = Experiment::read(dir)?;
+    let (folds, jobs): (Vec<usize>, Vec<Job>) = e.jobs(dir)?.into_iter().unzip();
+    let batch = Batch::start(backend.clone(), engine.clone(), jobs, None);
+    let (mut failed, mut cancelled) = (Vec::new(), false);
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            batch.cancel();
+        }
+        match batch.rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((i, event)) => {
+                match &event {
+                    Event::Finished {
+                        cancelled: true, ..
+                    } => cancelled = true,
+                    Event::Failed { message } => {
+                        failed.push(format!("fold {}: {message}", folds[i] + 1))
+                    }
+                    _ => {}
+                }
+                on_event(folds[i], &event);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Some(first) = failed.first() {
+        anyhow::bail!(
+            "{} fold(s) failed ({first}); the finished folds are kept: `loupe resume {}` runs \
+             the rest",
+            failed.len(),
+            dir.display()
+        );
+    }
+    if cancelled || cancel.load(Ordering::Relaxed) {
+        anyhow::bail!(
+            "cancelled; the finished folds are kept and the cancelled ones resume from their \
+             checkpoints: `loupe resume {}`",
+            dir.display()
+        );
+    }
+    join_oof(dir)
+}
+
+/// A new experiment, made and run on a background thread, as one stream of events for a
+/// consumer of one run's (the window's live curves): the folds' events, one fold at a time in
+/// view (when several run at once, the others' starts and ends show as notes), then the
+/// experiment's end: `Finished` with the out-of-fold macro-F1 and the experiment folder, or
+/// `Failed` with the reason. Stopping the handle stops every fold.
+pub fn start_new(
+    backend: Backend,
+    engine: Engine,
+    new: (PathBuf, Source, TrainConfig, usize),
+    wake: Option<Wake>,
+) -> EngineHandle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    let handle = EngineHandle::remote(rx, Arc::new(move || c.store(true, Ordering::Relaxed)));
+    let emit = move |e: Event| {
+        let _ = tx.send(e);
+        if let Some(w) = &wake {
+            w();
+        }
+    };
+    let (runs_dir, dataset, config, folds) = new;
+    std::thread::Builder::new()
+        .name("loupe-experiment".into())
+        .spawn(move || {
+            if let Err(message) = backend.check() {
+                return emit(Event::Failed { message });
+            }
+            let dir = match Experiment::create(&runs_dir, None, dataset, config, folds) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    return emit(Event::Failed {
+                        message: format!("{e:#}"),
+                    })
+                }
+            };
+            let mut view = FoldView::default();
+            let result = run(&backend, &engine, &dir, &cancel, |i, e| {
+                for out in view.pass(i, folds, e) {
+                    emit(out);
+                }
+            });
+            emit(match result {
+                Ok(oof) => {
+                    let r = oof.predictions.report();
+                    emit(Event::Note {
+                        text: format!(
+                            "out of fold ({} images): accuracy {:.3}, macro-F1 {:.3}",
+                            oof.predictions.rows.len(),
+                            r.accuracy,
+                            r.macro_f1
+                        ),
+                    });
+                    Event::Finished {
+                        run_dir: dir,
+                        best: Some(r.macro_f1),
+                        monitor: Monitor::MacroF1,
+                        cancelled: false,
+                    }
+                }
+                Err(_) if cancel.load(Ordering::Relaxed) => Event::Finished {
+                    run_dir: dir,
+                    best: None,
+                    monitor: Monitor::MacroF1,
+                    cancelled: true,
+                },
+                Err(e) => Event::Failed {
+                    message: format!("{e:#}"),
+                },
+            });
+        })
+        .expect("spawning a thread only fails when the OS is out of resources");
+    handle
+}
+
+/// Which fold's events reach a one-run view: the first started and not ended; when it ends,
+/// another running fold (its start repeated, so the view begins again on it).
+#[derive(Default)]
+struct FoldView {
+    focus: Option<usize>,
+    started: std::collections::BTreeMap<usize, Event>,
+}
+
+impl FoldView {
+    fn pass(&mut self, fold: usize, folds: usize, e: &Event) -> Vec<Event> {
+        let name = format!("fold {}/{folds}", fold + 1);
+        let mut out = Vec::new();
+        match e {
+            Event::Started {
+                run_dir,
+                device,
+                train,
+                val,
+                skipped,
+                classes,
+            } => {
+                let started = Event::Started {
+                    run_dir: run_dir.clone(),
+                    device: format!("{device} · {name}"),
+                    train: *train,
+                    val: *val,
+                    skipped: *skipped,
+                    classes: classes.clone(),
+                };
+                self.started.insert(fold, started.clone());
+                if self.focus.is_none() {
+                    self.focus = Some(fold);
+                    out.push(started);
+                } else {
+                    out.push(Event::Note {
+                        text: format!("{name} started"),
+                    });
+                }
+            }
+            Event::Finished {
+                best,
+                monitor,
+                cancelled,
+                ..
+            } => {
+                self.started.remove(&fold);
+                let best = best.map_or("no epoch".into(), |b| format!("{} {b:.3}", monitor.name()));
+                out.push(Event::Note {
+                    text: format!(
+                        "{name} {}: best {best}",
+                        if *cancelled { "stopped" } else { "finished" }
+                    ),
+                });
+                out.extend(self.refocus(fold));
+            }
+            Event::Failed { message } => {
+                self.started.remove(&fold);
+                out.push(Event::Note {
+                    text: format!("{name} failed: {message}"),
+                });
+                out.extend(self.refocus(fold));
+            }
+            other if self.focus == Some(fold) => out.push(other.clone()),
+            Event::Note { text } => out.push(Event::Note {
+                text: format!("{name}: {text}"),
+            }),
+            _ => {}
+        }
+        out
+    }
+
+    /// After `ended` ended: the next running fold in view, if `ended` was.
+    fn refocus(&mut self, ended: usize) -> Option<Event> {
+        if self.focus != Some(ended) {
+            return None;
+        }
+        self.focus = self.started.keys().next().copied();
+        self.focus.map(|f| self.started[&f].clone())
+    }
+}
+
+/// The experiment's out-of-fold predictions: the joined file, joined now if it is not there
+/// yet.
+pub fn oof_predictions(dir: &Path) -> anyhow::Result<Predictions> {
+    let file = dir.join(OOF_PREDICTIONS);
+    if file.is_file() {
+        let e = Experiment::read(dir)?;
+        return predictions::read_labelled(&file, &e.label_columns(dir)?);
+    }
+    Ok(join_oof(dir)?.predictions)
 }
 
 /// The out-of-fold score of a finished experiment.

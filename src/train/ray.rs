@@ -173,24 +173,15 @@ impl Cluster {
                 w();
             }
         };
-        let run_dir = match job {
-            Job::Train {
-                runs_dir,
-                name: Some(name),
-                ..
-            } => runs_dir.join(name),
-            Job::Resume { run, .. } => run.clone(),
-            _ => {
-                emit(Event::Failed {
-                    message: "only training runs with a named folder go to a Ray cluster".into(),
-                });
-                return handle;
-            }
-        };
         let (cluster, job) = (self.clone(), job.clone());
         std::thread::Builder::new()
             .name("loupe-ray-job".into())
-            .spawn(move || cluster.follow(&job, &run_dir, &stop_asked, &emit))
+            .spawn(move || match named(job) {
+                Ok((job, run_dir)) => cluster.follow(&job, &run_dir, &stop_asked, &emit),
+                Err(e) => emit(Event::Failed {
+                    message: format!("{e:#}"),
+                }),
+            })
             .expect("spawning a thread only fails when the OS is out of resources");
         handle
     }
@@ -267,6 +258,52 @@ impl Cluster {
                 _ => {}
             }
         }
+    }
+}
+
+/// The job with its run folder's name decided here (the folder is made on the cluster, and
+/// this machine must know where to look), and that folder.
+fn named(job: Job) -> anyhow::Result<(Job, PathBuf)> {
+    match &job {
+        Job::Train {
+            runs_dir,
+            name: Some(name),
+            ..
+        } => return Ok((job.clone(), runs_dir.join(name))),
+        Job::Resume { run, .. } => return Ok((job.clone(), run.clone())),
+        _ => {}
+    }
+    match job {
+        Job::Train {
+            dataset,
+            config,
+            runs_dir,
+            name: None,
+        } => {
+            // The cluster's job checks that it sees the runs folder: it must exist first.
+            std::fs::create_dir_all(&runs_dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", runs_dir.display()))?;
+            let base = format!("{}-{}", crate::util::stamp(), config.model.id());
+            let name = (1..)
+                .map(|k| {
+                    if k == 1 {
+                        base.clone()
+                    } else {
+                        format!("{base}-{k}")
+                    }
+                })
+                .find(|n| !runs_dir.join(n).exists())
+                .expect("an unbounded counter finds a free name");
+            let dir = runs_dir.join(&name);
+            let job = Job::Train {
+                dataset,
+                config,
+                runs_dir,
+                name: Some(name),
+            };
+            Ok((job, dir))
+        }
+        _ => anyhow::bail!("only training runs go to a Ray cluster"),
     }
 }
 

@@ -1,14 +1,20 @@
-//! The runs of a dataset as the runs list shows them: each run folder read once, on a background
-//! thread, into a [`RunSummary`].
+//! The runs of a dataset as the runs list and table show them: each run folder read once, on a
+//! background thread, into a [`RunSummary`]; each K-fold experiment into an
+//! [`ExperimentSummary`]; a sweep's trials as runs or experiments of their own.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use super::experiment::Experiment;
 use super::record::{read_metrics, EpochMetrics, RunConfig, StepPoint, CONFIG};
 
 /// What the runs list shows of a run folder, read from its files.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     pub dir: PathBuf,
+    /// How lists name it: the folder's name (`sweep-folder/trial-2` inside a sweep).
+    pub label: String,
     pub record: RunConfig,
     /// `config.json` as written, for people to read.
     pub config_text: String,
@@ -26,14 +32,11 @@ impl RunSummary {
     pub fn read(dir: &Path) -> anyhow::Result<RunSummary> {
         let record = RunConfig::read(dir)?;
         let metrics = read_metrics(dir)?;
-        let created = std::fs::metadata(dir)
-            .and_then(|m| m.created().or_else(|_| m.modified()))
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
+        let created = created(dir);
         let config_text = std::fs::read_to_string(dir.join(CONFIG)).unwrap_or_default();
         Ok(RunSummary {
             dir: dir.to_path_buf(),
+            label: folder_name(dir),
             record,
             config_text,
             epochs: metrics.epochs,
@@ -44,10 +47,7 @@ impl RunSummary {
     }
 
     pub fn name(&self) -> String {
-        self.dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default()
+        self.label.clone()
     }
 
     /// The best epoch by the run's monitored metric.
@@ -86,22 +86,170 @@ impl RunSummary {
     }
 }
 
-/// Every run under `runs_dir`, newest first; folders that are not runs are skipped.
-pub fn list_runs(runs_dir: &Path) -> Vec<RunSummary> {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return Vec::new();
-    };
-    let mut runs: Vec<RunSummary> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join(CONFIG).is_file())
-        .filter_map(|e| RunSummary::read(&e.path()).ok())
-        .collect();
-    runs.sort_by(|a, b| {
+fn folder_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+fn created(dir: &Path) -> u64 {
+    std::fs::metadata(dir)
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A K-fold experiment as the runs table shows it.
+#[derive(Debug, Clone)]
+pub struct ExperimentSummary {
+    pub dir: PathBuf,
+    pub label: String,
+    pub experiment: Experiment,
+    /// Its folds' runs that exist, in fold order.
+    pub folds: Vec<RunSummary>,
+    /// Out of fold (macro-F1, accuracy), once every fold finished.
+    pub oof: Option<(f64, f64)>,
+    pub created: u64,
+}
+
+impl ExperimentSummary {
+    pub fn read(dir: &Path) -> anyhow::Result<ExperimentSummary> {
+        let experiment = Experiment::read(dir)?;
+        let folds: Vec<RunSummary> = experiment
+            .fold_dirs(dir)
+            .iter()
+            .filter_map(|d| RunSummary::read(d).ok())
+            .collect();
+        let finished = folds.iter().filter(|f| f.ended == Some(false)).count();
+        let oof = (finished == experiment.folds)
+            .then(|| super::experiment::oof_predictions(dir).ok())
+            .flatten()
+            .map(|p| {
+                let r = p.report();
+                (r.macro_f1, r.accuracy)
+            });
+        Ok(ExperimentSummary {
+            dir: dir.to_path_buf(),
+            label: folder_name(dir),
+            experiment,
+            folds,
+            oof,
+            created: created(dir),
+        })
+    }
+
+    pub fn status(&self) -> String {
+        let finished = self.folds.iter().filter(|f| f.ended == Some(false)).count();
+        if finished == self.experiment.folds {
+            "finished".into()
+        } else {
+            format!("{finished}/{} folds finished", self.experiment.folds)
+        }
+    }
+
+    /// Training time: the folds' added up.
+    pub fn seconds(&self) -> f64 {
+        self.folds.iter().map(RunSummary::seconds).sum()
+    }
+}
+
+/// What the runs folder holds.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub runs: Vec<RunSummary>,
+    pub experiments: Vec<ExperimentSummary>,
+}
+
+/// Every run and experiment under `runs_dir` (a sweep's trials among them), newest first;
+/// folders that are neither are skipped.
+pub fn list_all(runs_dir: &Path) -> Listing {
+    let mut out = Listing::default();
+    add(runs_dir, None, &mut out);
+    out.runs.sort_by(|a, b| {
         b.created
             .cmp(&a.created)
-            .then_with(|| b.name().cmp(&a.name()))
+            .then_with(|| b.label.cmp(&a.label))
     });
-    runs
+    out.experiments.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| b.label.cmp(&a.label))
+    });
+    out
+}
+
+fn add(dir: &Path, sweep: Option<&str>, out: &mut Listing) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let label = match sweep {
+            Some(s) => format!("{s}/{}", folder_name(&path)),
+            None => folder_name(&path),
+        };
+        if path.join(CONFIG).is_file() {
+            if let Ok(mut r) = RunSummary::read(&path) {
+                r.label = label;
+                out.runs.push(r);
+            }
+        } else if Experiment::is_experiment(&path) {
+            if let Ok(mut e) = ExperimentSummary::read(&path) {
+                e.label = label;
+                out.experiments.push(e);
+            }
+        } else if sweep.is_none() && path.join(super::sweep::SWEEP).is_file() {
+            add(&path, Some(&label), out);
+        }
+    }
+}
+
+/// Every run under `runs_dir` (not in experiments), newest first.
+pub fn list_runs(runs_dir: &Path) -> Vec<RunSummary> {
+    list_all(runs_dir).runs
+}
+
+/// Where two configs differ: (field, value in `a`, value in `b`), nested fields dotted
+/// (`config.lr`), fields one of them lacks shown as `–`.
+pub fn config_diff(a: &serde_json::Value, b: &serde_json::Value) -> Vec<(String, String, String)> {
+    let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
+    flatten(a, String::new(), &mut fa);
+    flatten(b, String::new(), &mut fb);
+    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    keys.into_iter()
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .map(|k| {
+            let show = |m: &BTreeMap<String, String>| m.get(k).cloned().unwrap_or("–".into());
+            (k.clone(), show(&fa), show(&fb))
+        })
+        .collect()
+}
+
+fn flatten(v: &serde_json::Value, prefix: String, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(v, key, out);
+            }
+        }
+        // Lists (the validation paths, the classes) compare as a whole, shown by their size.
+        serde_json::Value::Array(items) if items.len() > 8 => {
+            let text = serde_json::to_string(items).unwrap_or_default();
+            let hash = blake3::hash(text.as_bytes()).to_hex();
+            out.insert(prefix, format!("{} items ({})", items.len(), &hash[..8]));
+        }
+        serde_json::Value::String(s) => {
+            out.insert(prefix, s.clone());
+        }
+        other => {
+            out.insert(prefix, other.to_string());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +263,7 @@ mod tests {
     fn run(epochs_done: usize, ended: Option<bool>) -> RunSummary {
         RunSummary {
             dir: "/runs/r".into(),
+            label: "r".into(),
             record: RunConfig {
                 config: TrainConfig {
                     epochs: 5,
@@ -152,6 +301,24 @@ mod tests {
             ended,
             created: 0,
         }
+    }
+
+    #[test]
+    fn a_config_diff_names_the_fields_that_differ() {
+        let a = serde_json::json!({"config": {"lr": 0.001, "loss": "ce", "model": "x"}, "img_size": 96});
+        let b = serde_json::json!({"config": {"lr": 0.0003, "loss": "ce", "model": "x", "flip": true}, "img_size": 96});
+        assert_eq!(
+            config_diff(&a, &b),
+            vec![
+                (
+                    "config.flip".to_string(),
+                    "–".to_string(),
+                    "true".to_string()
+                ),
+                ("config.lr".into(), "0.001".into(), "0.0003".into()),
+            ]
+        );
+        assert!(config_diff(&a, &a).is_empty());
     }
 
     #[test]

@@ -683,8 +683,14 @@ impl LoupeApp {
                     .as_ref()
                     .and_then(|dir| self.train.runs.iter().find(|r| &r.dir == dir))
                     .and_then(|r| self.health.leaks_of(&r.dir, &r.record.split.val));
-                self.evaluate
-                    .show(ui, ws, &self.train.runs, leaks, thumbs, &mut self.cmds);
+                self.evaluate.show(
+                    ui,
+                    ws,
+                    (&self.train.runs, &self.train.experiments),
+                    leaks,
+                    thumbs,
+                    &mut self.cmds,
+                );
                 if self.evaluate.take_loaded() {
                     self.browse.run_scores = self.evaluate.run_scores(ws);
                 }

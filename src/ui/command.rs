@@ -35,6 +35,9 @@ pub enum Command {
     StopRun,
     /// Continue a run from its last checkpoint, in its folder.
     ResumeRun(PathBuf),
+    /// A new run (or experiment) with the config of the one in this folder; `true` once the
+    /// user was told the data changed since and went on.
+    RunAgain(PathBuf, bool),
     RenameRun(PathBuf, String),
     DeleteRun(PathBuf),
     FindIssues,

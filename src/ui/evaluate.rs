@@ -12,10 +12,11 @@ use super::keys;
 use super::thumbs::Thumbs;
 use crate::dataset::scan::label_parts;
 use crate::dataset::workspace::{LabelCmd, Workspace};
+use crate::train::experiment::{self, Experiment};
 use crate::train::metrics::Report;
 use crate::train::predictions::{self, Prediction, Predictions};
 use crate::train::record::{RunConfig, VAL_PREDICTIONS};
-use crate::train::runs::RunSummary;
+use crate::train::runs::{ExperimentSummary, RunSummary};
 
 /// A cell of the confusion matrix: room for four digits.
 const CELL: Vec2 = Vec2::new(38.0, 26.0);
@@ -65,6 +66,8 @@ pub struct Evaluate {
     pub selected: Option<String>,
     /// A run was loaded and Browse has not taken its scores yet.
     fresh: bool,
+    /// The selection is an experiment: its predictions are out of fold.
+    out_of_fold: bool,
 }
 
 impl Evaluate {
@@ -85,9 +88,15 @@ impl Evaluate {
         let _ = std::thread::Builder::new()
             .name("loupe-eval-load".into())
             .spawn(move || {
-                let result = RunConfig::read(&run).and_then(|rc| {
-                    predictions::read_labelled(&run.join(VAL_PREDICTIONS), &rc.label_columns())
-                });
+                // An experiment shows its out-of-fold predictions: every image, by the fold
+                // that did not train on it.
+                let result = if Experiment::is_experiment(&run) {
+                    experiment::oof_predictions(&run)
+                } else {
+                    RunConfig::read(&run).and_then(|rc| {
+                        predictions::read_labelled(&run.join(VAL_PREDICTIONS), &rc.label_columns())
+                    })
+                };
                 let _ = tx.send((run.clone(), result.map_err(|e| format!("{e:#}"))));
                 ctx.request_repaint();
             });
@@ -191,7 +200,7 @@ impl Evaluate {
         &mut self,
         ui: &mut egui::Ui,
         ws: &Workspace,
-        runs: &[RunSummary],
+        (runs, experiments): (&[RunSummary], &[ExperimentSummary]),
         leaks: Option<&[String]>,
         thumbs: &mut Thumbs,
         cmds: &mut Commands,
@@ -205,11 +214,16 @@ impl Evaluate {
         }
         ui.horizontal(|ui| {
             ui.label("Run:");
-            let current = self
-                .run
-                .as_ref()
-                .and_then(|r| r.file_name())
-                .map_or("choose a run".into(), |n| n.to_string_lossy().to_string());
+            let current = self.run.as_ref().map_or("choose a run".into(), |dir| {
+                runs.iter()
+                    .find(|r| &r.dir == dir)
+                    .map(|r| r.label.clone())
+                    .or_else(|| {
+                        let e = experiments.iter().find(|e| &e.dir == dir)?;
+                        Some(format!("{} (out of fold)", e.label))
+                    })
+                    .unwrap_or_else(|| dir.display().to_string())
+            });
             let mut chosen = None;
             egui::ComboBox::from_id_salt("eval-run")
                 .selected_text(current)
@@ -220,6 +234,15 @@ impl Evaluate {
                             .clicked()
                         {
                             chosen = Some(r.dir.clone());
+                        }
+                    }
+                    for e in experiments.iter().filter(|e| e.oof.is_some()) {
+                        let name = format!("{} (out of fold)", e.label);
+                        if ui
+                            .selectable_label(self.run.as_ref() == Some(&e.dir), name)
+                            .clicked()
+                        {
+                            chosen = Some(e.dir.clone());
                         }
                     }
                 });
@@ -252,7 +275,11 @@ impl Evaluate {
                 ),
             );
         }
-        if self.loaded.is_some() {
+        // Leaks are checked against one run's split; an experiment's folds each have theirs.
+        self.out_of_fold = experiments
+            .iter()
+            .any(|e| Some(&e.dir) == self.run.as_ref());
+        if self.loaded.is_some() && !self.out_of_fold {
             leak_line(ui, leaks, cmds);
         }
         if self.loaded.is_none() {
@@ -313,8 +340,13 @@ impl Evaluate {
         let k = l.classes.len();
         ui.label(
             RichText::new(format!(
-                "{} validation images · rows: label, columns: prediction",
-                l.preds.len()
+                "{} {} · rows: label, columns: prediction",
+                l.preds.len(),
+                if self.out_of_fold {
+                    "images, each predicted by the fold that did not train on it"
+                } else {
+                    "validation images"
+                }
             ))
             .small(),
         );

@@ -16,6 +16,7 @@ mod keys;
 pub mod map;
 pub mod plots;
 pub mod review;
+pub mod runs_table;
 pub mod thumbs;
 pub mod train;
 

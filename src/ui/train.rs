@@ -20,13 +20,15 @@ use egui_plot::{Legend, Line, Plot};
 use super::command::{Command, Commands};
 use super::plots::{finite, Extent};
 use crate::dataset::workspace::Workspace;
+use crate::train::backend::Backend;
 use crate::train::client::{Engine, EngineHandle};
 use crate::train::config::{
     default_weights, Balance, DeviceChoice, Heads, LossKind, ModelKind, OptimizerKind, TrainConfig,
 };
 use crate::train::protocol::{Event, Job, JobResult};
+use crate::train::ray::Cluster;
 use crate::train::record::{EpochMetrics, StepPoint};
-use crate::train::runs::{list_runs, RunSummary};
+use crate::train::runs::{list_all, Listing, RunSummary};
 use crate::train::schedule::Monitor;
 use crate::util::{clock, utc};
 
@@ -177,8 +179,16 @@ impl Live {
                     skipped,
                     ..
                 } => {
-                    if device.starts_with("CUDA") {
+                    if device.starts_with("CUDA") && self.gpu_rx.is_none() {
                         self.gpu_rx = Some(watch_gpu_memory(self.gpu_stop.clone()));
+                    }
+                    // Another run in the same stream (the next fold of an experiment): its
+                    // curves start afresh.
+                    if self.run_dir.as_ref().is_some_and(|d| *d != run_dir) {
+                        self.steps.clear();
+                        self.lrs.clear();
+                        self.epochs.clear();
+                        self.at = (0, 0, 0);
                     }
                     self.run_dir = Some(run_dir);
                     self.device = device;
@@ -322,6 +332,21 @@ fn by_epoch(steps: &[StepPoint], value: impl Fn(&StepPoint) -> f64) -> Vec<(f64,
 enum Confirm {
     Delete(PathBuf),
     Close,
+    /// "Run again" on data that changed since the run: (its folder, what the run saw, now).
+    RunAgain(PathBuf),
+}
+
+/// What Start starts: one run, or a K-fold experiment (runs folder, dataset, config, folds).
+enum Launch {
+    Job(Job),
+    Experiment(PathBuf, crate::dataset::Source, TrainConfig, usize),
+}
+
+/// What the central panel shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Curves,
+    Table,
 }
 
 /// What a background thread found: the device line and the presets (which need to know whether
@@ -333,9 +358,17 @@ struct Setup {
 
 pub struct TrainTab {
     pub cfg: TrainConfig,
+    /// K-fold experiment when more than 1.
+    pub folds: usize,
+    /// Run on a Ray cluster (the form's cluster settings) instead of this machine.
+    pub on_ray: bool,
+    pub cluster: Cluster,
+    pub view: View,
+    table: super::runs_table::RunsTable,
     pub live: Option<Live>,
     pub runs: Vec<RunSummary>,
-    runs_rx: Option<Receiver<Vec<RunSummary>>>,
+    pub experiments: Vec<crate::train::runs::ExperimentSummary>,
+    runs_rx: Option<Receiver<Listing>>,
     /// Runs whose curves are overlaid.
     pub overlay: BTreeSet<PathBuf>,
     pub smoothing: f64,
@@ -354,7 +387,7 @@ pub struct TrainTab {
     fs_rx: Option<Receiver<Result<String, String>>>,
     /// A run asked for while label edits were still being written: it starts once they are
     /// on disk, where the engine reads them.
-    waiting: Option<(Job, usize)>,
+    waiting: Option<(Launch, usize)>,
     /// The engine binary runs are started with.
     pub engine: Engine,
     runs_dir: PathBuf,
@@ -367,8 +400,14 @@ impl Default for TrainTab {
         let presets = presets(None);
         TrainTab {
             cfg: presets[0].1.clone(),
+            folds: 1,
+            on_ray: false,
+            cluster: Cluster::default(),
+            view: View::Curves,
+            table: Default::default(),
             live: None,
             runs: Vec::new(),
+            experiments: Vec::new(),
             runs_rx: None,
             overlay: BTreeSet::new(),
             smoothing: 0.6,
@@ -432,7 +471,7 @@ impl TrainTab {
         let _ = std::thread::Builder::new()
             .name("loupe-runs".into())
             .spawn(move || {
-                let _ = tx.send(list_runs(&dir));
+                let _ = tx.send(list_all(&dir));
                 c.request_repaint();
             });
         self.runs_rx = Some(rx);
@@ -456,8 +495,9 @@ impl TrainTab {
             }
         }
         if let Some(rx) = &self.runs_rx {
-            if let Ok(runs) = rx.try_recv() {
-                self.runs = runs;
+            if let Ok(listing) = rx.try_recv() {
+                self.runs = listing.runs;
+                self.experiments = listing.experiments;
                 self.runs_rx = None;
             }
         }
@@ -508,14 +548,54 @@ impl TrainTab {
                     return;
                 }
                 let epochs = config.epochs;
-                let job = Job::Train {
-                    dataset: ws.dataset.source.absolute(),
-                    config,
-                    runs_dir: std::path::absolute(&self.runs_dir)
-                        .unwrap_or_else(|_| self.runs_dir.clone()),
-                    name: None,
+                let dataset = ws.dataset.source.absolute();
+                let runs_dir =
+                    std::path::absolute(&self.runs_dir).unwrap_or_else(|_| self.runs_dir.clone());
+                let launch = if self.folds > 1 {
+                    Launch::Experiment(runs_dir, dataset, config, self.folds)
+                } else {
+                    Launch::Job(Job::Train {
+                        dataset,
+                        config,
+                        runs_dir,
+                        name: None,
+                    })
                 };
-                self.queue(ctx, ws, job, epochs);
+                self.queue(ctx, ws, launch, epochs);
+            }
+            Command::RunAgain(dir, confirmed) => {
+                if self.running() {
+                    return;
+                }
+                let again = if let Some(r) = self.runs.iter().find(|r| r.dir == dir) {
+                    Some((
+                        r.record.config.clone(),
+                        1,
+                        r.record.dataset.fingerprint.clone(),
+                    ))
+                } else {
+                    self.experiments.iter().find(|e| e.dir == dir).map(|e| {
+                        let seen = e
+                            .folds
+                            .first()
+                            .map(|f| f.record.dataset.fingerprint.clone());
+                        (
+                            e.experiment.config.clone(),
+                            e.experiment.folds,
+                            seen.unwrap_or_default(),
+                        )
+                    })
+                };
+                let Some((config, folds, seen)) = again else {
+                    return;
+                };
+                if !confirmed && !seen.is_empty() && seen != ws.fingerprint() {
+                    self.confirm = Some(Confirm::RunAgain(dir));
+                    return;
+                }
+                self.cfg = config.clone();
+                self.folds = folds;
+                self.apply(ctx, ws, Command::StartRun(config));
             }
             Command::ResumeRun(dir) => {
                 if self.running() {
@@ -533,7 +613,7 @@ impl TrainTab {
                     run: dir,
                     epochs: Some(epochs),
                 };
-                self.queue(ctx, ws, job, epochs);
+                self.queue(ctx, ws, Launch::Job(job), epochs);
             }
             Command::StopRun => {
                 if self.waiting.take().is_some() {
@@ -588,26 +668,60 @@ impl TrainTab {
             .is_some_and(|l| l.running() && l.run_dir.as_deref() == Some(dir))
     }
 
-    /// Starts `job` once the label edits sent so far are on disk.
-    fn queue(&mut self, ctx: &egui::Context, ws: &Workspace, job: Job, epochs: usize) {
+    /// Starts `launch` once the label edits sent so far are on disk.
+    fn queue(&mut self, ctx: &egui::Context, ws: &Workspace, launch: Launch, epochs: usize) {
         self.message = None;
         if ws.pending == 0 {
-            self.launch(ctx, job, epochs);
+            self.launch(ctx, launch, epochs);
         } else {
-            self.waiting = Some((job, epochs));
+            self.waiting = Some((launch, epochs));
         }
     }
 
-    fn launch(&mut self, ctx: &egui::Context, job: Job, epochs: usize) {
+    /// Where runs go: this machine, or the cluster the form names.
+    pub fn backend(&self) -> Backend {
+        if self.on_ray {
+            Backend::Ray(self.cluster.clone())
+        } else {
+            Backend::Local
+        }
+    }
+
+    fn launch(&mut self, ctx: &egui::Context, launch: Launch, epochs: usize) {
         let c = ctx.clone();
         // Events wake the window at most once a second (see `poll`): a repaint per step would
         // take the run's CPU where the window is drawn in software.
-        let wake = Arc::new(move || c.request_repaint_after(std::time::Duration::from_secs(1)));
-        self.live = Some(Live::new(self.engine.start(&job, Some(wake)), epochs));
+        let wake: crate::train::client::Wake =
+            Arc::new(move || c.request_repaint_after(std::time::Duration::from_secs(1)));
+        let handle = match launch {
+            Launch::Job(job) => self.backend().start(&self.engine, &job, Some(wake)),
+            Launch::Experiment(runs_dir, dataset, config, folds) => {
+                crate::train::experiment::start_new(
+                    self.backend(),
+                    self.engine.clone(),
+                    (runs_dir, dataset, config, folds),
+                    Some(wake),
+                )
+            }
+        };
+        self.live = Some(Live::new(handle, epochs));
     }
 
     pub fn show(&mut self, ui: &mut egui::Ui, cmds: &mut Commands) {
         self.dialogs(ui.ctx(), cmds);
+        egui::Panel::top("train-view").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.view, View::Curves, "Train and curves");
+                ui.selectable_value(&mut self.view, View::Table, "Runs table");
+            });
+        });
+        if self.view == View::Table {
+            // The whole width: a column per setting.
+            egui::CentralPanel::default_margins().show(ui, |ui| {
+                self.table.show(ui, &self.runs, &self.experiments, cmds)
+            });
+            return;
+        }
         egui::Panel::left("train-form")
             .resizable(true)
             .default_size(330.0)
@@ -829,6 +943,40 @@ impl TrainTab {
             ui.add(egui::Slider::new(&mut c.val_frac, 0.05..=0.5).text("of each class"))
         });
         row(ui, "seed", |ui| ui.add(egui::DragValue::new(&mut c.seed)));
+        row(ui, "folds", |ui| {
+            ui.add(egui::DragValue::new(&mut self.folds).range(1..=20))
+                .on_hover_text(
+                    "more than 1: a K-fold experiment (stratified, people kept whole), scored \
+                     out of fold",
+                )
+        });
+        row(ui, "run on", |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.on_ray, false, "this machine");
+                ui.selectable_value(&mut self.on_ray, true, "Ray cluster")
+            })
+            .inner
+        });
+        if self.on_ray {
+            let k = &mut self.cluster;
+            row(ui, "Ray address", |ui| {
+                ui.text_edit_singleline(&mut k.address)
+            });
+            row(ui, "Ray command", |ui| {
+                ui.text_edit_singleline(&mut k.command).on_hover_text(
+                    "how a job starts Loupe on the cluster; {args} stands for its arguments. The \
+                     dataset and the runs folder must be on storage the cluster shares, at the \
+                     same paths",
+                )
+            });
+            row(ui, "GPUs per job", |ui| {
+                ui.add(
+                    egui::DragValue::new(&mut k.gpus)
+                        .range(0.0..=8.0)
+                        .speed(0.25),
+                )
+            });
+        }
         if pick_weights {
             let (tx, rx) = mpsc::channel();
             let ctx = ui.ctx().clone();
@@ -1021,6 +1169,31 @@ impl TrainTab {
                     if yes {
                         cmds.push(Command::StopRun);
                         self.close_confirmed = true;
+                    }
+                }
+            }
+            Some(Confirm::RunAgain(dir)) => {
+                let dir = dir.clone();
+                let mut done = None;
+                egui::Modal::new(egui::Id::unique("run-again-changed")).show(ctx, |ui| {
+                    ui.label(format!(
+                        "The labels or files changed since {} ran: a run now trains on other \
+                         data, and its scores do not compare one to one. Run it again anyway?",
+                        dir.file_name().unwrap_or_default().to_string_lossy()
+                    ));
+                    ui.horizontal(|ui| {
+                        if ui.button("Run on the data as it is now").clicked() {
+                            done = Some(true);
+                        }
+                        if ui.button("Cancel").clicked() {
+                            done = Some(false);
+                        }
+                    });
+                });
+                if let Some(yes) = done {
+                    self.confirm = None;
+                    if yes {
+                        cmds.push(Command::RunAgain(dir, true));
                     }
                 }
             }
