@@ -22,6 +22,7 @@ bench:
 	cargo bench --bench ui_frames
 	benches/confident_compare.sh
 	benches/label_issues.sh
+	benches/kfold.sh
 
 bootstrap:
 	@scripts/bootstrap.sh gui

@@ -4,6 +4,8 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use crate::dataset::{self, Source};
 use crate::quality::confident::{Method, RankBy};
@@ -22,13 +24,42 @@ use crate::util::path_str;
 pub(super) fn train(backend: &Backend, job: Job, epochs: usize) -> anyhow::Result<()> {
     let h = backend.start(&Engine::locate(), &job, None);
     let mut printer = RunPrinter::new(String::new(), epochs);
-    for event in h.rx.iter() {
+    let interrupted = interrupted();
+    let mut asked = false;
+    loop {
+        if interrupted.load(Ordering::Relaxed) && !asked {
+            h.cancel();
+            asked = true;
+        }
+        let event = match h.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if let Event::Failed { message } = event {
             anyhow::bail!("training failed: {message}")
         }
         printer.print(&event);
     }
+    // A script's next step (predict, eval) should not take a stopped run for a finished one.
+    anyhow::ensure!(
+        !asked,
+        "interrupted: the run stopped with its last checkpoint (`loupe resume` goes on)"
+    );
     Ok(())
+}
+
+/// Set on the first Ctrl+C, which stops the runs cleanly (within a batch, with their
+/// checkpoints; on a cluster, their jobs); a second Ctrl+C ends `loupe` at once.
+pub(super) fn interrupted() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::SIGINT;
+        let _ = signal_hook::flag::register_conditional_shutdown(SIGINT, 130, flag.clone());
+        let _ = signal_hook::flag::register(SIGINT, flag.clone());
+    }
+    flag
 }
 
 /// Prints one run's events as `loupe train` shows them; `prefix` tells runs apart when several

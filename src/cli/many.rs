@@ -3,7 +3,6 @@
 //! cluster, all at once) through a [`Batch`], and their lines are printed tagged with the run.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use crate::train::backend::{Backend, Batch};
 use crate::train::client::Engine;
@@ -32,7 +31,16 @@ fn run_batch(backend: &Backend, jobs: Vec<(String, Job, usize)>) -> Vec<Ended> {
         jobs.into_iter().map(|(_, j, _)| j).collect(),
         None,
     );
-    for (i, event) in batch.rx.iter() {
+    let interrupted = super::jobs::interrupted();
+    loop {
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            batch.cancel();
+        }
+        let (i, event) = match batch.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         printers[i].print(&event);
         match event {
             Event::Finished { cancelled, .. } => ended[i] = Ok(cancelled),
@@ -74,9 +82,8 @@ pub(super) fn run_experiment(backend: &Backend, dir: &Path) -> anyhow::Result<()
     let mut printers: Vec<RunPrinter> = (0..e.folds)
         .map(|i| RunPrinter::new(format!("fold {}/{}: ", i + 1, e.folds), e.config.epochs))
         .collect();
-    // Ctrl+C ends this process; local engines see their stdin close and stop cleanly.
-    let never = AtomicBool::new(false);
-    let oof = experiment::run(backend, &Engine::locate(), dir, &never, |i, event| {
+    let interrupted = super::jobs::interrupted();
+    let oof = experiment::run(backend, &Engine::locate(), dir, &interrupted, |i, event| {
         printers[i].print(event)
     })?;
     print_oof(dir, &e, &oof);

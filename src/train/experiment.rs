@@ -330,22 +330,11 @@ impl FoldView {
         let name = format!("fold {}/{folds}", fold + 1);
         let mut out = Vec::new();
         match e {
-            Event::Started {
-                run_dir,
-                device,
-                train,
-                val,
-                skipped,
-                classes,
-            } => {
-                let started = Event::Started {
-                    run_dir: run_dir.clone(),
-                    device: format!("{device} · {name}"),
-                    train: *train,
-                    val: *val,
-                    skipped: *skipped,
-                    classes: classes.clone(),
-                };
+            Event::Started { .. } => {
+                let mut started = e.clone();
+                if let Event::Started { device, .. } = &mut started {
+                    *device = format!("{device} · {name}");
+                }
                 self.started.insert(fold, started.clone());
                 if self.focus.is_none() {
                     self.focus = Some(fold);

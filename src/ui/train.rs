@@ -1,6 +1,7 @@
-//! The Train tab: a form over the engine's options with presets, Start / Stop, live curves of
-//! the run this window started, and the list of every run of the dataset (the command line's
-//! too) to overlay, open, resume, rename or delete.
+//! The Train tab: a form over the engine's options with presets, folds and where to run, Start /
+//! Stop, live curves of the run (or experiment) this window started, the list of every run of
+//! the dataset (the command line's too) to overlay, open, resume, rename or delete, and the
+//! runs table (`super::runs_table`).
 //!
 //! A run is an engine process (`loupe-engine`): this tab drains its events each frame, and if
 //! the process dies the run ends with the reason, the window lives on. The panel itself only
