@@ -31,12 +31,22 @@ fn sources(dir: &str) -> Vec<(PathBuf, Vec<String>)> {
         .collect()
 }
 
+/// Whether `line` names `word` as a whole word (`tch::` in `use tch::nn`, not in `Batch::`).
+fn names(line: &str, word: &str) -> bool {
+    line.match_indices(word).any(|(at, _)| {
+        !line[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
 /// The lines of `dir` that mention any of `forbidden`, as `file:line: text`.
 fn offences(dir: &str, forbidden: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for (file, lines) in sources(dir) {
         for (n, line) in lines.iter().enumerate() {
-            if forbidden.iter().any(|f| line.contains(f)) {
+            if forbidden.iter().any(|f| names(line, f)) {
                 out.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
             }
         }
@@ -46,6 +56,14 @@ fn offences(dir: &str, forbidden: &[&str]) -> Vec<String> {
 
 const TCH: [&str; 2] = ["tch::", "use tch"];
 const EGUI: [&str; 4] = ["egui::", "use egui", "eframe", "rfd::"];
+
+#[test]
+fn a_name_counts_only_as_a_whole_word() {
+    assert!(names("use tch::nn;", "tch::"));
+    assert!(names("let t = tch::Tensor::zeros(..);", "tch::"));
+    assert!(!names("let b = Batch::start(..);", "tch::"));
+    assert!(!names("Watch::new(dir)", "tch::"));
+}
 
 #[test]
 fn util_imports_nothing_of_loupe() {
