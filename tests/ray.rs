@@ -246,4 +246,50 @@ fn folds_run_as_parallel_ray_jobs_stop_when_asked_and_failures_are_told_in_words
         }
         other => panic!("{other:?}"),
     }
+
+    // The cluster vanishes mid-run: the run is marked failed with the reason, and what it
+    // wrote stays.
+    let job = Job::Train {
+        dataset: Source::ImageFolder { root: data.clone() },
+        config: TrainConfig {
+            epochs: 100_000,
+            ..tiny()
+        },
+        runs_dir: runs.clone(),
+        name: Some("orphan".into()),
+    };
+    let h = cluster.start(&job, None);
+    let mut last = None;
+    for e in h.rx.iter() {
+        if matches!(e, Event::Epoch { .. }) && last.is_none() {
+            let out = Command::new(&head.ray)
+                .args(["stop", "--force"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            last = Some(Event::Note {
+                text: "stopped".into(),
+            });
+        }
+        if e.is_last() {
+            last = Some(e);
+            break;
+        }
+    }
+    match last {
+        Some(Event::Failed { message }) => {
+            assert!(
+                message.contains(&format!(
+                    "the Ray cluster at {} does not answer",
+                    head.address
+                )) && message.contains("the run is given up as failed")
+                    && message.contains(&runs.join("orphan").display().to_string()),
+                "{message}"
+            );
+            // The epoch that was seen is still on disk.
+            let metrics = std::fs::read_to_string(runs.join("orphan/metrics.jsonl")).unwrap();
+            assert!(metrics.contains(r#""kind":"epoch""#));
+        }
+        other => panic!("{other:?}"),
+    }
 }
