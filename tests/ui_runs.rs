@@ -197,3 +197,48 @@ fn the_runs_table_sorts_compares_and_runs_again_and_evaluate_shows_an_experiment
     settle(&mut h, |a| !a.evaluate.loading());
     h.get_by_label_contains("24 images, each predicted by the fold that did not train on it");
 }
+
+#[test]
+fn a_window_opened_on_a_relative_path_knows_its_live_run() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    // The dataset as `make run` names it: relative to the working folder.
+    let cwd = std::env::current_dir().unwrap();
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(dir.path().strip_prefix("/").unwrap());
+    assert!(relative.is_relative());
+    let mut h = common::ui::open_in(&relative, dir.path(), [1400.0, 900.0]);
+    settle(&mut h, idle);
+    h.state_mut().tab = Tab::Train;
+    h.step();
+    {
+        let cfg = &mut h.state_mut().train.cfg;
+        cfg.model = loupe::train::config::ModelKind::SmallCnn;
+        cfg.weights = None;
+        cfg.epochs = 100_000;
+        cfg.img_size = 16;
+        cfg.batch = 8;
+        cfg.device = loupe::train::config::DeviceChoice::Cpu;
+    }
+    h.get_by_label("▶ Start").click();
+    settle(&mut h, |a| {
+        a.train.live.as_ref().is_some_and(|l| !l.epochs.is_empty())
+            && !a.train.runs.is_empty()
+            && !a.train.loading_runs()
+    });
+    // The list shows it as the live run, and will not delete it under the engine.
+    h.get_by_label_contains("running, epoch");
+    let run = h.state().train.runs[0].dir.clone();
+    h.state_mut().command(Command::DeleteRun(run.clone()));
+    h.step();
+    assert_eq!(
+        h.state().train.message,
+        Some(Err("stop the run before deleting it".to_string()))
+    );
+    assert!(run.exists());
+    h.get_by_label("■ Stop").click();
+    settle(&mut h, |a| !a.train.running());
+}

@@ -445,7 +445,11 @@ impl TrainTab {
 
     /// Starts looking for devices, weights and run folders (background threads).
     pub fn open(&mut self, ctx: &egui::Context, ws: &Workspace) {
-        self.runs_dir = ws.store_dir.join("runs");
+        // Absolute, as the engine reports run folders: the list then knows the live run (its
+        // status, and no rename or delete while it runs) when the app was opened on a relative
+        // path (`make run` opens `sample_data`).
+        let runs_dir = ws.store_dir.join("runs");
+        self.runs_dir = std::path::absolute(&runs_dir).unwrap_or(runs_dir);
         self.columns = ws.dataset.label_columns.clone();
         let (tx, rx) = mpsc::channel();
         let (c, engine) = (ctx.clone(), self.engine.clone());
@@ -550,8 +554,7 @@ impl TrainTab {
                 }
                 let epochs = config.epochs;
                 let dataset = ws.dataset.source.absolute();
-                let runs_dir =
-                    std::path::absolute(&self.runs_dir).unwrap_or_else(|_| self.runs_dir.clone());
+                let runs_dir = self.runs_dir.clone();
                 let launch = if self.folds > 1 {
                     Launch::Experiment(runs_dir, dataset, config, self.folds)
                 } else {
