@@ -269,6 +269,54 @@ fn evaluate_lists_the_copies_across_the_runs_split() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A 2-fold experiment whose folds put the byte-identical pair apart: the seed is found
+    // with the folds' own rule, on the dataset as the engine opens it.
+    let ds = loupe::dataset::open(
+        &loupe::dataset::Source::ImageFolder {
+            root: dir.path().to_path_buf(),
+        },
+        &Default::default(),
+    )
+    .unwrap();
+    let labels: Vec<usize> = ds
+        .samples
+        .iter()
+        .map(|s| ds.classes.iter().position(|c| *c == s.label).unwrap())
+        .collect();
+    let at = |p: &str| {
+        ds.samples
+            .iter()
+            .position(|s| loupe::util::path_str(&s.path) == p)
+            .unwrap()
+    };
+    let (a, b) = (at("cats/0.png"), at("dogs/copy.png"));
+    let seed = (0..100u64)
+        .find(|&s| {
+            let f = loupe::train::split::kfold(&labels, None, 2, s);
+            f[a] != f[b]
+        })
+        .unwrap();
+    let out = common::loupe(&[
+        "train",
+        dir.path().to_str().unwrap(),
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--img-size",
+        "16",
+        "--device",
+        "cpu",
+        "--folds",
+        "2",
+        "--seed",
+        &seed.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut h = open(dir.path());
     h.state_mut().tab = Tab::Evaluate;
     settle(&mut h, |a| {
@@ -302,4 +350,14 @@ fn evaluate_lists_the_copies_across_the_runs_split() {
     let mut shown = h.state_mut().browse_paths();
     shown.sort();
     assert_eq!(shown, pair);
+
+    // The experiment: the pair is in different folds, so one copy trained the model that
+    // scored the other.
+    let exp = h.state().train.experiments[0].dir.clone();
+    h.state_mut().tab = Tab::Evaluate;
+    h.state_mut()
+        .evaluate
+        .select(&egui::Context::default(), exp);
+    settle(&mut h, |a| !a.evaluate.loading());
+    h.get_by_label_contains("2 pictures are copies across this experiment's folds");
 }

@@ -677,12 +677,18 @@ impl LoupeApp {
                     .thumbs
                     .as_mut()
                     .expect("a thumbnail cache exists while a dataset is open");
-                let leaks = self
-                    .evaluate
-                    .run
-                    .as_ref()
-                    .and_then(|dir| self.train.runs.iter().find(|r| &r.dir == dir))
-                    .and_then(|r| self.health.leaks_of(&r.dir, &r.record.split.val));
+                // The validation sets of the run, or of each fold of the experiment, shown.
+                let vals: Option<(PathBuf, Vec<&[String]>)> =
+                    self.evaluate.run.as_ref().and_then(|dir| {
+                        let t = &self.train;
+                        if let Some(r) = t.runs.iter().find(|r| &r.dir == dir) {
+                            return Some((r.dir.clone(), vec![r.record.split.val.as_slice()]));
+                        }
+                        let e = t.experiments.iter().find(|e| &e.dir == dir)?;
+                        let folds = e.folds.iter().map(|f| f.record.split.val.as_slice());
+                        Some((e.dir.clone(), folds.collect()))
+                    });
+                let leaks = vals.and_then(|(dir, vals)| self.health.leaks_of(&dir, &vals));
                 self.evaluate.show(
                     ui,
                     ws,

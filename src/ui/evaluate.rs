@@ -275,12 +275,16 @@ impl Evaluate {
                 ),
             );
         }
-        // Leaks are checked against one run's split; an experiment's folds each have theirs.
         self.out_of_fold = experiments
             .iter()
             .any(|e| Some(&e.dir) == self.run.as_ref());
-        if self.loaded.is_some() && !self.out_of_fold {
-            leak_line(ui, leaks, cmds);
+        if self.loaded.is_some() {
+            let across = if self.out_of_fold {
+                "this experiment's folds"
+            } else {
+                "this run's train/validation split"
+            };
+            leak_line(ui, leaks, across, cmds);
         }
         if self.loaded.is_none() {
             if self.run.is_none() {
@@ -700,9 +704,10 @@ impl Evaluate {
     }
 }
 
-/// Copies across the run's train/validation split, as the Health tab's last check found them:
-/// a validation picture with a copy in training scores better than the leaderboard will.
-fn leak_line(ui: &mut egui::Ui, leaks: Option<&[String]>, cmds: &mut Commands) {
+/// Copies across the run's train/validation split (`across`: which), as the Health tab's last
+/// check found them: a validation picture with a copy in training scores better than the
+/// leaderboard will.
+fn leak_line(ui: &mut egui::Ui, leaks: Option<&[String]>, across: &str, cmds: &mut Commands) {
     ui.horizontal(|ui| match leaks {
         None => {
             ui.label(
@@ -711,14 +716,13 @@ fn leak_line(ui: &mut egui::Ui, leaks: Option<&[String]>, cmds: &mut Commands) {
             );
         }
         Some([]) => {
-            ui.label("No copies across this run's train/validation split (Health check).");
+            ui.label(format!("No copies across {across} (Health check)."));
         }
         Some(paths) => {
             ui.colored_label(
                 ui.visuals().warn_fg_color,
                 format!(
-                    "{} pictures are copies across this run's train/validation split: its \
-                     validation score is inflated",
+                    "{} pictures are copies across {across}: its validation score is inflated",
                     paths.len()
                 ),
             );

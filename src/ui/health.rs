@@ -345,22 +345,29 @@ impl Health {
         self.judge();
     }
 
-    /// The pictures in duplicate groups that straddle `run`'s split (`val`: its validation
-    /// paths), by the last check; None before any check.
-    pub fn leaks_of(&mut self, run: &std::path::Path, val: &[String]) -> Option<&[String]> {
+    /// The pictures in duplicate groups that straddle `run`'s split (`vals`: its validation
+    /// paths; for an experiment, each fold's), by the last check; None before any check.
+    pub fn leaks_of(&mut self, run: &std::path::Path, vals: &[&[String]]) -> Option<&[String]> {
         let (checked, report) = (self.checked.as_ref()?, self.report.as_ref()?);
         let fresh = self
             .leaks
             .as_ref()
             .is_some_and(|(dir, judged, _)| dir == run && *judged == self.judged);
         if !fresh {
-            let val: std::collections::HashSet<String> = val.iter().cloned().collect();
-            let paths =
-                crate::quality::health::leak_findings(&checked.dataset, &report.findings, &val)
-                    .iter()
-                    .map(|f| path_str(&checked.dataset.samples[f.sample].path))
-                    .collect();
-            self.leaks = Some((run.to_path_buf(), self.judged, paths));
+            // A group that straddles any fold's split: one copy trained a model that another
+            // copy then scored.
+            let mut paths = std::collections::BTreeSet::new();
+            for val in vals {
+                let val: std::collections::HashSet<String> = val.iter().cloned().collect();
+                let found =
+                    crate::quality::health::leak_findings(&checked.dataset, &report.findings, &val);
+                paths.extend(
+                    found
+                        .iter()
+                        .map(|f| path_str(&checked.dataset.samples[f.sample].path)),
+                );
+            }
+            self.leaks = Some((run.to_path_buf(), self.judged, paths.into_iter().collect()));
         }
         self.leaks.as_ref().map(|(_, _, paths)| paths.as_slice())
     }
