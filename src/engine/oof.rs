@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use loupe::dataset::{self, Dataset, Layout, Source};
+use loupe::quality::calibration;
 use loupe::quality::confident::{Method, RankBy};
 use loupe::quality::issues;
 use loupe::train::config::{OofConfig, TrainConfig};
@@ -31,6 +32,8 @@ pub struct Oof {
     pub skipped: Vec<(usize, String)>,
     /// Images whose embedding came from the cache.
     pub cached: usize,
+    /// Per label column, the temperature its probabilities were scaled by.
+    pub temperatures: Vec<f64>,
 }
 
 /// The `find-issues` job: the dataset as edited, its out-of-fold probabilities, confident
@@ -51,7 +54,11 @@ pub fn find_issues(
     };
     anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
     let findings = issues::find(&ds, &oof.samples, &oof.probs, method, rank_by);
-    let how = serde_json::json!({ "oof": cfg, "seconds": started.elapsed().as_secs_f64() });
+    let how = serde_json::json!({
+        "oof": cfg,
+        "temperatures": oof.temperatures,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
     let folder = issues::save_run(
         issues_dir,
         cfg.model.id(),
@@ -72,8 +79,9 @@ pub fn find_issues(
     })
 }
 
-/// Cross-validated probabilities for every sample of `ds` (the effective dataset). `work_dir`
-/// holds the embedding cache and, for the full path, the per-fold runs. `None` when cancelled.
+/// Cross-validated probabilities for every sample of `ds` (the effective dataset), temperature
+/// scaled per label column ([`calibration`]). `work_dir` holds the embedding cache and, for the
+/// full path, the per-fold runs. `None` when cancelled.
 pub fn out_of_fold(
     ds: &Dataset,
     cfg: &OofConfig,
@@ -87,9 +95,39 @@ pub fn out_of_fold(
         "finding label issues needs at least two classes; this dataset has {k}"
     );
     anyhow::ensure!(cfg.folds >= 2, "cross-validation needs at least 2 folds");
-    if cfg.full {
-        return full(ds, cfg, work_dir, emit, cancel);
-    }
+    let oof = if cfg.full {
+        full(ds, cfg, work_dir, emit, cancel)?
+    } else {
+        embedded(ds, cfg, work_dir, emit, cancel)?
+    };
+    Ok(oof.map(|mut oof| {
+        let layout = Layout::of(ds);
+        oof.temperatures = layout
+            .columns
+            .iter()
+            .enumerate()
+            .zip(&mut oof.probs)
+            .map(|((c, col), probs)| {
+                let values: Vec<usize> = oof
+                    .samples
+                    .iter()
+                    .map(|&i| layout.part(class_of(ds, i), c))
+                    .collect();
+                calibration::temperature_scale(probs, col.values.len(), &values)
+            })
+            .collect();
+        oof
+    }))
+}
+
+/// The fast path: a linear head per fold on the frozen backbone's embeddings.
+fn embedded(
+    ds: &Dataset,
+    cfg: &OofConfig,
+    work_dir: &Path,
+    emit: &Emit<'_>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<Oof>> {
     let Some(mut emb) = embed_all(ds, cfg, work_dir, emit, cancel)? else {
         return Ok(None);
     };
@@ -146,6 +184,7 @@ pub fn out_of_fold(
         probs,
         skipped: emb.skipped,
         cached: emb.cached,
+        temperatures: Vec::new(),
     }))
 }
 
@@ -391,6 +430,7 @@ fn full(
         probs: vec![Vec::new(); Layout::of(ds).columns.len()],
         skipped: Vec::new(),
         cached: 0,
+        temperatures: Vec::new(),
     };
     for (i, p) in probs.into_iter().enumerate() {
         match p {
