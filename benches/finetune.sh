@@ -8,7 +8,7 @@
 # 600 test-set images (60 per class, 48 train / 12 val), in two disjoint draws: `tune` (what the
 # defaults were chosen on) and `holdout` (never looked at while choosing).
 # Usage: benches/finetune.sh [tune|holdout] [SIZE] [EPOCHS] [extra loupe train options...]
-# REF=0 skips the reference (to compare Loupe's options with one another); LOUPE=path/to/loupe
+# SEEDS="4 5 6" picks other seeds (default 1 2 3). REF=0 skips the reference (to compare Loupe's options with one another); LOUPE=path/to/loupe
 # measures another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +60,7 @@ fi
 DIR=$WORK/$DRAW
 OUT=$WORK/results-$DRAW.txt
 : > "$OUT"
-for SEED in 1 2 3; do
+for SEED in ${SEEDS:-1 2 3}; do
     if [ "${REF:-1}" = 1 ]; then
         S=$(date +%s.%N)
         R=$("$PY" benches/finetune_reference.py "$DIR/split.csv" "$WEIGHTS" --size "$SIZE" --epochs "$EPOCHS" --seed "$SEED")
@@ -85,7 +85,8 @@ done
 "$PY" - "$OUT" "$DRAW" "$SIZE" "$EPOCHS" "$*" <<'PY'
 import json, statistics as st, sys
 rows = [l.split(" ", 3) for l in open(sys.argv[1]) if l.strip()]
-print(f"\n{sys.argv[2]} draw, {sys.argv[3]} px, {sys.argv[4]} epochs, 3 seeds, loupe options: {sys.argv[5] or 'defaults'}")
+seeds = sorted({int(l.split(" ")[1]) for l in open(sys.argv[1]) if l.strip()})
+print(f"\n{sys.argv[2]} draw, {sys.argv[3]} px, {sys.argv[4]} epochs, seeds {seeds}, loupe options: {sys.argv[5] or 'defaults'}")
 for tool in ("reference", "loupe"):
     r = [(float(s), json.loads(j)) for t, _, s, j in rows if t == tool]
     if not r:
