@@ -348,4 +348,29 @@ fn a_composite_label_is_examined_per_attribute_and_per_group() {
     );
     assert!(stdout.contains("(group p003)"), "{stdout}");
     assert!(stdout.contains("(against its group)"), "{stdout}");
+
+    // The probabilities were temperature scaled per column: one temperature each, recorded,
+    // and every image's probabilities still sum to one in every column.
+    let search = std::path::PathBuf::from(stdout.lines().last().unwrap().trim());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(search.join("config.json")).unwrap()).unwrap();
+    let temperatures = config["how"]["temperatures"].as_array().unwrap();
+    assert_eq!(temperatures.len(), 3, "{config}");
+    assert!(temperatures
+        .iter()
+        .all(|t| t.as_f64().is_some_and(|t| t.is_finite() && t > 0.0)));
+    let mut reader = csv::Reader::from_path(search.join("pred_probs.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let probs: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(probs.len(), truth.len());
+    for column in ["mask", "gender", "age"] {
+        let at: Vec<usize> = (0..header.len())
+            .filter(|&i| header[i].starts_with(&format!("{column}=")))
+            .collect();
+        assert!(at.len() >= 2, "{header:?}");
+        for row in &probs {
+            let sum: f64 = at.iter().map(|&i| row[i].parse::<f64>().unwrap()).sum();
+            assert!((sum - 1.0).abs() < 1e-4, "{column} sums to {sum} in {row:?}");
+        }
+    }
 }
