@@ -18,7 +18,10 @@ pub fn temperature_scale(probs: &mut [f32], k: usize, labels: &[usize]) -> f64 {
         return 1.0;
     }
     // Log-probabilities, floored: a softmax in f32 underflows to exactly 0 far from the top.
-    let logs: Vec<f64> = probs.iter().map(|&p| f64::from(p.max(1e-30)).ln()).collect();
+    let logs: Vec<f64> = probs
+        .iter()
+        .map(|&p| f64::from(p.max(1e-30)).ln())
+        .collect();
     let nll = |t: f64| -> f64 {
         logs.chunks(k)
             .zip(labels)
@@ -71,7 +74,8 @@ mod tests {
                 z.iter().map(|v| (v * s).exp() / sum).collect()
             };
             // 100 copies of the row, labelled in the true proportions.
-            let mut counts: Vec<usize> = truth.iter().map(|p| (p * 100.0).round() as usize).collect();
+            let mut counts: Vec<usize> =
+                truth.iter().map(|p| (p * 100.0).round() as usize).collect();
             counts[0] = 100 - counts[1] - counts[2];
             for (y, &c) in counts.iter().enumerate() {
                 for _ in 0..c {
@@ -88,7 +92,10 @@ mod tests {
         for s in [0.3, 1.0, 2.0] {
             let (mut probs, labels, k) = problem(s);
             let t = temperature_scale(&mut probs, k, &labels);
-            assert!((t / s - 1.0).abs() < 0.05, "made {s} times too sharp, found T = {t}");
+            assert!(
+                (t / s - 1.0).abs() < 0.05,
+                "made {s} times too sharp, found T = {t}"
+            );
         }
     }
 
@@ -97,7 +104,10 @@ mod tests {
         let (mut probs, labels, k) = problem(0.3);
         let before = probs.clone();
         temperature_scale(&mut probs, k, &labels);
-        assert_ne!(before, probs, "probabilities three times too soft are sharpened");
+        assert_ne!(
+            before, probs,
+            "probabilities three times too soft are sharpened"
+        );
         for (row, old) in probs.chunks(k).zip(before.chunks(k)) {
             let sum: f32 = row.iter().sum();
             assert!((sum - 1.0).abs() < 1e-5, "a row sums to {sum}");
@@ -115,7 +125,9 @@ mod tests {
         let mut probs = vec![1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.0];
         let t = temperature_scale(&mut probs, 3, &[0, 0, 1]);
         assert!(t.is_finite() && t > 0.0);
-        assert!(probs.iter().all(|p| p.is_finite() && (0.0..=1.0).contains(p)));
+        assert!(probs
+            .iter()
+            .all(|p| p.is_finite() && (0.0..=1.0).contains(p)));
         for row in probs.chunks(3) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
