@@ -370,7 +370,10 @@ fn a_composite_label_is_examined_per_attribute_and_per_group() {
         assert!(at.len() >= 2, "{header:?}");
         for row in &probs {
             let sum: f64 = at.iter().map(|&i| row[i].parse::<f64>().unwrap()).sum();
-            assert!((sum - 1.0).abs() < 1e-4, "{column} sums to {sum} in {row:?}");
+            assert!(
+                (sum - 1.0).abs() < 1e-4,
+                "{column} sums to {sum} in {row:?}"
+            );
         }
     }
 }
