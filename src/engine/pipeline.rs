@@ -316,32 +316,6 @@ mod tests {
     use image::{ImageBuffer, Rgb};
     use loupe::dataset::{self, Progress, Source};
 
-    /// A valid PNG header whose pixel data cannot be decoded.
-    fn write_png_header_only(path: &std::path::Path, w: u32, h: u32) {
-        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(kind);
-            crc.update(data);
-            out.extend_from_slice(kind);
-            out.extend_from_slice(data);
-            out.extend_from_slice(&crc.finalize().to_be_bytes());
-        }
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(&w.to_be_bytes());
-        ihdr.extend_from_slice(&h.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        chunk(&mut out, b"IHDR", &ihdr);
-        chunk(
-            &mut out,
-            b"IDAT",
-            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-        );
-        chunk(&mut out, b"IEND", &[]);
-        std::fs::write(path, out).unwrap();
-    }
-
     #[test]
     fn cache_and_stream_give_the_same_frames_skip_bad_images_and_batch_normalised_tensors() {
         let dir = tempfile::tempdir().unwrap();
@@ -356,8 +330,16 @@ mod tests {
         ImageBuffer::from_pixel(16, 16, Rgb([0u8, 0, 255]))
             .save(root.join("b/blue.png"))
             .unwrap();
-        // A header that probes fine but pixel data that cannot be decoded.
-        write_png_header_only(&root.join("b/broken.png"), 8, 8);
+        // A header that probes fine but pixel data that cannot be decoded: a real PNG with its
+        // compressed pixels overwritten.
+        let broken = root.join("b/broken.png");
+        ImageBuffer::from_pixel(8, 8, Rgb([0u8, 255, 0]))
+            .save(&broken)
+            .unwrap();
+        let mut bytes = std::fs::read(&broken).unwrap();
+        let idat = bytes.windows(4).position(|w| w == b"IDAT").unwrap() + 4;
+        bytes[idat..idat + 6].fill(0xff);
+        std::fs::write(&broken, bytes).unwrap();
 
         let ds = dataset::open(
             &Source::ImageFolder {
