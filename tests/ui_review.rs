@@ -239,3 +239,25 @@ fn a_search_from_the_window_finds_planted_flips_and_a_review_resumes_after_reope
         "the accepted fix is no longer flagged: {flagged:?}"
     );
 }
+
+#[test]
+fn the_embedding_resolution_follows_the_dataset_size_until_set_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    flipped(dir.path());
+    let mut h = open(dir.path());
+    h.state_mut().tab = Tab::Issues;
+    h.step();
+    h.get_by_label("Advanced").click();
+    settle(&mut h, idle);
+    // By dataset size, no slider: the engine picks the resolution from the image count.
+    assert_eq!(h.state().review.img_size, 0);
+    h.get_by_label_contains("224 px up to");
+    assert!(h
+        .query_by_role_and_label(egui::accesskit::Role::Slider, "Embedding resolution")
+        .is_none());
+    // Unticked, the slider appears at the size used beyond the small-dataset limit.
+    h.get_by_label("by dataset size").click();
+    settle(&mut h, idle);
+    assert_eq!(h.state().review.img_size, loupe::train::config::EMBED_SIZE);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Embedding resolution");
+}

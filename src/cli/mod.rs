@@ -243,7 +243,8 @@ pub enum Command {
         /// Epochs per fold (with --full).
         #[arg(long, default_value_t = 5)]
         epochs: usize,
-        /// Input resolution (default: 128 for embeddings, the model's with --full).
+        /// Input resolution (default: embeddings at 224 px up to 10,000 images, 128 beyond;
+        /// the model's with --full).
         #[arg(long, default_value_t = 0)]
         img_size: u32,
         #[arg(long, value_enum, default_value = "prune-by-noise-rate")]

@@ -13,7 +13,7 @@ use loupe::dataset::{self, Dataset, Layout, Source};
 use loupe::quality::calibration;
 use loupe::quality::confident::{Method, RankBy};
 use loupe::quality::issues;
-use loupe::train::config::{OofConfig, TrainConfig};
+use loupe::train::config::{OofConfig, TrainConfig, EMBED_SIZE};
 use loupe::train::protocol::{Event, JobResult};
 use loupe::train::split;
 use loupe::util::path_str;
@@ -49,6 +49,7 @@ pub fn find_issues(
 ) -> anyhow::Result<JobResult> {
     let started = std::time::Instant::now();
     let (ds, _) = dataset::open_edited(source, &Default::default(), Default::default())?;
+    let cfg = &cfg.for_issues(ds.samples.len());
     let Some(oof) = out_of_fold(&ds, cfg, issues_dir, emit, cancel)? else {
         return Ok(JobResult::Cancelled);
     };
@@ -242,10 +243,6 @@ fn class_of(ds: &Dataset, i: usize) -> usize {
         .position(|c| *c == ds.samples[i].label)
         .expect("a sample's class is in the class list")
 }
-
-/// Default input resolution of the embeddings: on the planted-noise benchmark 128 px finds more
-/// than 96 (F1 0.73 vs 0.70) in 1.5x the time; 224 is 3x slower again.
-pub const EMBED_SIZE: u32 = 128;
 
 /// Images per forward pass when embedding on the CPU: the largest activation of a batch (96
 /// channels at half the input side, plus the row and column the strided convolution pads) stays

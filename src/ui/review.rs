@@ -28,7 +28,9 @@ use crate::dataset::workspace::{LabelCmd, Workspace};
 use crate::quality::confident::{Method, RankBy};
 use crate::quality::issues::{self, Findings, Why};
 use crate::train::client::Engine;
-use crate::train::config::{default_weights, ModelKind, OofConfig};
+use crate::train::config::{
+    default_weights, ModelKind, OofConfig, EMBED_SIZE, EMBED_SIZE_SMALL, SMALL_DATASET,
+};
 use crate::train::protocol::{Job as EngineJob, JobResult};
 
 /// One suspected label error, as the search left it: one image, or a group's photos.
@@ -84,7 +86,8 @@ pub struct Review {
     /// Skipped (not decided) in this session: the cursor moves past them.
     skipped: std::collections::HashSet<usize>,
     job: Option<Job>,
-    /// Input resolution of the embeddings: smaller is faster on a CPU.
+    /// Input resolution of the embeddings (smaller is faster on a CPU); 0: by the dataset's
+    /// size ([`OofConfig::for_issues`]).
     pub img_size: u32,
     pub folds: usize,
     /// Per-class estimate of label errors from the last search: (class, images, errors).
@@ -107,7 +110,7 @@ impl Default for Review {
             queue: Vec::new(),
             skipped: Default::default(),
             job: None,
-            img_size: 128,
+            img_size: 0,
             folds: 5,
             per_class: Vec::new(),
             flagged: 0,
@@ -431,16 +434,23 @@ impl Review {
                 .show(ui, |ui| {
                     ui.horizontal(|ui| {
                         let l = ui.label("Embedding resolution");
-                        ui.add(egui::Slider::new(&mut self.img_size, 64..=224).suffix(" px"))
-                            .labelled_by(l.id);
+                        let mut auto = self.img_size == 0;
+                        if ui.checkbox(&mut auto, "by dataset size").changed() {
+                            self.img_size = if auto { 0 } else { EMBED_SIZE };
+                        }
+                        if !auto {
+                            ui.add(egui::Slider::new(&mut self.img_size, 64..=224).suffix(" px"))
+                                .labelled_by(l.id);
+                        }
                     });
                     ui.label(
-                        RichText::new(
+                        RichText::new(format!(
                             "Images are shrunk to this size before the pretrained network \
-                             describes them. Smaller is faster on a CPU; 128 px found the most \
-                             planted errors per second on Fashion-MNIST. Larger can help with \
-                             big photos whose details matter.",
-                        )
+                             describes them. By dataset size: {EMBED_SIZE_SMALL} px up to \
+                             {SMALL_DATASET} images (more of the real errors found on MNIST), \
+                             {EMBED_SIZE} px beyond, so a search on a laptop's CPU stays near \
+                             a minute and a half."
+                        ))
                         .small()
                         .weak(),
                     );
