@@ -330,8 +330,9 @@ pub const EMBED_SIZE: u32 = 128;
 /// 100, against 4 and 8 at 128 px (benches/digit_errors.sh confirmed), with the planted
 /// Fashion-MNIST F1 unchanged (0.72 against 0.73).
 pub const EMBED_SIZE_SMALL: u32 = 224;
-/// Up to this many images a search can afford [`EMBED_SIZE_SMALL`]: about 100 s on 2 CPU cores
-/// (10,000 digits take 97 s at 224 px; 18,900 photos take 104-109 s at 128 px).
+/// Up to this many images a search can afford [`EMBED_SIZE_SMALL`] within 2 minutes on 2 CPU
+/// cores (10,000 digits take 97 s at 224 px, 10,000 photos of 384x512 117 s; 18,900 photos
+/// take 104-109 s at 128 px).
 pub const SMALL_DATASET: usize = 10_000;
 
 impl OofConfig {

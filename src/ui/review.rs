@@ -448,8 +448,8 @@ impl Review {
                             "Images are shrunk to this size before the pretrained network \
                              describes them. By dataset size: {EMBED_SIZE_SMALL} px up to \
                              {SMALL_DATASET} images (more of the real errors found on MNIST), \
-                             {EMBED_SIZE} px beyond, so a search on a laptop's CPU stays near \
-                             a minute and a half."
+                             {EMBED_SIZE} px beyond, so a search on a laptop's CPU stays under \
+                             two minutes."
                         ))
                         .small()
                         .weak(),
