@@ -32,8 +32,8 @@ pub struct Oof {
     pub skipped: Vec<(usize, String)>,
     /// Images whose embedding came from the cache.
     pub cached: usize,
-    /// Per label column, the temperature its probabilities were scaled by.
-    pub temperatures: Vec<f64>,
+    /// Per label column, how its probabilities were rescaled.
+    pub scalings: Vec<calibration::Scaling>,
 }
 
 /// The `find-issues` job: the dataset as edited, its out-of-fold probabilities, confident
@@ -57,7 +57,8 @@ pub fn find_issues(
     let findings = issues::find(&ds, &oof.samples, &oof.probs, method, rank_by);
     let how = serde_json::json!({
         "oof": cfg,
-        "temperatures": oof.temperatures,
+        "temperatures": oof.scalings.iter().map(|s| s.temperature).collect::<Vec<_>>(),
+        "label_noise": oof.scalings.iter().map(|s| s.noise).collect::<Vec<_>>(),
         "seconds": started.elapsed().as_secs_f64(),
     });
     let folder = issues::save_run(
@@ -103,7 +104,7 @@ pub fn out_of_fold(
     };
     Ok(oof.map(|mut oof| {
         let layout = Layout::of(ds);
-        oof.temperatures = layout
+        oof.scalings = layout
             .columns
             .iter()
             .enumerate()
@@ -185,7 +186,7 @@ fn embedded(
         probs,
         skipped: emb.skipped,
         cached: emb.cached,
-        temperatures: Vec::new(),
+        scalings: Vec::new(),
     }))
 }
 
@@ -427,7 +428,7 @@ fn full(
         probs: vec![Vec::new(); Layout::of(ds).columns.len()],
         skipped: Vec::new(),
         cached: 0,
-        temperatures: Vec::new(),
+        scalings: Vec::new(),
     };
     for (i, p) in probs.into_iter().enumerate() {
         match p {

@@ -4,49 +4,91 @@
 //! The embedding path's heads are regularised hard (C = 0.3), which keeps their ranking good but
 //! their probabilities soft: a mislabelled digit gets 0.6 for its true class while that class's
 //! images average 0.9, so confident learning, whose thresholds are those averages, rarely
-//! counts it. One temperature per label column, the one that makes the probabilities most
-//! likely for the given labels, undoes that shrinkage without changing any image's order of
-//! classes. It is one number fit over thousands of rows, so the noisy labels it is fit on
-//! cannot bend it towards any single image.
+//! counts it. One temperature per label column undoes that shrinkage without changing any
+//! image's order of classes. It is one number fit over thousands of rows, so the noisy labels
+//! it is fit on cannot bend it towards any single image.
+//!
+//! The labels it is fit on are the noisy ones, though, and plain cross-entropy against them
+//! pulls the temperature soft: every wrong label punishes a sharp model, so the more errors a
+//! column holds, the softer its probabilities and the fewer errors confident learning counts.
+//! So the fit also models the errors: a given label is the true value with probability
+//! `1 - ε`, any other with `ε / (k - 1)`, and `T` and `ε` are fit together. Where errors look
+//! like the model's own mistakes (a shirt called a t-shirt), `ε` comes out 0 and this is plain
+//! temperature scaling; where labels are wrong at random, `ε` takes them (the composite
+//! digits' items: ε = 0.05, the rate planted) and `T` sharpens for the images the labels
+//! describe.
+
+/// How a column's probabilities were rescaled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scaling {
+    /// `T < 1` sharpened, `T > 1` softened.
+    pub temperature: f64,
+    /// The share of wrong labels the fit allowed for (`ε`).
+    pub noise: f64,
+}
 
 /// Rescales `probs` (rows of `k`, each summing to one) in place to `p^(1/T)`, renormalised,
-/// with the temperature `T` that minimises their cross-entropy against `labels`; returns `T`.
-/// `T < 1` sharpens, `T > 1` softens; it is searched over `[0.05, 20]`.
-pub fn temperature_scale(probs: &mut [f32], k: usize, labels: &[usize]) -> f64 {
+/// with the temperature `T` that, together with a label-noise rate `ε` (see the module's
+/// doc), makes `labels` most likely. `T` is searched over `[0.05, 20]`, `ε` over `[0, 0.5]`.
+pub fn temperature_scale(probs: &mut [f32], k: usize, labels: &[usize]) -> Scaling {
     assert_eq!(probs.len(), labels.len() * k, "one row of {k} per label");
     if labels.is_empty() || k < 2 {
-        return 1.0;
+        return Scaling {
+            temperature: 1.0,
+            noise: 0.0,
+        };
     }
     // Log-probabilities, floored: a softmax in f32 underflows to exactly 0 far from the top.
     let logs: Vec<f64> = probs
         .iter()
         .map(|&p| f64::from(p.max(1e-30)).ln())
         .collect();
-    let nll = |t: f64| -> f64 {
+    // The probability of each given label at temperature t.
+    let given = |t: f64| -> Vec<f64> {
         logs.chunks(k)
             .zip(labels)
-            .map(|(row, &y)| log_sum_exp(row.iter().map(|l| l / t)) - row[y] / t)
+            .map(|(row, &y)| (row[y] / t - log_sum_exp(row.iter().map(|l| l / t))).exp())
+            .collect()
+    };
+    let other = 1.0 / (k - 1) as f64;
+    let nll = |q: &[f64], e: f64| -> f64 {
+        q.iter()
+            .map(|&q| -((1.0 - e) * q + e * (1.0 - q) * other).max(1e-300).ln())
             .sum()
     };
-    // The cross-entropy is unimodal in log T: golden-section search on [ln 0.05, ln 20].
-    let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    while b - a > 1e-4 {
-        let (c, d) = (b - g * (b - a), a + g * (b - a));
-        if nll(c.exp()) < nll(d.exp()) {
-            b = d;
-        } else {
-            a = c;
-        }
-    }
-    let t = ((a + b) / 2.0).exp();
+    // For a fixed T the loss is convex in ε; the best ε's loss is searched over log T
+    // (unimodal in practice). Both by golden section.
+    let best_noise = |q: &[f64]| golden(0.0, 0.5, 1e-5, |e| nll(q, e));
+    let log_t = golden(0.05f64.ln(), 20f64.ln(), 1e-4, |lt| {
+        let q = given(lt.exp());
+        nll(&q, best_noise(&q))
+    });
+    let t = log_t.exp();
+    let noise = best_noise(&given(t));
     for (row, logs) in probs.chunks_mut(k).zip(logs.chunks(k)) {
         let z = log_sum_exp(logs.iter().map(|l| l / t));
         for (p, l) in row.iter_mut().zip(logs) {
             *p = (l / t - z).exp() as f32;
         }
     }
-    t
+    Scaling {
+        temperature: t,
+        noise,
+    }
+}
+
+/// The minimum of a unimodal `f` on `[a, b]`, to `tol`.
+fn golden(mut a: f64, mut b: f64, tol: f64, f: impl Fn(f64) -> f64) -> f64 {
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    while b - a > tol {
+        let (c, d) = (b - g * (b - a), a + g * (b - a));
+        if f(c) < f(d) {
+            b = d;
+        } else {
+            a = c;
+        }
+    }
+    (a + b) / 2.0
 }
 
 fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
@@ -91,12 +133,41 @@ mod tests {
     fn finds_the_temperature_that_made_the_probabilities_too_soft_or_too_sharp() {
         for s in [0.3, 1.0, 2.0] {
             let (mut probs, labels, k) = problem(s);
-            let t = temperature_scale(&mut probs, k, &labels);
+            let fit = temperature_scale(&mut probs, k, &labels);
+            let t = fit.temperature;
             assert!(
                 (t / s - 1.0).abs() < 0.05,
                 "made {s} times too sharp, found T = {t}"
             );
+            assert!(fit.noise < 0.01, "no label was flipped: {fit:?}");
         }
+    }
+
+    #[test]
+    fn labels_wrong_at_random_are_taken_by_the_noise_rate_not_by_softening() {
+        let (probs, mut labels, k) = problem(0.5);
+        // Every tenth label moved to another value, alternating between the two others.
+        for (i, y) in labels.iter_mut().enumerate().filter(|(i, _)| i % 10 == 3) {
+            *y = (*y + 1 + (i / 10) % 2) % k;
+        }
+        let fit = temperature_scale(&mut probs.clone(), k, &labels);
+        assert!(
+            (fit.temperature / 0.5 - 1.0).abs() < 0.1 && (fit.noise - 0.1).abs() < 0.03,
+            "{fit:?}"
+        );
+        // Plain cross-entropy (no noise term) would have softened them to explain the flips.
+        let logs: Vec<f64> = probs.iter().map(|&p| f64::from(p).ln()).collect();
+        let plain = |t: f64| -> f64 {
+            logs.chunks(k)
+                .zip(&labels)
+                .map(|(row, &y)| log_sum_exp(row.iter().map(|l| l / t)) - row[y] / t)
+                .sum()
+        };
+        let plain_t = golden(0.05f64.ln(), 20f64.ln(), 1e-4, |lt| plain(lt.exp())).exp();
+        assert!(
+            plain_t > fit.temperature * 1.1,
+            "plain T {plain_t}, {fit:?}"
+        );
     }
 
     #[test]
@@ -123,8 +194,9 @@ mod tests {
     #[test]
     fn rows_with_zeros_and_certainties_stay_finite() {
         let mut probs = vec![1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.0];
-        let t = temperature_scale(&mut probs, 3, &[0, 0, 1]);
-        assert!(t.is_finite() && t > 0.0);
+        let fit = temperature_scale(&mut probs, 3, &[0, 0, 1]);
+        assert!(fit.temperature.is_finite() && fit.temperature > 0.0);
+        assert!((0.0..=0.5).contains(&fit.noise));
         assert!(probs
             .iter()
             .all(|p| p.is_finite() && (0.0..=1.0).contains(p)));

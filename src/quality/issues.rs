@@ -328,7 +328,7 @@ fn group_units(ds: &Dataset, samples: &[usize], labels: &[usize], p: Probs) -> (
     }
     let unit_labels: Vec<usize> = units.iter().map(|u| u.label).collect();
     let mut probs: Vec<f32> = units.iter().flat_map(|u| u.probs.clone()).collect();
-    let t = calibration::temperature_scale(&mut probs, p.k, &unit_labels);
+    let t = calibration::temperature_scale(&mut probs, p.k, &unit_labels).temperature;
     for (u, row) in units.iter_mut().zip(probs.chunks(p.k)) {
         u.probs = row.to_vec();
     }
