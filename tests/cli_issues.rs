@@ -359,6 +359,12 @@ fn a_composite_label_is_examined_per_attribute_and_per_group() {
     assert!(temperatures
         .iter()
         .all(|t| t.as_f64().is_some_and(|t| t.is_finite() && t > 0.0)));
+    // With the share of wrong labels the fit allowed for in each column.
+    let noise = config["how"]["label_noise"].as_array().unwrap();
+    assert_eq!(noise.len(), 3, "{config}");
+    assert!(noise
+        .iter()
+        .all(|e| e.as_f64().is_some_and(|e| (0.0..=0.5).contains(&e))));
     let mut reader = csv::Reader::from_path(search.join("pred_probs.csv")).unwrap();
     let header = reader.headers().unwrap().clone();
     let probs: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
