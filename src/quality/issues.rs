@@ -683,26 +683,25 @@ mod tests {
     fn a_groups_mean_probabilities_are_calibrated_over_the_groups() {
         let ds = people();
         let layout = Layout::of(&ds);
-        // Every photo is an independent view, 70% sure of its person's true gender; the masks
-        // are read right at 0.9.
+        // Every photo leans to its person's true gender, some more than others (0.7 on
+        // average); the masks are read right at 0.9.
+        let leans = [0.55f32, 0.85, 0.6, 0.8, 0.7];
+        let gender = &layout.columns[1].values;
+        let row = |female: bool, lean: f32| -> Vec<f32> {
+            let p_female = if female { lean } else { 1.0 - lean };
+            gender
+                .iter()
+                .map(|v| if v == "f" { p_female } else { 1.0 - p_female })
+                .collect()
+        };
         let mut probs = vec![Vec::new(), Vec::new()];
         for (i, s) in ds.samples.iter().enumerate() {
-            let p = i / 5;
-            let female = (p % 2 == 0) as usize as f32;
             let mask = &layout.columns[0].values;
             probs[0].extend(
                 mask.iter()
                     .map(|v| if *v == s.parts[0] { 0.9 } else { 0.1 }),
             );
-            let gender = &layout.columns[1].values;
-            probs[1].extend(gender.iter().map(|v| {
-                let p_female = 0.3 + 0.4 * female;
-                if v == "f" {
-                    p_female
-                } else {
-                    1.0 - p_female
-                }
-            }));
+            probs[1].extend(row((i / 5) % 2 == 0, leans[i % 5]));
         }
         let samples: Vec<usize> = (0..ds.samples.len()).collect();
         let findings = find(
@@ -712,13 +711,27 @@ mod tests {
             Method::PruneByNoiseRate,
             RankBy::SelfConfidence,
         );
-        // Gender is judged per person, and 36 of the 40 people's labels agree with their 0.7:
-        // calibrated over people, 0.7 means 0.9, the temperature ln(7/3) / ln 9.
+        // Gender is judged per person: the temperature is the one fit over the 40 people's
+        // mean probabilities against their labels, not over the 200 photos.
         assert_eq!(findings.group_temperatures.len(), 1, "mask is per photo");
         let (column, t) = &findings.group_temperatures[0];
         assert_eq!(column, "gender");
-        let want = (7.0f64 / 3.0).ln() / 9f64.ln();
-        assert!((t - want).abs() < 1e-3, "temperature {t}, want {want}");
+        let given = |i: usize| {
+            let p = &ds.samples[i].parts[1];
+            gender.iter().position(|v| v == p).unwrap()
+        };
+        let mut means: Vec<f32> = (0..40).flat_map(|p| row(p % 2 == 0, 0.7)).collect();
+        let people: Vec<usize> = (0..40).map(|p| given(p * 5)).collect();
+        let over_people = calibration::temperature_scale(&mut means, 2, &people).temperature;
+        let photos: Vec<usize> = (0..ds.samples.len()).map(given).collect();
+        let over_photos = calibration::temperature_scale(&mut probs[1].clone(), 2, &photos);
+        assert!((t - over_people).abs() < 1e-6, "{t} against {over_people}");
+        assert!(
+            (t / over_photos.temperature - 1.0).abs() > 0.01,
+            "{t} is the photos' fit too"
+        );
+        // The four people labelled wrong are the suspects, as wholes, each surer of the other
+        // gender than the mean of its photos (0.7): the fit sharpens.
         let wrong: Vec<&Issue> = findings
             .issues
             .iter()
@@ -726,11 +739,9 @@ mod tests {
             .collect();
         assert_eq!(wrong.len(), 4 * 5, "{wrong:?}");
         assert!(wrong.iter().all(|i| i.group.as_deref() < Some("p04")));
-        assert!(wrong
-            .iter()
-            .all(|i| (i.suggested_confidence - 0.9).abs() < 1e-3
-                && (i.self_confidence + i.suggested_confidence - 1.0).abs() < 1e-5));
-        // Every person's gender probabilities still sum to one, and the clean ones are 0.9 sure.
+        assert!(wrong.iter().all(|i| i.suggested_confidence > 0.75
+            && (i.self_confidence + i.suggested_confidence - 1.0).abs() < 1e-5));
+        // Every person's probabilities still sum to one; the others agree with their labels.
         let gender_rows: Vec<&Ranked> = findings
             .ranking
             .iter()
@@ -740,6 +751,6 @@ mod tests {
         assert!(gender_rows
             .iter()
             .filter(|r| !r.flagged)
-            .all(|r| (r.p_given - 0.9).abs() < 1e-3));
+            .all(|r| r.p_given > 0.75 && r.given == r.suggested));
     }
 }
