@@ -252,6 +252,9 @@ fn training_per_fold_finds_the_planted_flips() {
         "16",
         "--folds",
         "3",
+        "--no-flip",
+        "--crop-scale",
+        "1",
         "--device",
         "cpu",
         "--out",
@@ -263,6 +266,18 @@ fn training_per_fold_finds_the_planted_flips() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_planted_on_top(&ranked(&out_csv), &planted);
+    // Each fold trained without flips or crops, as asked (pictures whose side matters).
+    let folds: Vec<std::path::PathBuf> = std::fs::read_dir(data.join(".loupe/issues/folds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folds.len(), 3, "{folds:?}");
+    for fold in folds {
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fold.join("config.json")).unwrap()).unwrap();
+        assert_eq!(run["config"]["flip"], false, "{run}");
+        assert_eq!(run["config"]["crop_scale"], 1.0, "{run}");
+    }
 }
 
 #[test]

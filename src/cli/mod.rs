@@ -243,6 +243,14 @@ pub enum Command {
         /// Epochs per fold (with --full).
         #[arg(long, default_value_t = 5)]
         epochs: usize,
+        /// With --full: random resized crops keep at least this share of a picture's area (1:
+        /// no random crop).
+        #[arg(long, default_value_t = TrainConfig::default().crop_scale)]
+        crop_scale: f64,
+        /// With --full: no random horizontal flips (for pictures whose side matters: text,
+        /// digits, arrows).
+        #[arg(long)]
+        no_flip: bool,
         /// Input resolution (default: embeddings at 224 px up to 10,000 images, 128 beyond;
         /// the model's with --full).
         #[arg(long, default_value_t = 0)]
@@ -559,6 +567,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             weights,
             full,
             epochs,
+            crop_scale,
+            no_flip,
             img_size,
             method,
             rank_by,
@@ -579,6 +589,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     img_size,
                     full,
                     epochs,
+                    crop_scale,
+                    flip: !no_flip,
                     seed,
                     device,
                 }),

@@ -372,6 +372,8 @@ fn full(
             weights: cfg.weights.clone(),
             epochs: cfg.epochs,
             img_size: cfg.img_size,
+            crop_scale: cfg.crop_scale,
+            flip: cfg.flip,
             seed: cfg.seed,
             device: cfg.device,
             ..Default::default()

@@ -317,6 +317,10 @@ pub struct OofConfig {
     pub full: bool,
     /// Epochs per fold of the full path.
     pub epochs: usize,
+    /// The full path's training augmentation (see [`TrainConfig`]'s fields of these names):
+    /// flips and crops made for photos turn a digit into another digit.
+    pub crop_scale: f64,
+    pub flip: bool,
     pub seed: u64,
     pub device: DeviceChoice,
 }
@@ -360,6 +364,8 @@ impl Default for OofConfig {
             img_size: 0,
             full: false,
             epochs: 5,
+            crop_scale: TrainConfig::default().crop_scale,
+            flip: true,
             seed: 0,
             device: DeviceChoice::Auto,
         }
