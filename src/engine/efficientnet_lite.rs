@@ -186,18 +186,25 @@ impl EfficientNetLite0 {
 }
 
 /// Blocks whose outputs [`EfficientNetLite0::embedding`] keeps: the last of each stage from
-/// stride 8 on (40, 80, 112, 192 and 320 channels).
-const EMBED_AFTER: [usize; 5] = [4, 7, 10, 14, 15];
+/// stride 8 on (40, 80, 112, 192 and 320 channels), each average-pooled over a grid of this
+/// side. The first kept stage (strokes and edges, 28x28 at 224 px) keeps a 4x4 grid: where a
+/// stroke is tells digits and other small shapes apart, and at 40 channels it costs 480 more
+/// features (11%). Finer grids for the later stages cost far more (13,184 features for all at
+/// 4x4) for no more (benches/RESULTS.md, "Where strokes are").
+const EMBED_AFTER: [(usize, i64); 5] = [(4, 4), (7, 2), (10, 2), (14, 2), (15, 2)];
 
 impl EfficientNetLite0 {
-    /// Sizes of the groups of [`Self::embedding`]: each kept stage as 2x2 quadrants, then the
-    /// pooled 1280-d features.
+    /// Sizes of the groups of [`Self::embedding`]: each kept stage pooled over its grid, then
+    /// the pooled 1280-d features.
     pub fn embedding_blocks() -> Vec<usize> {
         let mut c_out = Vec::new();
         for &(_, _, _, c, repeats) in &STAGES {
             c_out.extend(std::iter::repeat_n(c as usize, repeats));
         }
-        let mut blocks: Vec<usize> = EMBED_AFTER.iter().map(|&b| c_out[b] * 4).collect();
+        let mut blocks: Vec<usize> = EMBED_AFTER
+            .iter()
+            .map(|&(b, grid)| c_out[b] * (grid * grid) as usize)
+            .collect();
         blocks.push(HEAD as usize);
         blocks
     }
@@ -205,17 +212,17 @@ impl EfficientNetLite0 {
     /// An image descriptor for similarity and label checks, `[N, sum of embedding_blocks()]`.
     /// The final features alone describe ImageNet-like content; images far from ImageNet
     /// (grayscale products, X-rays, digits) are told apart better by mid-level stages, and by
-    /// where in the image things are: each kept stage is average-pooled over 2x2 quadrants. On
-    /// the planted-noise benchmark (benches/label_issues.sh) this lifts the cross-validated
-    /// accuracy of a linear head from 0.81 to 0.87, and the F1 of found label errors from 0.60
-    /// to 0.72.
+    /// where in the image things are: each kept stage is average-pooled over a grid
+    /// ([`EMBED_AFTER`]). On the planted-noise benchmark (benches/label_issues.sh) 2x2
+    /// quadrants lifted the cross-validated accuracy of a linear head from 0.81 to 0.87, and
+    /// the F1 of found label errors from 0.60 to 0.72.
     pub fn embedding(&self, x: &Tensor, train: bool) -> Tensor {
         let mut h = x.apply(&self.stem).apply_t(&self.bn0, train).relu6();
         let mut out = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
             h = b.forward_t(&h, train);
-            if EMBED_AFTER.contains(&i) {
-                out.push(h.adaptive_avg_pool2d([2, 2]).flatten(1, -1));
+            if let Some(&(_, grid)) = EMBED_AFTER.iter().find(|(after, _)| *after == i) {
+                out.push(h.adaptive_avg_pool2d([grid, grid]).flatten(1, -1));
             }
         }
         out.push(
@@ -261,11 +268,11 @@ mod tests {
     }
 
     #[test]
-    fn embedding_is_the_stage_quadrants_then_the_pooled_features() {
+    fn embedding_is_the_stage_grids_then_the_pooled_features() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let net = EfficientNetLite0::new(&vs.root(), 3);
         let blocks = EfficientNetLite0::embedding_blocks();
-        assert_eq!(blocks, vec![160, 320, 448, 768, 1280, 1280]);
+        assert_eq!(blocks, vec![640, 320, 448, 768, 1280, 1280]);
         let x = Tensor::rand([2, 3, 96, 96], (tch::Kind::Float, tch::Device::Cpu));
         let e = net.embedding(&x, false);
         assert_eq!(e.size(), vec![2, blocks.iter().sum::<usize>() as i64]);

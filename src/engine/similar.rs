@@ -21,7 +21,7 @@ const BLOCK: i64 = 150_000_000;
 /// Up to this many images every pair is compared in the full descriptor.
 const EXACT_UP_TO: usize = 30_000;
 /// Beyond it, candidates are found among the descriptor's top principal components (a
-/// sixteenth of the products at 4,256 wide), then ranked by their full-descriptor similarity.
+/// eighteenth of the products at 4,736 wide), then ranked by their full-descriptor similarity.
 const REDUCED: i64 = 256;
 /// Candidates per image in the reduced search.
 const CANDIDATES: i64 = 50;
@@ -144,7 +144,7 @@ fn nearest(
         let (mut values, mut indices) = sims.topk(want, 1, true, true);
         if want > k {
             // The candidates' similarities in the full descriptor, a few rows at a time
-            // (16 rows x 50 candidates x 4,256 is 7 MB).
+            // (16 rows x 50 candidates x 4,736 is 8 MB).
             let mut v = Vec::new();
             let mut ix = Vec::new();
             for at in (0..len).step_by(16) {
@@ -257,7 +257,7 @@ fn project(x: &Tensor) -> anyhow::Result<Vec<[f32; 2]>> {
 
 /// The `dims` directions along which the rows of `x` (centred) spread most, largest first, as
 /// the columns of a d x dims matrix: subspace iteration on a slightly wider subspace (a few
-/// products with `x`, never its d x d covariance: at 4,256 wide that would be hours on a CPU),
+/// products with `x`, never its d x d covariance: at 4,736 wide that would be hours on a CPU),
 /// then the best directions within it.
 fn principal_axes(x: &Tensor, dims: i64, rounds: usize) -> anyhow::Result<Tensor> {
     let (n, d) = x.size2()?;
