@@ -224,7 +224,8 @@ fn cross_validated_embeddings_find_the_planted_flips_and_are_cached() {
     assert_planted_on_top(&first, &planted);
     assert!(first.len() <= 6, "{first:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cross-validation folds 5/5"), "{stderr}");
+    // A search on few images cross-validates on 10 folds unless told otherwise.
+    assert!(stderr.contains("cross-validation folds 10/10"), "{stderr}");
     // The second run embeds nothing: the cache answers (same ranking).
     assert!(data
         .join(".loupe/issues/embeddings/efficientnet-lite0-96.emb")

@@ -229,8 +229,8 @@ pub enum Command {
     Issues {
         #[command(flatten)]
         dataset: DatasetArgs,
-        /// Cross-validation folds.
-        #[arg(long, default_value_t = 5)]
+        /// Cross-validation folds (default: 10 up to 5,000 images, 5 beyond or with --full).
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
         folds: usize,
         #[arg(long, value_enum, default_value = "efficientnet-lite0")]
         model: ModelKind,

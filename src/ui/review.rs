@@ -81,6 +81,7 @@ fn percent(p: f32) -> String {
     }
 }
 
+#[derive(Default)]
 pub struct Review {
     pub queue: Vec<Suspect>,
     /// Skipped (not decided) in this session: the cursor moves past them.
@@ -89,7 +90,6 @@ pub struct Review {
     /// Input resolution of the embeddings (smaller is faster on a CPU); 0: by the dataset's
     /// size ([`OofConfig::for_issues`]).
     pub img_size: u32,
-    pub folds: usize,
     /// Per-class estimate of label errors from the last search: (class, images, errors).
     pub per_class: Vec<(String, usize, usize)>,
     /// How many images confident learning flagged (the suggested place to stop).
@@ -102,25 +102,6 @@ pub struct Review {
     waiting: bool,
     /// The engine binary searches are run with.
     pub engine: Engine,
-}
-
-impl Default for Review {
-    fn default() -> Self {
-        Review {
-            queue: Vec::new(),
-            skipped: Default::default(),
-            job: None,
-            img_size: 0,
-            folds: 5,
-            per_class: Vec::new(),
-            flagged: 0,
-            status: None,
-            viewer: Viewer::default(),
-            weights: None,
-            waiting: false,
-            engine: Engine::default(),
-        }
-    }
 }
 
 impl Review {
@@ -201,7 +182,7 @@ impl Review {
         let source = ws.dataset.source.absolute();
         let issues_dir = std::path::absolute(ws.store_dir.join("issues"))
             .unwrap_or_else(|_| ws.store_dir.join("issues"));
-        let (folds, img_size, weights) = (self.folds, self.img_size, self.weights.clone());
+        let (img_size, weights) = (self.img_size, self.weights.clone());
         let engine = self.engine.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
@@ -225,7 +206,6 @@ impl Review {
                 let job = EngineJob::FindIssues {
                     dataset: source,
                     config: OofConfig {
-                        folds,
                         img_size,
                         weights: Some(weights),
                         ..Default::default()
