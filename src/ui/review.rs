@@ -365,8 +365,8 @@ impl Review {
                 if ui
                     .button("Find label issues")
                     .on_hover_text(
-                        "5-fold cross-validation on embeddings of the pretrained network, then \
-                         confident learning",
+                        "Cross-validation on embeddings of the pretrained network (10 folds up \
+                         to 5,000 images, 5 beyond), then confident learning",
                     )
                     .clicked()
                 {
