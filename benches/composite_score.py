@@ -7,7 +7,8 @@ Usage:  composite_score.py PLANTED_CSV ISSUES_CSV LABELS_CSV GROUP_COL [PRED_PRO
   image-in-group (one picture against its group) and image (a per-picture attribute).
   LABELS_CSV: the labels `loupe issues` was given (path, the group column, the label columns).
   With Loupe's pred_probs.csv, cleanlab's find_label_issues per column, per picture, is scored
-  the same way (the reference)."""
+  the same way (the reference), and the out-of-fold model's accuracy per column against the
+  true labels (the given ones, with the planted errors undone) says how well it sees each."""
 import csv
 import sys
 
@@ -57,6 +58,17 @@ def score(planted_csv, issues_csv, labels_csv, group_col, probs_csv=None):
         from cleanlab.filter import find_label_issues
 
         probs = list(csv.DictReader(open(probs_csv)))
+        true = {(r["path"], r["column"]): r["true"] for r in planted}
+        accuracy = []
+        for c in columns:
+            values = sorted(h.split("=", 1)[1] for h in probs[0] if h.startswith(c + "="))
+            right = [
+                max(values, key=lambda v: float(r[f"{c}={v}"]))
+                == true.get((r["path"], c), labels[r["path"]][c])
+                for r in probs
+            ]
+            accuracy.append(f"{c} {sum(right) / len(right):.3f}")
+        print(f"out-of-fold accuracy against the true labels: {'  '.join(accuracy)}")
         print("cleanlab 2.9 find_label_issues per column, per picture, same probabilities (reference):")
         found_all = set()
         for c in columns:
