@@ -8,7 +8,8 @@
 # `loupe issues` command (defaults; embeddings cached after the first), then a small PyTorch
 # CNN's 5-fold out-of-fold probabilities (three seeds) with cleanlab 2.9's find_label_issues;
 # prints how many of the errors each ranking has in its top 50 and top 100, and how many images
-# each flags.
+# each flags. REF_EPOCHS sets the reference's epochs a fold (3); REF_NET=strong trains a
+# stronger CNN (benches/digit_errors.py says which).
 # Usage: benches/digit_errors.sh [KIND...]   (default: confirmed confusable ambiguous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,9 @@ if ! "$VENV/bin/python" -c 'import PIL, numpy, cleanlab, sklearn' 2>/dev/null; t
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "cleanlab==2.9.*" pillow numpy scikit-learn
 fi
-# The reference trains with the torch that `make test` installs in .venv.
+# The reference trains with the torch that `make test` installs in .venv (which has no numpy).
 .venv/bin/python -c 'import torch' || { echo "run make test first: it installs torch in .venv" >&2; exit 1; }
+.venv/bin/python -c 'import numpy' 2>/dev/null || .venv/bin/pip install -q numpy
 cargo build --release -q
 for kind in $KINDS; do
     if [ "$kind" = confirmed ]; then
