@@ -29,12 +29,13 @@ impl Drop for Head {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` ports free now, all different: the listeners are held together until each has its port
+/// (one at a time, the system may hand out the same port twice).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// Starts a head with 2 CPUs, or says why it cannot (`None`: skipped).
@@ -57,13 +58,13 @@ fn head() -> Option<Head> {
         .prefix("lray")
         .tempdir_in("/tmp")
         .unwrap();
-    let dashboard = free_port();
+    let [port, dashboard] = free_ports();
     let out = Command::new(&ray)
         .args([
             "start",
             "--head",
             "--port",
-            &free_port().to_string(),
+            &port.to_string(),
             "--dashboard-host",
             "127.0.0.1",
             "--dashboard-port",
