@@ -213,7 +213,7 @@ def reference(out, name):
     print(f"reference CNN: out-of-fold accuracy {acc:.4f}, {time.time() - started:.0f} s")
 
 
-def score(out, name, issues_csv):
+def score(out, name, *issues_csvs):
     from cleanlab.filter import find_label_issues
 
     paths, given = given_labels(out, name)
@@ -236,8 +236,10 @@ def score(out, name, issues_csv):
     flagged_first = [i for i in np.argsort(self_conf, kind="stable") if flags[i]] + rest
     seconds = time.time() - started
     line("reference (CNN + cleanlab)", [paths[i] for i in flagged_first], {paths[i] for i in np.flatnonzero(flags)})
-    rows = sorted(csv.DictReader(open(issues_csv)), key=lambda r: int(r["rank"]))
-    line("loupe issues", [r["path"] for r in rows], {r["path"] for r in rows if r["flagged"] == "1"})
+    for issues_csv in issues_csvs:
+        rows = sorted(csv.DictReader(open(issues_csv)), key=lambda r: int(r["rank"]))
+        tool = "loupe issues --full" if "issues_full_" in issues_csv else "loupe issues"
+        line(tool, [r["path"] for r in rows], {r["path"] for r in rows if r["flagged"] == "1"})
     print(f"(cleanlab itself took {seconds:.1f} s)")
 
 
@@ -250,4 +252,4 @@ if __name__ == "__main__":
     elif cmd == "reference":
         reference(sys.argv[2], sys.argv[3])
     elif cmd == "score":
-        score(sys.argv[2], sys.argv[3], sys.argv[4])
+        score(sys.argv[2], sys.argv[3], *sys.argv[4:])

@@ -10,7 +10,9 @@
 # CNN's 5-fold out-of-fold probabilities (three seeds) with cleanlab 2.9's find_label_issues;
 # prints how many of the errors each ranking has in its top 50 and top 100, and how many images
 # each flags. REF_EPOCHS sets the reference's epochs a fold (3); REF_NET=strong trains a
-# stronger CNN (benches/digit_errors.py says which).
+# stronger CNN (benches/digit_errors.py says which). LOUPE_FULL=1 also runs `loupe issues
+# --full` with the small CNN per fold at 28 px (no flips, random shifts, 10 epochs, the seed
+# of the run), averaged with the embeddings' heads (embedding again, not cached).
 # Usage: benches/digit_errors.sh [KIND...]   (default: confirmed confusable ambiguous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +58,18 @@ for kind in $KINDS; do
             --out "$WORK/issues_$name.csv" > "$WORK/issues_$name.log"
         END=$(date +%s.%N)
         echo "loupe issues: $(echo "$END - $START" | bc) s, the whole command, embeddings not cached"
+        scored=("$WORK/issues_$name.csv")
+        if [ "${LOUPE_FULL:-0}" = 1 ]; then
+            rm -rf "$WORK/.loupe/csv-labels_$name/issues/embeddings"
+            START=$(date +%s.%N)
+            ./target/release/loupe issues "$WORK" --csv "labels_$name.csv" --device cpu \
+                --full --model small-cnn --img-size 28 --epochs 10 --no-flip --crop-scale 1 \
+                --seed "$seed" --out "$WORK/issues_full_$name.csv" > "$WORK/issues_full_$name.log"
+            END=$(date +%s.%N)
+            echo "loupe issues --full: $(echo "$END - $START" | bc) s, the whole command, embeddings not cached"
+            scored+=("$WORK/issues_full_$name.csv")
+        fi
         .venv/bin/python benches/digit_errors.py reference "$WORK" "$name"
-        "$VENV/bin/python" benches/digit_errors.py score "$WORK" "$name" "$WORK/issues_$name.csv"
+        "$VENV/bin/python" benches/digit_errors.py score "$WORK" "$name" "${scored[@]}"
     done
 done

@@ -267,7 +267,24 @@ fn training_per_fold_finds_the_planted_flips() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_planted_on_top(&ranked(&out_csv), &planted);
-    // Each fold trained without flips or crops, as asked (pictures whose side matters).
+    // The pretrained embeddings' heads ran too (at the resolution of a small search), and the
+    // search says with which weights their probabilities were averaged in.
+    assert!(data
+        .join(".loupe/issues/embeddings/efficientnet-lite0-224.emb")
+        .exists());
+    let search = std::fs::read_dir(data.join(".loupe/issues"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-small-cnn"))
+        .expect("the search's folder");
+    let how: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(search.join("config.json")).unwrap()).unwrap();
+    let blend = how["how"]["oof"]["blend_weights"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(blend.ends_with("efficientnet-lite0.safetensors"), "{how}");
+    // Each fold trained without flips or resized crops, as asked (pictures whose side matters),
+    // and from scratch at the learning rate made for it.
     let folds: Vec<std::path::PathBuf> = std::fs::read_dir(data.join(".loupe/issues/folds"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -278,6 +295,11 @@ fn training_per_fold_finds_the_planted_flips() {
             serde_json::from_slice(&std::fs::read(fold.join("config.json")).unwrap()).unwrap();
         assert_eq!(run["config"]["flip"], false, "{run}");
         assert_eq!(run["config"]["crop_scale"], 1.0, "{run}");
+        assert_eq!(
+            run["config"]["lr"],
+            loupe::train::config::SCRATCH_LR,
+            "{run}"
+        );
     }
 }
 

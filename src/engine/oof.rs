@@ -13,7 +13,7 @@ use loupe::dataset::{self, Dataset, Layout, Source};
 use loupe::quality::calibration;
 use loupe::quality::confident::{Method, RankBy};
 use loupe::quality::issues;
-use loupe::train::config::{OofConfig, TrainConfig, EMBED_SIZE};
+use loupe::train::config::{OofConfig, TrainConfig, EMBED_SIZE, SCRATCH_LR};
 use loupe::train::protocol::{Event, JobResult};
 use loupe::train::split;
 use loupe::util::path_str;
@@ -97,10 +97,18 @@ pub fn out_of_fold(
         "finding label issues needs at least two classes; this dataset has {k}"
     );
     anyhow::ensure!(cfg.folds >= 2, "cross-validation needs at least 2 folds");
-    let oof = if cfg.full {
-        full(ds, cfg, work_dir, emit, cancel)?
-    } else {
+    let oof = if !cfg.full {
         embedded(ds, cfg, work_dir, emit, cancel)?
+    } else {
+        match (
+            full(ds, cfg, work_dir, emit, cancel)?,
+            cfg.blend(ds.samples.len()),
+        ) {
+            (Some(tuned), Some(ecfg)) => {
+                embedded(ds, &ecfg, work_dir, emit, cancel)?.map(|e| average(tuned, e))
+            }
+            (tuned, _) => tuned,
+        }
     };
     Ok(oof.map(|mut oof| {
         let layout = Layout::of(ds);
@@ -371,6 +379,11 @@ fn full(
             model: cfg.model,
             weights: cfg.weights.clone(),
             epochs: cfg.epochs,
+            lr: if cfg.weights.is_some() {
+                TrainConfig::default().lr
+            } else {
+                SCRATCH_LR
+            },
             img_size: cfg.img_size,
             crop_scale: cfg.crop_scale,
             flip: cfg.flip,
@@ -446,6 +459,28 @@ fn full(
     Ok(Some(out))
 }
 
+/// The mean of two models' probabilities for the samples both have (a sample only `a` has
+/// keeps `a`'s); `a`'s samples and skipped ones, `b`'s count of cached embeddings.
+fn average(mut a: Oof, b: Oof) -> Oof {
+    let row_in_b: std::collections::HashMap<usize, usize> =
+        b.samples.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+    for (pa, pb) in a.probs.iter_mut().zip(&b.probs) {
+        let k = pa.len() / a.samples.len().max(1);
+        for (r, i) in a.samples.iter().enumerate() {
+            if let Some(&rb) = row_in_b.get(i) {
+                for (x, y) in pa[r * k..(r + 1) * k]
+                    .iter_mut()
+                    .zip(&pb[rb * k..(rb + 1) * k])
+                {
+                    *x = (*x + y) / 2.0;
+                }
+            }
+        }
+    }
+    a.cached = b.cached;
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +505,30 @@ mod tests {
             }
         }
         (Tensor::from_slice(&x).view([n as i64, d as i64]), a, b)
+    }
+
+    #[test]
+    fn blending_averages_the_samples_both_models_have_and_keeps_sums_of_one() {
+        let oof = |samples: Vec<usize>, probs: Vec<f32>, cached| Oof {
+            samples,
+            probs: vec![probs],
+            skipped: Vec::new(),
+            cached,
+            scalings: Vec::new(),
+        };
+        // Two classes; sample 7 only the fine-tuned model could read, sample 9 only the other.
+        let tuned = oof(vec![2, 5, 7], vec![0.9, 0.1, 0.2, 0.8, 0.6, 0.4], 0);
+        let embedded = oof(vec![2, 5, 9], vec![0.5, 0.5, 0.0, 1.0, 0.3, 0.7], 3);
+        let both = average(tuned, embedded);
+        assert_eq!(both.samples, vec![2, 5, 7]);
+        assert_eq!(both.cached, 3);
+        let want = [0.7, 0.3, 0.1, 0.9, 0.6, 0.4];
+        for (got, want) in both.probs[0].iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{:?}", both.probs[0]);
+        }
+        for row in both.probs[0].chunks(2) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -281,24 +281,30 @@ fn augment_batch(x: &Tensor, size: i64, a: Augment) -> Tensor {
     } else {
         x.shallow_clone()
     };
-    let x = if a.crop_scale >= 1.0 {
-        center_crop(&x, size)
+    let (w, h) = if a.crop_scale >= 1.0 {
+        // torchvision's RandomCrop: a window of `size` anywhere inside the frame, unscaled. The
+        // frame's margin around the centre (1/16 of its side) is the most it shifts: on small
+        // pictures whose place and scale matter (digits) shifts are what helps.
+        let share = Tensor::full([b], size as f64 / x.size()[2] as f64, opts).clamp_max(1.0);
+        (share.shallow_clone(), share)
     } else {
         // torchvision's RandomResizedCrop: an area share in [crop_scale, 1] and a log-uniform
         // aspect in [3/4, 4/3] give the crop's width and height (as shares of the side, at most
-        // the whole side), placed anywhere inside the frame; an affine grid samples it at `size`.
+        // the whole side).
         let area = Tensor::rand([b], opts) * (1.0 - a.crop_scale) + a.crop_scale;
         let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
         let aspect = (Tensor::rand([b], opts) * (hi - lo) + lo).exp();
         let w = (&area * &aspect).sqrt().clamp_max(1.0);
         let h = (&area / &aspect).sqrt().clamp_max(1.0);
-        let tx = (Tensor::rand([b], opts) * 2.0 - 1.0) * (1.0 - &w);
-        let ty = (Tensor::rand([b], opts) * 2.0 - 1.0) * (1.0 - &h);
-        let zeros = Tensor::zeros([b], opts);
-        let theta = Tensor::stack(&[&w, &zeros, &tx, &zeros, &h, &ty], 1).view([b, 2, 3]);
-        let grid = Tensor::affine_grid_generator(&theta, [b, 3, size, size], false);
-        x.grid_sampler(&grid, 0, 1, false)
+        (w, h)
     };
+    // Placed anywhere inside the frame; an affine grid samples it at `size`.
+    let tx = (Tensor::rand([b], opts) * 2.0 - 1.0) * (1.0 - &w);
+    let ty = (Tensor::rand([b], opts) * 2.0 - 1.0) * (1.0 - &h);
+    let zeros = Tensor::zeros([b], opts);
+    let theta = Tensor::stack(&[&w, &zeros, &tx, &zeros, &h, &ty], 1).view([b, 2, 3]);
+    let grid = Tensor::affine_grid_generator(&theta, [b, 3, size, size], false);
+    let x = x.grid_sampler(&grid, 0, 1, false);
     if a.jitter <= 0.0 {
         return x;
     }
@@ -500,5 +506,47 @@ mod tests {
             .filter(|&i| channels(&x, i).0[0].round() == 15.0)
             .count();
         assert!((1..64).contains(&mirrored), "{mirrored} of 64 mirrored");
+    }
+
+    #[test]
+    fn crop_scale_one_shifts_windows_of_the_asked_size_without_rescaling() {
+        let frame = ramp_frame(16);
+        let norm = ([0.0; 3], [1.0 / 255.0; 3]);
+        let many: Vec<u8> = (0..64).flat_map(|_| frame.clone()).collect();
+        let shift = Augment {
+            crop_scale: 1.0,
+            flip: false,
+            jitter: 0.0,
+        };
+        let x = to_batch(&many, 16, 12, Device::Cpu, norm, Some(shift));
+        assert_eq!(x.size(), vec![64, 3, 12, 12]);
+        let mut corners = Vec::new();
+        for i in 0..64 {
+            let (r, g) = channels(&x, i);
+            // Unscaled: neighbours one column (row) apart differ by one; inside the frame.
+            for row in 0..12 {
+                for col in 1..12 {
+                    let step = r[row * 12 + col] - r[row * 12 + col - 1];
+                    assert!(
+                        (step - 1.0).abs() < 1e-3,
+                        "image {i}: a column step of {step}"
+                    );
+                }
+            }
+            assert!(
+                (g[12] - g[0] - 1.0).abs() < 1e-3,
+                "image {i}: rows rescaled"
+            );
+            assert!(r[0] >= -1e-3 && r[11] <= 15.0 + 1e-3, "image {i}: {r:?}");
+            assert!(g[0] >= -1e-3 && g[143] <= 15.0 + 1e-3, "image {i}: {g:?}");
+            corners.push(((r[0] * 4.0).round() as i64, (g[0] * 4.0).round() as i64));
+        }
+        corners.sort();
+        corners.dedup();
+        assert!(
+            corners.len() > 8,
+            "only {} different windows",
+            corners.len()
+        );
     }
 }

@@ -210,7 +210,8 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     pub schedule: ScheduleKind,
     /// Training augmentation, torchvision's RandomResizedCrop: a random crop keeping this share
-    /// of the frame's area or more (aspect 3/4 to 4/3), resized to `img_size`. 1: no crop.
+    /// of the frame's area or more (aspect 3/4 to 4/3), resized to `img_size`. 1: torchvision's
+    /// RandomCrop instead, an `img_size` window anywhere in the frame (shifts, no rescaling).
     pub crop_scale: f64,
     /// Random horizontal flips (off for pictures whose side matters: text, digits, arrows).
     pub flip: bool,
@@ -303,6 +304,12 @@ pub fn frame_side(size: u32) -> u32 {
     (f64::from(size) / 0.875).round() as u32
 }
 
+/// The learning rate of a network trained per fold from scratch (no pretrained weights):
+/// [`TrainConfig`]'s default is made for fine-tuning, and the small CNN learns little with it
+/// in 10 epochs (MNIST digits at 28 px, one 80/20 split: validation accuracy 0.976 at 3e-4,
+/// 0.990 at 3e-3, 0.992-0.993 at 1e-2 and 3e-2).
+pub const SCRATCH_LR: f64 = 1e-2;
+
 /// How out-of-fold probabilities are made for finding label issues.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -322,6 +329,10 @@ pub struct OofConfig {
     /// flips and crops made for photos turn a digit into another digit.
     pub crop_scale: f64,
     pub flip: bool,
+    /// With `full`: EfficientNet-Lite0 weights to embed with as well, the linear heads'
+    /// probabilities averaged with the fine-tuned ones ([`OofConfig::blend`]); `None`: the
+    /// fine-tuned ones alone.
+    pub blend_weights: Option<PathBuf>,
     pub seed: u64,
     pub device: DeviceChoice,
 }
@@ -371,6 +382,27 @@ impl OofConfig {
             ..self.clone()
         }
     }
+
+    /// With `full` and `blend_weights`, the embedding search that runs beside the fine-tuned
+    /// folds, on the same folds, at the resolution a search of `images` images embeds at. Two
+    /// different models' mean ranks real errors better than either: on MNIST's 15
+    /// human-confirmed test-set errors the small CNN per fold puts 9 in its first 50 and 13 in
+    /// its first 100, the embeddings' heads 8 and 12, their mean 12 and 15
+    /// (benches/digit_errors.sh).
+    pub fn blend(&self, images: usize) -> Option<OofConfig> {
+        let weights = self.blend_weights.clone().filter(|_| self.full)?;
+        Some(
+            OofConfig {
+                model: ModelKind::EfficientnetLite0,
+                weights: Some(weights),
+                img_size: 0,
+                full: false,
+                blend_weights: None,
+                ..self.clone()
+            }
+            .for_issues(images),
+        )
+    }
 }
 
 impl Default for OofConfig {
@@ -384,6 +416,7 @@ impl Default for OofConfig {
             epochs: 5,
             crop_scale: TrainConfig::default().crop_scale,
             flip: true,
+            blend_weights: None,
             seed: 0,
             device: DeviceChoice::Auto,
         }
@@ -448,6 +481,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(full.for_issues(100).folds, FOLDS);
+    }
+
+    #[test]
+    fn fine_tuning_per_fold_is_blended_with_embeddings_on_the_same_folds_when_weights_exist() {
+        let weights = PathBuf::from("lite0.safetensors");
+        let full = OofConfig {
+            model: ModelKind::SmallCnn,
+            img_size: 28,
+            full: true,
+            blend_weights: Some(weights.clone()),
+            seed: 3,
+            ..Default::default()
+        }
+        .for_issues(2_000);
+        let blend = full.blend(2_000).expect("full, with weights: blended");
+        assert_eq!(blend.model, ModelKind::EfficientnetLite0);
+        assert_eq!(blend.weights, Some(weights));
+        assert!(!blend.full && blend.blend(2_000).is_none());
+        assert_eq!(blend.img_size, EMBED_SIZE_SMALL);
+        assert_eq!((blend.folds, blend.seed), (full.folds, full.seed));
+        assert_eq!(full.blend(50_000).unwrap().img_size, EMBED_SIZE);
+        // Without weights, or when the search embeds anyway, nothing to blend.
+        let alone = OofConfig {
+            blend_weights: None,
+            ..full.clone()
+        };
+        assert!(alone.blend(2_000).is_none());
+        let embedding = OofConfig {
+            full: false,
+            ..full
+        };
+        assert!(embedding.blend(2_000).is_none());
     }
 
     #[test]

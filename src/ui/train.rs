@@ -862,7 +862,7 @@ impl TrainTab {
                         .range(0.05..=1.0)
                         .max_decimals(2),
                 )
-                .on_hover_text("share of the picture's area a random crop keeps; 1: no crops");
+                .on_hover_text("share of the picture's area a random crop keeps; 1: shifts only");
                 ui.label("jitter");
                 ui.add(
                     egui::DragValue::new(&mut c.jitter)
