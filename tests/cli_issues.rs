@@ -228,11 +228,49 @@ fn cross_validated_embeddings_find_the_planted_flips_and_are_cached() {
     assert!(stderr.contains("cross-validation folds 10/10"), "{stderr}");
     // The second run embeds nothing: the cache answers (same ranking).
     assert!(data
-        .join(".loupe/issues/embeddings/efficientnet-lite0-96.emb")
+        .join(".loupe/embeddings/efficientnet-lite0-96.emb")
         .exists());
     let out = loupe(&args);
     assert!(out.status.success());
     assert_eq!(ranked(&out_csv), first);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("60 image(s) embedded by an earlier search"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Another labels file of the same pictures (the same labels) shares the folder's cache:
+    // nothing embedded again, the planted flips found again.
+    let mut csv = String::from("path,class\n");
+    for entry in walkdir::WalkDir::new(&data)
+        .min_depth(2)
+        .max_depth(2)
+        .sort_by_file_name()
+    {
+        let path = entry.unwrap().into_path();
+        let rel = path.strip_prefix(&data).unwrap();
+        if rel.starts_with(".loupe") {
+            continue;
+        }
+        let class = rel.parent().unwrap().to_string_lossy().into_owned();
+        csv += &format!("{},{class}\n", rel.to_string_lossy());
+    }
+    std::fs::write(data.join("labels.csv"), csv).unwrap();
+    let mut with_csv = args.to_vec();
+    with_csv.extend(["--csv", "labels.csv", "--label-col", "class"]);
+    let out = loupe(&with_csv);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("60 image(s) embedded by an earlier search"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_planted_on_top(&ranked(&out_csv), &planted);
+    assert!(data.join(".loupe/csv-labels/issues").is_dir());
 }
 
 #[test]
@@ -270,7 +308,7 @@ fn training_per_fold_finds_the_planted_flips() {
     // The pretrained embeddings' heads ran too (at the resolution of a small search), and the
     // search says with which weights their probabilities were averaged in.
     assert!(data
-        .join(".loupe/issues/embeddings/efficientnet-lite0-224.emb")
+        .join(".loupe/embeddings/efficientnet-lite0-224.emb")
         .exists());
     let search = std::fs::read_dir(data.join(".loupe/issues"))
         .unwrap()

@@ -284,13 +284,13 @@ pub(super) fn health(
     }
     // Labels as edited (a label conflict is judged on today's labels).
     let ds = open_edited_noted(args)?;
-    let store_dir = LabelStore::open(&ds)?.dir().to_path_buf();
+    let store = LabelStore::open(&ds)?;
+    let store_dir = store.dir().to_path_buf();
     // Near-duplicates and outliers need the engine; without it the pixel checks still stand.
     let neighbours = embeddings.and_then(|device| {
-        let work_dir = std::path::absolute(store_dir.join("issues"))
-            .unwrap_or_else(|_| store_dir.join("issues"));
+        let cache = super::absolute(store.embeddings_dir().to_path_buf());
         let source = args.source().ok()?.absolute();
-        super::jobs::neighbours(source, work_dir, device)
+        super::jobs::neighbours(source, cache, device)
             .map_err(|e| eprintln!("note: near-duplicates and outliers skipped: {e:#}"))
             .ok()
     });

@@ -356,10 +356,10 @@ pub(super) fn predict(
 }
 
 /// Each image's nearest neighbours in the pretrained embedding, from an engine; the embedding
-/// cache is the label-issue searches' (`work_dir/embeddings`).
+/// cache (`embeddings`) is the label-issue searches'.
 pub(super) fn neighbours(
     source: Source,
-    work_dir: PathBuf,
+    embeddings: PathBuf,
     device: DeviceChoice,
 ) -> anyhow::Result<Neighbours> {
     let model = ModelKind::EfficientnetLite0;
@@ -371,7 +371,7 @@ pub(super) fn neighbours(
             device,
             ..Default::default()
         },
-        work_dir,
+        embeddings,
         k: NEIGHBOURS,
     };
     match result_of(&job)? {
@@ -411,10 +411,11 @@ pub(super) enum Probabilities {
 }
 
 /// `loupe issues`: suspected label errors, most likely wrong first, and the estimated number
-/// of errors per class; the search is kept under `issues_dir`.
+/// of errors per class; the search is kept under `issues_dir`, the embedding cache in
+/// `embeddings`.
 pub(super) fn issues(
     source: Source,
-    issues_dir: PathBuf,
+    (issues_dir, embeddings): (PathBuf, PathBuf),
     probs: Probabilities,
     (method, rank_by): (Method, RankBy),
     out: Option<&Path>,
@@ -430,13 +431,19 @@ pub(super) fn issues(
                 method,
                 rank_by,
                 issues_dir,
+                embeddings,
             };
             let JobResult::Issues {
-                folder, skipped, ..
+                folder,
+                skipped,
+                cached,
             } = result_of(&job)?
             else {
                 anyhow::bail!("the engine answered another job");
             };
+            if cached > 0 {
+                eprintln!("{cached} image(s) embedded by an earlier search of this folder");
+            }
             if !skipped.is_empty() {
                 eprintln!(
                     "note: {} image(s) could not be decoded and were not examined",

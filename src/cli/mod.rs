@@ -606,7 +606,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             };
             jobs::issues(
                 dataset.source()?.absolute(),
-                absolute(store.dir().join("issues")),
+                (
+                    absolute(store.dir().join("issues")),
+                    absolute(store.embeddings_dir().to_path_buf()),
+                ),
                 probs,
                 (method, rank_by),
                 out.as_deref(),

@@ -60,6 +60,7 @@ pub enum LabelError {
 pub struct LabelStore {
     journal: Journal,
     dir: PathBuf,
+    embeddings: PathBuf,
     /// True when the dataset folder is read-only and the overlay lives in the user's data folder.
     pub fallback: bool,
     /// Original labels of the samples, by dataset-relative path.
@@ -81,9 +82,17 @@ impl LabelStore {
     pub fn open(ds: &Dataset) -> Result<LabelStore, LabelError> {
         let (dir, fallback) = overlay_dir(ds)?;
         let (journal, entries, damage) = Journal::open(&dir)?;
+        // The embedding cache is keyed by paths relative to the dataset folder, so every labels
+        // file of the folder can share it: beside the CSVs' overlays, not inside one.
+        let embeddings = match overlay_sub(ds).as_os_str().is_empty() {
+            true => dir.clone(),
+            false => dir.parent().unwrap_or(&dir).to_path_buf(),
+        }
+        .join("embeddings");
         let mut store = LabelStore {
             journal,
             dir,
+            embeddings,
             fallback,
             base: ds
                 .samples
@@ -123,6 +132,11 @@ impl LabelStore {
     /// Where the overlay (journal, snapshot) lives.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The dataset folder's embedding cache, shared by all its labels files.
+    pub fn embeddings_dir(&self) -> &Path {
+        &self.embeddings
     }
 
     fn absorb(&mut self, entries: Vec<Entry>, damage: Vec<Damage>) {

@@ -96,6 +96,8 @@ pub struct Workspace {
     /// The overlay's folder (`.loupe/`, or the user-data fallback): runs and issue searches go
     /// beside it.
     pub store_dir: std::path::PathBuf,
+    /// [`LabelStore::embeddings_dir`].
+    pub embeddings_dir: std::path::PathBuf,
     index: HashMap<String, usize>,
     tx: Option<Sender<LabelCmd>>,
     rx: Receiver<LabelReply>,
@@ -133,6 +135,7 @@ impl Workspace {
             }
         }
         let store_dir = store.dir().to_path_buf();
+        let embeddings_dir = store.embeddings_dir().to_path_buf();
         let mut notes = store.warnings.clone();
         notes.insert(
             0,
@@ -156,6 +159,7 @@ impl Workspace {
             history,
             notes,
             store_dir,
+            embeddings_dir,
             index,
             tx: Some(tx),
             rx,

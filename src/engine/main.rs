@@ -165,21 +165,21 @@ fn run(job: Job, emit: &Emit<'_>, cancel: &AtomicBool) -> anyhow::Result<Option<
         Job::Neighbours {
             dataset,
             config,
-            work_dir,
+            embeddings,
             k,
-        } => similar::neighbours(&dataset, &config, &work_dir, k, emit, cancel).map(Some),
+        } => similar::neighbours(&dataset, &config, &embeddings, k, emit, cancel).map(Some),
         Job::FindIssues {
             dataset,
             config,
             method,
             rank_by,
             issues_dir,
+            embeddings,
         } => oof::find_issues(
             &dataset,
             &config,
-            method,
-            rank_by,
-            &issues_dir,
+            (method, rank_by),
+            (&issues_dir, &embeddings),
             emit,
             cancel,
         )

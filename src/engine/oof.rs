@@ -37,20 +37,20 @@ pub struct Oof {
 }
 
 /// The `find-issues` job: the dataset as edited, its out-of-fold probabilities, confident
-/// learning, and the search kept in a new folder under `issues_dir`.
+/// learning, and the search kept in a new folder under `issues_dir`; the embedding cache in
+/// `embeddings`.
 pub fn find_issues(
     source: &Source,
     cfg: &OofConfig,
-    method: Method,
-    rank_by: RankBy,
-    issues_dir: &Path,
+    (method, rank_by): (Method, RankBy),
+    (issues_dir, embeddings): (&Path, &Path),
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<JobResult> {
     let started = std::time::Instant::now();
     let (ds, _) = dataset::open_edited(source, &Default::default(), Default::default())?;
     let cfg = &cfg.for_issues(ds.samples.len());
-    let Some(oof) = out_of_fold(&ds, cfg, issues_dir, emit, cancel)? else {
+    let Some(oof) = out_of_fold(&ds, cfg, (issues_dir, embeddings), emit, cancel)? else {
         return Ok(JobResult::Cancelled);
     };
     anyhow::ensure!(!oof.samples.is_empty(), "no image could be read");
@@ -82,12 +82,12 @@ pub fn find_issues(
 }
 
 /// Cross-validated probabilities for every sample of `ds` (the effective dataset), temperature
-/// scaled per label column ([`calibration`]). `work_dir` holds the embedding cache and, for the
-/// full path, the per-fold runs. `None` when cancelled.
+/// scaled per label column ([`calibration`]). `work_dir` holds the full path's per-fold runs,
+/// `embeddings` the embedding cache. `None` when cancelled.
 pub fn out_of_fold(
     ds: &Dataset,
     cfg: &OofConfig,
-    work_dir: &Path,
+    (work_dir, embeddings): (&Path, &Path),
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Oof>> {
@@ -98,14 +98,14 @@ pub fn out_of_fold(
     );
     anyhow::ensure!(cfg.folds >= 2, "cross-validation needs at least 2 folds");
     let oof = if !cfg.full {
-        embedded(ds, cfg, work_dir, emit, cancel)?
+        embedded(ds, cfg, embeddings, emit, cancel)?
     } else {
         match (
             full(ds, cfg, work_dir, emit, cancel)?,
             cfg.blend(ds.samples.len()),
         ) {
             (Some(tuned), Some(ecfg)) => {
-                embedded(ds, &ecfg, work_dir, emit, cancel)?.map(|e| average(tuned, e))
+                embedded(ds, &ecfg, embeddings, emit, cancel)?.map(|e| average(tuned, e))
             }
             (tuned, _) => tuned,
         }
@@ -130,15 +130,16 @@ pub fn out_of_fold(
     }))
 }
 
-/// The fast path: a linear head per fold on the frozen backbone's embeddings.
+/// The fast path: a linear head per fold on the frozen backbone's embeddings (cached in
+/// `embeddings`).
 fn embedded(
     ds: &Dataset,
     cfg: &OofConfig,
-    work_dir: &Path,
+    embeddings: &Path,
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Oof>> {
-    let Some(mut emb) = embed_all(ds, cfg, work_dir, emit, cancel)? else {
+    let Some(mut emb) = embed_all(ds, cfg, embeddings, emit, cancel)? else {
         return Ok(None);
     };
     let layout = Layout::of(ds);
@@ -199,11 +200,11 @@ fn embedded(
 }
 
 /// Every image of `ds` through the pretrained backbone (`cfg`'s model, weights, resolution and
-/// device), with the embedding cache in `work_dir/embeddings`; `None` when cancelled.
+/// device), with the embedding cache in `cache`; `None` when cancelled.
 pub fn embed_all(
     ds: &Dataset,
     cfg: &OofConfig,
-    work_dir: &Path,
+    cache: &Path,
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<embed::Embeddings>> {
@@ -233,7 +234,7 @@ pub fn embed_all(
         ds,
         &all,
         &ecfg,
-        Some(&work_dir.join("embeddings")),
+        Some(cache),
         &|done, total| {
             emit(Event::Progress {
                 what: "embedding images".into(),

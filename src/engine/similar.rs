@@ -30,13 +30,13 @@ const CANDIDATES: i64 = 50;
 pub fn neighbours(
     source: &Source,
     cfg: &OofConfig,
-    work_dir: &Path,
+    embeddings: &Path,
     k: usize,
     emit: &Emit<'_>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<JobResult> {
     let (ds, _) = dataset::open_edited(source, &Default::default(), Default::default())?;
-    let Some(mut emb) = oof::embed_all(&ds, cfg, work_dir, emit, cancel)? else {
+    let Some(mut emb) = oof::embed_all(&ds, cfg, embeddings, emit, cancel)? else {
         return Ok(JobResult::Cancelled);
     };
     let n = emb.samples.len();

@@ -62,20 +62,21 @@ pub enum Job {
     },
     /// Label issues of the dataset as edited: out-of-fold class probabilities for every image,
     /// then confident learning; the search is kept in a new folder under `issues_dir` (which
-    /// also holds the embedding cache and the folds' runs).
+    /// also holds the folds' runs), the embedding cache in `embeddings`.
     FindIssues {
         dataset: Source,
         config: OofConfig,
         method: Method,
         rank_by: RankBy,
         issues_dir: PathBuf,
+        embeddings: PathBuf,
     },
     /// Each image's `k` most similar images in the pretrained embedding of the dataset as
-    /// edited (the embedding cache in `work_dir/embeddings`, shared with label-issue searches).
+    /// edited (the embedding cache in `embeddings`, shared with label-issue searches).
     Neighbours {
         dataset: Source,
         config: OofConfig,
-        work_dir: PathBuf,
+        embeddings: PathBuf,
         k: usize,
     },
     /// Which devices libtorch sees, with a smoke test.
@@ -356,6 +357,7 @@ mod tests {
                 method: Method::PruneByNoiseRate,
                 rank_by: RankBy::SelfConfidence,
                 issues_dir: "/d/.loupe/issues".into(),
+                embeddings: "/d/.loupe/embeddings".into(),
             },
             Job::Device,
         ];

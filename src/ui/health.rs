@@ -253,8 +253,8 @@ impl Health {
             s.label = label.clone();
         }
         let cache = ws.store_dir.join("health");
-        let work_dir = std::path::absolute(ws.store_dir.join("issues"))
-            .unwrap_or_else(|_| ws.store_dir.join("issues"));
+        let embeddings_dir =
+            std::path::absolute(&ws.embeddings_dir).unwrap_or_else(|_| ws.embeddings_dir.clone());
         let source = ws.dataset.source.absolute();
         let (embeddings, engine) = (self.embeddings, self.engine.clone());
         let generation = ws.generation;
@@ -280,7 +280,7 @@ impl Health {
                             weights: default_weights(model),
                             ..Default::default()
                         },
-                        work_dir,
+                        embeddings: embeddings_dir,
                         k: 10,
                     };
                     skipped = match engine

@@ -182,6 +182,8 @@ impl Review {
         let source = ws.dataset.source.absolute();
         let issues_dir = std::path::absolute(ws.store_dir.join("issues"))
             .unwrap_or_else(|_| ws.store_dir.join("issues"));
+        let embeddings =
+            std::path::absolute(&ws.embeddings_dir).unwrap_or_else(|_| ws.embeddings_dir.clone());
         let (img_size, weights) = (self.img_size, self.weights.clone());
         let engine = self.engine.clone();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -213,6 +215,7 @@ impl Review {
                     method: Method::PruneByNoiseRate,
                     rank_by: RankBy::SelfConfidence,
                     issues_dir,
+                    embeddings,
                 };
                 let done = match engine
                     .start(&job, None)
