@@ -44,8 +44,7 @@ impl Run {
             .map(|f| dir.join(f))
             .find(|p| p.exists())
             .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet", dir.display()))?;
-        vs.load(&ckpt)
-            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", ckpt.display()))?;
+        zoo::load_checkpoint(&mut vs, &ckpt)?;
         Ok(Run {
             dir: dir.to_path_buf(),
             record,

@@ -201,8 +201,7 @@ pub fn train(
     let net = zoo::build(cfg.model, &vs.root(), heads.outputs());
     if matches!(start, Start::Resume(_)) {
         let last = run_dir.join(record::LAST);
-        vs.load(&last)
-            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", last.display()))?;
+        zoo::load_checkpoint(&mut vs, &last)?;
     } else if let Some(w) = &cfg.weights {
         let report = zoo::load_pretrained(&mut vs, cfg.model, w)?;
         anyhow::ensure!(

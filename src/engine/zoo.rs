@@ -160,6 +160,47 @@ pub enum WeightsError {
     },
 }
 
+/// Loads a checkpoint Loupe saved into `vs`, refusing in words one whose tensors do not fit
+/// the network (libtorch's own message is a C++ backtrace): a run saved by an earlier version
+/// of a network whose layers have changed since, say.
+pub fn load_checkpoint(vs: &mut nn::VarStore, path: &Path) -> anyhow::Result<()> {
+    let file: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+        .into_iter()
+        .collect();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let misfits: Vec<String> = vars
+        .iter()
+        .filter_map(|(name, var)| match file.get(name) {
+            Some(t) if t.size() == var.size() => None,
+            Some(t) => Some(format!(
+                "{name}: {:?} in the file, {:?} in the network",
+                t.size(),
+                var.size()
+            )),
+            None => Some(format!("{name}: not in the file")),
+        })
+        .collect();
+    if let Some(first) = misfits.first() {
+        let more = match misfits.len() {
+            1 => String::new(),
+            n => format!(", and {} more", n - 1),
+        };
+        anyhow::bail!(
+            "{} does not fit the network this version of Loupe builds ({first}{more}); a run \
+             saved by an earlier version has to be trained again",
+            path.display()
+        );
+    }
+    tch::no_grad(|| {
+        for (name, mut var) in vars {
+            var.copy_(&file[&name].to_kind(var.kind()).to_device(var.device()));
+        }
+    });
+    Ok(())
+}
+
 /// Copies the tensors of a safetensors file into `vs` by name, except the classifier head.
 pub fn load_pretrained(
     vs: &mut nn::VarStore,
@@ -254,6 +295,34 @@ mod tests {
             });
             assert_eq!(out.size(), vec![2, 7], "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_checkpoint_loads_into_its_network_and_one_that_does_not_fit_is_refused_in_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("best.safetensors");
+        let saved = nn::VarStore::new(Device::Cpu);
+        let _a = build(ModelKind::SmallCnn, &saved.root(), 3);
+        saved.save(&file).unwrap();
+
+        let mut same = nn::VarStore::new(Device::Cpu);
+        let _b = build(ModelKind::SmallCnn, &same.root(), 3);
+        load_checkpoint(&mut same, &file).unwrap();
+        for (name, var) in saved.variables() {
+            assert!(var.equal(&same.variables()[&name]), "{name}");
+        }
+
+        let mut other = nn::VarStore::new(Device::Cpu);
+        let _c = build(ModelKind::SmallCnn, &other.root(), 5);
+        let err = load_checkpoint(&mut other, &file).unwrap_err().to_string();
+        assert!(
+            err.contains("head.bias: [3] in the file, [5] in the network, and 1 more"),
+            "{err}"
+        );
+        let mut resnet = nn::VarStore::new(Device::Cpu);
+        let _d = build(ModelKind::Resnet18, &resnet.root(), 3);
+        let err = load_checkpoint(&mut resnet, &file).unwrap_err().to_string();
+        assert!(err.contains("not in the file"), "{err}");
     }
 
     #[test]
