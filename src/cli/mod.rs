@@ -239,8 +239,8 @@ pub enum Command {
         weights: Option<PathBuf>,
         /// Fine-tune the network per fold, instead of a linear head on frozen embeddings; the
         /// embeddings' heads still run (when EfficientNet-Lite0's weights are installed) and
-        /// the two probabilities are averaged: together they rank real errors better than
-        /// either.
+        /// the two are blended (a geometric mean weighted by how well each explains the given
+        /// labels): together they rank real errors better than either.
         #[arg(long)]
         full: bool,
         /// Epochs per fold (with --full).

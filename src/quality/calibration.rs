@@ -38,11 +38,64 @@ pub fn temperature_scale(probs: &mut [f32], k: usize, labels: &[usize]) -> Scali
             noise: 0.0,
         };
     }
-    // Log-probabilities, floored: a softmax in f32 underflows to exactly 0 far from the top.
-    let logs: Vec<f64> = probs
-        .iter()
-        .map(|&p| f64::from(p.max(1e-30)).ln())
-        .collect();
+    let logs: Vec<f64> = probs.iter().map(|&p| ln_prob(p)).collect();
+    let (scaling, _) = fit(&logs, k, labels);
+    let t = scaling.temperature;
+    for (row, logs) in probs.chunks_mut(k).zip(logs.chunks(k)) {
+        let z = log_sum_exp(logs.iter().map(|l| l / t));
+        for (p, l) in row.iter_mut().zip(logs) {
+            *p = (l / t - z).exp() as f32;
+        }
+    }
+    scaling
+}
+
+/// The weight `w` of `a` in the geometric mean `a^w b^(1-w)` of two models' probabilities
+/// (aligned rows of `k`) that, temperature scaled, makes `labels` most likely: the two models
+/// stacked by the same likelihood that calibrates each, so the one that explains the given
+/// labels better counts for more. Searched over `[0, 1]`.
+pub fn blend_weight(a: &[f32], b: &[f32], k: usize, labels: &[usize]) -> f64 {
+    assert_eq!(a.len(), b.len(), "aligned rows");
+    assert_eq!(a.len(), labels.len() * k, "one row of {k} per label");
+    if labels.is_empty() || k < 2 {
+        return 0.5;
+    }
+    let la: Vec<f64> = a.iter().map(|&p| ln_prob(p)).collect();
+    let lb: Vec<f64> = b.iter().map(|&p| ln_prob(p)).collect();
+    // The loss over w is a minimum over T of losses convex in the logits: unimodal in
+    // practice, so golden section as for T.
+    golden(0.0, 1.0, 1e-3, |w| {
+        let logs: Vec<f64> = la
+            .iter()
+            .zip(&lb)
+            .map(|(x, y)| w * x + (1.0 - w) * y)
+            .collect();
+        fit(&logs, k, labels).1
+    })
+}
+
+/// `a` replaced, row by row, by the geometric mean `a^w b^(1-w)` renormalised (the weighted
+/// mean of the log-probabilities: a product of experts). Unlike the plain mean, which can at
+/// most halve a label's probability, one model sure that a label is wrong outweighs the
+/// other's mild belief in it.
+pub fn geometric_mean(a: &mut [f32], b: &[f32], k: usize, w: f64) {
+    assert_eq!(a.len(), b.len(), "aligned rows");
+    for (ra, rb) in a.chunks_mut(k).zip(b.chunks(k)) {
+        let logs: Vec<f64> = ra
+            .iter()
+            .zip(rb)
+            .map(|(&x, &y)| w * ln_prob(x) + (1.0 - w) * ln_prob(y))
+            .collect();
+        let z = log_sum_exp(logs.iter().copied());
+        for (p, l) in ra.iter_mut().zip(&logs) {
+            *p = (l - z).exp() as f32;
+        }
+    }
+}
+
+/// The temperature and label-noise rate that make `labels` most likely under the
+/// log-probabilities `logs` (rows of `k`, not necessarily normalised), and that loss.
+fn fit(logs: &[f64], k: usize, labels: &[usize]) -> (Scaling, f64) {
     // The probability of each given label at temperature t.
     let given = |t: f64| -> Vec<f64> {
         logs.chunks(k)
@@ -64,17 +117,21 @@ pub fn temperature_scale(probs: &mut [f32], k: usize, labels: &[usize]) -> Scali
         nll(&q, best_noise(&q))
     });
     let t = log_t.exp();
-    let noise = best_noise(&given(t));
-    for (row, logs) in probs.chunks_mut(k).zip(logs.chunks(k)) {
-        let z = log_sum_exp(logs.iter().map(|l| l / t));
-        for (p, l) in row.iter_mut().zip(logs) {
-            *p = (l / t - z).exp() as f32;
-        }
-    }
-    Scaling {
-        temperature: t,
-        noise,
-    }
+    let q = given(t);
+    let noise = best_noise(&q);
+    (
+        Scaling {
+            temperature: t,
+            noise,
+        },
+        nll(&q, noise),
+    )
+}
+
+/// A probability's logarithm, floored: a softmax in f32 underflows to exactly 0 far from the
+/// top, and a zero would make every later sum or temperature meaningless.
+pub fn ln_prob(p: f32) -> f64 {
+    f64::from(p.max(1e-30)).ln()
 }
 
 /// The minimum of a unimodal `f` on `[a, b]`, to `tol`.
@@ -203,5 +260,43 @@ mod tests {
         for row in probs.chunks(3) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn a_geometric_mean_lets_one_model_sure_a_label_is_wrong_outweigh_the_others_belief() {
+        // Three rows labelled class 0. Row 0: sqrt(0.9 * 0.5) : sqrt(0.1 * 0.5) is 3 : 1.
+        // Row 1: `a` is sure it is class 1, `b` believes the label. Row 2: both mildly doubt
+        // it. The plain mean would doubt row 2 more (0.3 against 0.455).
+        let mut a = vec![0.9, 0.1, 0.01, 0.99, 0.3, 0.7];
+        let b = [0.5, 0.5, 0.9, 0.1, 0.3, 0.7];
+        geometric_mean(&mut a, &b, 2, 0.5);
+        assert!((a[0] - 0.75).abs() < 1e-6, "{a:?}");
+        assert!(a[2] < 0.25 && (a[4] - 0.3).abs() < 1e-6, "{a:?}");
+        for row in a.chunks(2) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        // Weight 1 is `a` itself.
+        let mut one = vec![0.9, 0.1];
+        geometric_mean(&mut one, &[0.5, 0.5], 2, 1.0);
+        assert!((one[0] - 0.9).abs() < 1e-6, "{one:?}");
+    }
+
+    #[test]
+    fn the_blend_weight_goes_to_the_model_that_explains_the_labels() {
+        let (informed, labels, k) = problem(1.0);
+        // A model that knows nothing: rows that vary, but not with the labels.
+        let guess: Vec<f32> = (0..labels.len())
+            .flat_map(|i| {
+                let z: Vec<f64> = (0..k)
+                    .map(|c| ((i * 7 + c * 13) as f64 * 0.71).sin())
+                    .collect();
+                let sum: f64 = z.iter().map(|v| v.exp()).sum();
+                z.into_iter().map(move |v| (v.exp() / sum) as f32)
+            })
+            .collect();
+        let w = blend_weight(&informed, &guess, k, &labels);
+        assert!(w > 0.9, "the informed model is `a`: w = {w}");
+        let w = blend_weight(&guess, &informed, k, &labels);
+        assert!(w < 0.1, "the informed model is `b`: w = {w}");
     }
 }

@@ -385,10 +385,10 @@ impl OofConfig {
 
     /// With `full` and `blend_weights`, the embedding search that runs beside the fine-tuned
     /// folds, on the same folds, at the resolution a search of `images` images embeds at. Two
-    /// different models' mean ranks real errors better than either: on MNIST's 15
+    /// different models together rank real errors better than either: on MNIST's 15
     /// human-confirmed test-set errors the small CNN per fold puts 8-9 in its first 50 and
-    /// 12-13 in its first 100, the embeddings' heads 8 and 12, their mean 11-12 and 12-13
-    /// over three seeds (benches/digit_errors.sh).
+    /// 12-13 in its first 100, the embeddings' heads 8 and 12, their weighted geometric mean
+    /// 10-11 and 13-14 over three seeds (benches/digit_errors.sh).
     pub fn blend(&self, images: usize) -> Option<OofConfig> {
         let weights = self.blend_weights.clone().filter(|_| self.full)?;
         Some(
