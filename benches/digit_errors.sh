@@ -12,7 +12,7 @@
 # each flags. REF_EPOCHS sets the reference's epochs a fold (3); REF_NET=strong trains a
 # stronger CNN (benches/digit_errors.py says which). LOUPE_FULL=1 also runs `loupe issues
 # --full` with the small CNN per fold at 28 px (no flips, random shifts, 10 epochs, the seed
-# of the run), averaged with the embeddings' heads (embedding again, not cached).
+# of the run), blended with the embeddings' heads (embedding again, not cached).
 # Usage: benches/digit_errors.sh [KIND...]   (default: confirmed confusable ambiguous)
 set -euo pipefail
 cd "$(dirname "$0")/.."
