@@ -154,13 +154,6 @@ pub struct EmbedConfig {
     pub bf16: bool,
 }
 
-/// The same 4-D tensor with channels-last strides (NHWC in memory). oneDNN's convolutions work
-/// in that layout: given NCHW they reorder every layer's input and output (a tenth of the
-/// embedding time here). Convolutions keep the layout of their input.
-fn channels_last(t: &Tensor) -> Tensor {
-    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
 /// Embeds `samples` of `ds`, reusing and updating the cache in `cache_dir` (when given).
 /// `progress(done, total)` is called after each batch; `None` when `cancel` was set.
 pub fn embed(
@@ -184,16 +177,10 @@ pub fn embed(
         report.mismatched
     );
     let bf16 = cfg.bf16;
-    tch::no_grad(|| {
-        if bf16 {
-            vs.bfloat16();
-        }
-        for (_, mut v) in vs.variables() {
-            if v.dim() == 4 {
-                v.set_data(&channels_last(&v));
-            }
-        }
-    });
+    if bf16 {
+        tch::no_grad(|| vs.bfloat16());
+    }
+    zoo::weights_channels_last(&vs);
     let file = cache_dir.map(|d| cache_path(d, cfg.model, cfg.size));
     let mut cache = file
         .as_deref()
@@ -245,7 +232,7 @@ pub fn embed(
         if !xs.is_empty() {
             let batch = Tensor::stack(&xs, 0).to_device(cfg.device);
             let batch =
-                channels_last(&batch.to_kind(if bf16 { Kind::BFloat16 } else { Kind::Float }));
+                zoo::channels_last(&batch.to_kind(if bf16 { Kind::BFloat16 } else { Kind::Float }));
             let feats = tch::no_grad(|| net.forward_t(&batch, false))
                 .to_device(Device::Cpu)
                 .to_kind(Kind::Float)

@@ -16,6 +16,8 @@ use tch::{Device, Kind, Tensor};
 use loupe::dataset::{probe, scan::io_pool, Dataset};
 use loupe::train::config::TrainConfig;
 
+use super::zoo;
+
 /// A run's images, addressed by position: what the engine trains and validates on.
 pub trait Frames: Sync {
     /// Side of every frame, in pixels.
@@ -229,7 +231,8 @@ impl Augment {
 /// RGB frames (`bytes`, each `side` x `side`) as a float batch `[n, 3, size, size]` on `device`,
 /// normalised with `mean`/`std`. Without `augment`, the centre `size` square of each frame (what
 /// evaluation and prediction see); with it, per image on `device`: a flip, a random resized
-/// crop and a brightness/contrast change, as `augment` asks.
+/// crop and a brightness/contrast change, as `augment` asks. Channels-last in memory, as the
+/// networks' weights are ([`zoo::channels_last`]).
 pub fn to_batch(
     bytes: &[u8],
     side: u32,
@@ -259,7 +262,7 @@ pub fn to_batch(
         .view([1, 3, 1, 1])
         .to_kind(Kind::Float)
         .to_device(device);
-    (x - mean) / std
+    zoo::channels_last(&((x - mean) / std))
 }
 
 /// The centre `size` x `size` of a `[B, 3, S, S]` batch.

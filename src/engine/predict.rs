@@ -45,6 +45,7 @@ impl Run {
             .find(|p| p.exists())
             .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet", dir.display()))?;
         zoo::load_checkpoint(&mut vs, &ckpt)?;
+        zoo::weights_channels_last(&vs);
         Ok(Run {
             dir: dir.to_path_buf(),
             record,
@@ -88,7 +89,7 @@ impl Run {
                 Vec::new().into_iter()
             } else {
                 let p = tch::no_grad(|| -> anyhow::Result<Vec<Probabilities>> {
-                    let x = Tensor::stack(&ok, 0).to_device(self.device);
+                    let x = zoo::channels_last(&Tensor::stack(&ok, 0).to_device(self.device));
                     let mut p = self.heads.softmax(&self.net.forward_t(&x, false))?;
                     if tta {
                         let mirrored = self.net.forward_t(&x.flip([3]), false);

@@ -213,6 +213,7 @@ pub fn train(
             report.mismatched
         );
     }
+    zoo::weights_channels_last(&vs);
     if cfg.freeze {
         for (name, var) in vs.variables() {
             if !name.starts_with(cfg.model.head()) {
@@ -390,13 +391,13 @@ pub fn train(
             metrics: Box::new(m.clone()),
         })?;
         log.sync()?;
-        save_checkpoint(&vs, &run_dir.join(record::LAST))?;
+        zoo::save_checkpoint(&vs, &run_dir.join(record::LAST))?;
         emit(Event::Checkpoint {
             path: run_dir.join(record::LAST),
             best: false,
         });
         if policy.end_epoch(cfg.monitor.of(&m)) {
-            save_checkpoint(&vs, &run_dir.join(record::BEST))?;
+            zoo::save_checkpoint(&vs, &run_dir.join(record::BEST))?;
             let rows: Vec<(String, String, Probabilities)> = positions
                 .iter()
                 .zip(probs)
@@ -504,12 +505,6 @@ fn prepare_resume(
     Ok((sp, history))
 }
 
-/// Saves the weights atomically: a crash or a full disk leaves the previous checkpoint.
-fn save_checkpoint(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
-    loupe::util::replace_file(path, |tmp| vs.save(tmp).map_err(std::io::Error::other))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
-}
-
 fn finish(
     vs: &nn::VarStore,
     run_dir: &Path,
@@ -518,7 +513,7 @@ fn finish(
     cancelled: bool,
     emit: &Emit<'_>,
 ) -> anyhow::Result<()> {
-    save_checkpoint(vs, &run_dir.join(record::LAST))?;
+    zoo::save_checkpoint(vs, &run_dir.join(record::LAST))?;
     emit(Event::Finished {
         run_dir: run_dir.to_path_buf(),
         best: policy.best.map(|b| cfg.monitor.value(b)),
