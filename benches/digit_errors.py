@@ -219,12 +219,19 @@ def score(out, name, *issues_csvs):
     paths, given = given_labels(out, name)
     planted = {r["path"] for r in csv.DictReader(open(os.path.join(out, f"planted_{name}.csv")))}
 
-    def line(name, ranked, flagged):
+    def line(name, ranked, flagged, countable, thresholds):
         top = lambda n: len(planted & set(ranked[:n]))
         print(
             f"{name:28} top 50: {top(50):2}/{len(planted)}  top 100: {top(100):2}/{len(planted)}  "
-            f"flagged {len(flagged):4} (errors among them: {len(planted & flagged)})"
+            f"flagged {len(flagged):4} (errors among them: {len(planted & flagged)}); "
+            f"errors over a threshold: {countable:2} (thresholds {min(thresholds):.4f}-{max(thresholds):.4f})"
         )
+
+    # Confident learning counts an image as mislabelled only where another class's probability
+    # reaches that class's threshold, its images' mean confidence in it: how many of the errors
+    # any flagged count could hold.
+    def thresholds(given, p_given):
+        return {c: p_given[given == c].mean() for c in np.unique(given)}
 
     probs = np.load(os.path.join(out, f"reference_{name}.npy"))
     started = time.time()
@@ -235,11 +242,27 @@ def score(out, name, *issues_csvs):
     rest = [i for i in np.argsort(self_conf, kind="stable") if not flags[i]]
     flagged_first = [i for i in np.argsort(self_conf, kind="stable") if flags[i]] + rest
     seconds = time.time() - started
-    line("reference (CNN + cleanlab)", [paths[i] for i in flagged_first], {paths[i] for i in np.flatnonzero(flags)})
+    t = thresholds(given, self_conf)
+    countable = sum(
+        any(probs[i, k] >= t[k] for k in t if k != given[i])
+        for i, p in enumerate(paths)
+        if p in planted
+    )
+    line(
+        "reference (CNN + cleanlab)",
+        [paths[i] for i in flagged_first],
+        {paths[i] for i in np.flatnonzero(flags)},
+        countable,
+        t.values(),
+    )
     for issues_csv in issues_csvs:
         rows = sorted(csv.DictReader(open(issues_csv)), key=lambda r: int(r["rank"]))
         tool = "loupe issues --full" if "issues_full_" in issues_csv else "loupe issues"
-        line(tool, [r["path"] for r in rows], {r["path"] for r in rows if r["flagged"] == "1"})
+        # Every image is ranked, so p(given) of every row gives the thresholds; `suggested`
+        # is the most probable other class.
+        t = thresholds(np.asarray([r["given"] for r in rows]), np.asarray([float(r["p_given"]) for r in rows]))
+        countable = sum(float(r["p_suggested"]) >= t[r["suggested"]] for r in rows if r["path"] in planted)
+        line(tool, [r["path"] for r in rows], {r["path"] for r in rows if r["flagged"] == "1"}, countable, t.values())
     print(f"(cleanlab itself took {seconds:.1f} s)")
 
 
